@@ -1,0 +1,1 @@
+//! Elasticsearch test double (placeholder; see issue 3).

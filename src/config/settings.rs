@@ -1,0 +1,659 @@
+//! Every setting apm-rs reads, with its default beside the field.
+//!
+//! Key names follow apm-server (`apm-server.*`, `output.elasticsearch.*`);
+//! see `../shared/spec/config.md`. Unknown keys are rejected
+//! (`deny_unknown_fields`), so a typo stops start-up naming the key. Keys
+//! apm-server documents but ignores are accepted and marked *ignored*.
+
+use super::types::{ByteSize, GoDuration, HeaderMap, Secret};
+use serde::{Deserialize, Serialize};
+
+fn t() -> bool {
+    true
+}
+
+/// The whole configuration tree.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Intake server settings (apm-server's own key names).
+    #[serde(rename = "apm-server", default)]
+    pub apm_server: ApmServer,
+    /// Where documents go: the file sink (default) or Elasticsearch.
+    #[serde(default)]
+    pub output: Output,
+    /// Stage instance counts, channel capacities, memory budget (`pipelines/*.yml`).
+    #[serde(default)]
+    pub pipeline: Pipeline,
+    /// Log format and level.
+    #[serde(default)]
+    pub logging: Logging,
+    /// Self-monitoring (Prometheus) listener.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApmServer {
+    /// Listen address; `:8200` is appended when no port is given. `unix:/path` is not supported.
+    pub host: String,
+    /// Maximum simultaneous connections; 0 = unlimited.
+    pub max_connections: usize,
+    /// Maximum request header size in bytes.
+    pub max_header_size: usize,
+    /// Time to read a whole request (headers and body).
+    pub read_timeout: GoDuration,
+    /// Time to write a response.
+    pub write_timeout: GoDuration,
+    /// Keep-alive idle time.
+    pub idle_timeout: GoDuration,
+    /// Graceful shutdown budget.
+    pub shutdown_timeout: GoDuration,
+    /// Maximum length of one ndjson line in bytes.
+    pub max_event_size: usize,
+    /// Concurrent intake streams being decoded; 0 = auto (see intake.md §6.1).
+    pub max_concurrent_decoders: usize,
+    /// Headers added to every root, backend and RUM response.
+    pub response_headers: HeaderMap,
+    /// Record client IP and user agent on events.
+    pub capture_personal_data: bool,
+    /// Fills a missing `service.environment`.
+    pub default_service_environment: String,
+    pub expvar: Expvar,
+    pub pprof: Pprof,
+    pub data_streams: DataStreams,
+    /// TLS; on as soon as the section exists (unless `enabled: false`).
+    pub ssl: Option<ServerTls>,
+    pub auth: Auth,
+    pub rum: Rum,
+    pub agent: Agent,
+    pub kibana: Kibana,
+}
+
+impl Default for ApmServer {
+    fn default() -> Self {
+        ApmServer {
+            host: "127.0.0.1:8200".into(),
+            max_connections: 0,
+            max_header_size: 1_048_576,
+            read_timeout: GoDuration::secs(30),
+            write_timeout: GoDuration::secs(30),
+            idle_timeout: GoDuration::secs(45),
+            shutdown_timeout: GoDuration::secs(30),
+            max_event_size: 307_200,
+            max_concurrent_decoders: 0,
+            response_headers: HeaderMap::new(),
+            capture_personal_data: true,
+            default_service_environment: String::new(),
+            expvar: Expvar::default(),
+            pprof: Pprof::default(),
+            data_streams: DataStreams::default(),
+            ssl: None,
+            auth: Auth::default(),
+            rum: Rum::default(),
+            agent: Agent::default(),
+            kibana: Kibana::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expvar {
+    /// Serve apm-server-compatible debug variables.
+    pub enabled: bool,
+    /// Path of the above.
+    pub url: String,
+}
+
+impl Default for Expvar {
+    fn default() -> Self {
+        Expvar {
+            enabled: false,
+            url: "/debug/vars".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pprof {
+    /// Accepted for compatibility; apm-rs has no pprof endpoints.
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataStreams {
+    /// Data stream namespace of indexed events.
+    pub namespace: String,
+}
+
+impl Default for DataStreams {
+    fn default() -> Self {
+        DataStreams {
+            namespace: "default".into(),
+        }
+    }
+}
+
+/// Server TLS (`apm-server.ssl.*`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTls {
+    /// Defaults to true once the section exists.
+    pub enabled: Option<bool>,
+    /// Server certificate (PEM path).
+    pub certificate: String,
+    /// Server key (PEM path).
+    pub key: String,
+    /// Passphrase of an encrypted key.
+    pub key_passphrase: Secret,
+    /// CAs for verifying client certificates.
+    pub certificate_authorities: Vec<String>,
+    /// `none` | `optional` | `required`; `required` when CAs are set and this is absent.
+    pub client_authentication: Option<String>,
+    /// Allowed versions; default TLSv1.2 and TLSv1.3.
+    pub supported_protocols: Vec<String>,
+    /// TLS ≤ 1.2 cipher suites; empty = library defaults.
+    pub cipher_suites: Vec<String>,
+    /// ECDHE curves; empty = library defaults.
+    pub curve_types: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Shared token for `Authorization: Bearer`; empty = disabled.
+    pub secret_token: Secret,
+    pub api_key: ApiKeyAuth,
+    pub anonymous: Anonymous,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeyAuth {
+    /// Accept `Authorization: ApiKey`.
+    pub enabled: bool,
+    /// Distinct API keys kept verified at once (live cache entries).
+    pub limit: i64,
+    /// Cluster used for `_has_privileges`; defaults to `output.elasticsearch` without credentials.
+    pub elasticsearch: Option<EsClient>,
+}
+
+impl Default for ApiKeyAuth {
+    fn default() -> Self {
+        ApiKeyAuth {
+            enabled: false,
+            limit: 100,
+            elasticsearch: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Anonymous {
+    /// Allow credential-less requests; unset = implied by `rum.enabled` when auth is configured.
+    pub enabled: Option<bool>,
+    /// Agent names allowed anonymously; empty = all.
+    pub allow_agent: Vec<String>,
+    /// Service names allowed anonymously; empty = all.
+    pub allow_service: Vec<String>,
+    pub rate_limit: RateLimit,
+    /// CIDRs of proxies whose forwarding headers are trusted (apm-rs addition); empty = trust all, like apm-server.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for Anonymous {
+    fn default() -> Self {
+        Anonymous {
+            enabled: None,
+            allow_agent: vec!["rum-js".into(), "js-base".into()],
+            allow_service: vec![],
+            rate_limit: RateLimit::default(),
+            trusted_proxies: vec![],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    /// Tokens (events) per second per IP; bucket capacity is 3×.
+    pub event_limit: i64,
+    /// Number of client IPs with their own bucket (LRU, split across rate shards).
+    pub ip_limit: i64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            event_limit: 300,
+            ip_limit: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rum {
+    /// Enable RUM routes (else 403) and implicit anonymous access.
+    pub enabled: bool,
+    /// Permitted `Origin` globs.
+    pub allow_origins: Vec<String>,
+    /// Extra `Access-Control-Allow-Headers` entries.
+    pub allow_headers: Vec<String>,
+    /// Headers added to RUM responses after the global ones.
+    pub response_headers: HeaderMap,
+    /// Regex marking library frames.
+    pub library_pattern: String,
+    /// Regex marking frames excluded from grouping.
+    pub exclude_from_grouping: String,
+    pub source_mapping: SourceMapping,
+}
+
+impl Default for Rum {
+    fn default() -> Self {
+        Rum {
+            enabled: false,
+            allow_origins: vec!["*".into()],
+            allow_headers: vec![],
+            response_headers: HeaderMap::new(),
+            library_pattern: "node_modules|bower_components|~".into(),
+            exclude_from_grouping: "^/webpack".into(),
+            source_mapping: SourceMapping::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceMapping {
+    /// Apply source maps (only when RUM is enabled).
+    #[serde(default = "t")]
+    pub enabled: bool,
+    /// Time budget for fetching maps per batch.
+    pub timeout: GoDuration,
+    /// Maximum decompressed map size.
+    pub max_sourcemap_size: ByteSize,
+    /// Cluster holding `.apm-source-map`; defaults to `output.elasticsearch`.
+    pub elasticsearch: Option<EsClient>,
+    /// *Ignored* (accepted for compatibility).
+    pub cache: SourceMapCache,
+    /// *Ignored*, obsolete.
+    pub index_pattern: String,
+}
+
+impl Default for SourceMapping {
+    fn default() -> Self {
+        SourceMapping {
+            enabled: true,
+            timeout: GoDuration::secs(5),
+            max_sourcemap_size: ByteSize::mib(500),
+            elasticsearch: None,
+            cache: SourceMapCache::default(),
+            index_pattern: "apm-*-sourcemap*".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceMapCache {
+    /// *Ignored* (apm-server documents it but does not read it).
+    pub expiration: GoDuration,
+}
+
+impl Default for SourceMapCache {
+    fn default() -> Self {
+        SourceMapCache {
+            expiration: GoDuration::secs(300),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Agent {
+    pub config: AgentConfig,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub cache: AgentConfigCache,
+    /// Cluster holding `.apm-agent-configuration`; defaults to `output.elasticsearch`.
+    pub elasticsearch: Option<EsClient>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfigCache {
+    /// Refresh interval and `Cache-Control: max-age`; whole seconds, ≥ 1 s.
+    pub expiration: GoDuration,
+}
+
+impl Default for AgentConfigCache {
+    fn default() -> Self {
+        AgentConfigCache {
+            expiration: GoDuration::secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kibana {
+    /// Enables Kibana fallbacks (agent config).
+    pub enabled: bool,
+    pub host: String,
+    pub protocol: String,
+    pub path: String,
+    pub username: String,
+    pub password: Secret,
+    pub api_key: Secret,
+    pub headers: HeaderMap,
+    pub ssl: Option<ClientTls>,
+}
+
+impl Default for Kibana {
+    fn default() -> Self {
+        Kibana {
+            enabled: false,
+            host: "localhost:5601".into(),
+            protocol: "http".into(),
+            path: String::new(),
+            username: String::new(),
+            password: Secret::default(),
+            api_key: Secret::default(),
+            headers: HeaderMap::new(),
+            ssl: None,
+        }
+    }
+}
+
+/// Elasticsearch client settings shared by the output, API-key checks,
+/// source maps and agent config (config.md §6).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EsClient {
+    /// Hosts; scheme and port optional (`http`, 9200). Used round-robin.
+    pub hosts: Vec<String>,
+    /// Scheme for hosts without one.
+    pub protocol: String,
+    /// URL path prefix.
+    pub path: String,
+    pub username: String,
+    pub password: Secret,
+    /// `id:key`, sent base64-encoded as `Authorization: ApiKey`.
+    pub api_key: Secret,
+    /// Extra request headers.
+    pub headers: HeaderMap,
+    pub proxy_url: String,
+    pub proxy_disable: bool,
+    /// Request timeout.
+    pub timeout: GoDuration,
+    /// Retries of a failed request or document (429, 5xx, connection errors).
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    pub ssl: Option<ClientTls>,
+}
+
+impl Default for EsClient {
+    fn default() -> Self {
+        EsClient {
+            hosts: vec!["localhost:9200".into()],
+            protocol: "http".into(),
+            path: String::new(),
+            username: String::new(),
+            password: Secret::default(),
+            api_key: Secret::default(),
+            headers: HeaderMap::new(),
+            proxy_url: String::new(),
+            proxy_disable: false,
+            timeout: GoDuration::secs(5),
+            max_retries: 3,
+            backoff: Backoff::default(),
+            ssl: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    /// First retry delay; doubles per attempt.
+    pub init: GoDuration,
+    /// Maximum retry delay.
+    pub max: GoDuration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            init: GoDuration::secs(1),
+            max: GoDuration::secs(60),
+        }
+    }
+}
+
+/// TLS client settings (to Elasticsearch or Kibana).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTls {
+    pub enabled: Option<bool>,
+    /// CA PEM files trusted in addition to (or instead of) the system roots.
+    pub certificate_authorities: Vec<String>,
+    /// `full` (default) | `strict` | `certificate` | `none`.
+    pub verification_mode: Option<String>,
+    /// Client certificate (PEM path).
+    pub certificate: String,
+    /// Client key (PEM path).
+    pub key: String,
+    pub key_passphrase: Secret,
+    pub supported_protocols: Vec<String>,
+    pub cipher_suites: Vec<String>,
+    pub curve_types: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Output {
+    /// Elasticsearch output; on when the section exists unless `enabled: false`.
+    pub elasticsearch: Option<EsOutput>,
+    /// The embedded default: bulk-format ndjson files.
+    pub file: FileOutput,
+}
+
+/// `output.elasticsearch.*`: client settings plus bulk tuning.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EsOutput {
+    pub enabled: Option<bool>,
+    #[serde(flatten)]
+    pub client: EsClientFlat,
+    /// gzip level of bulk bodies, 0 = off.
+    pub compression_level: u32,
+    /// Flush a bulk once it holds this many (uncompressed) bytes.
+    pub flush_bytes: ByteSize,
+    /// Flush a non-empty bulk at least this often.
+    pub flush_interval: GoDuration,
+    /// Bulk requests in flight at once (over all indexer instances).
+    pub max_requests: usize,
+}
+
+impl Default for EsOutput {
+    fn default() -> Self {
+        EsOutput {
+            enabled: None,
+            client: EsClientFlat::default(),
+            compression_level: 5,
+            flush_bytes: ByteSize::mib(1),
+            flush_interval: GoDuration::secs(1),
+            max_requests: 10,
+        }
+    }
+}
+
+/// The client part of `output.elasticsearch` (same keys as [`EsClient`];
+/// a separate type because `deny_unknown_fields` cannot be combined with `flatten`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EsClientFlat {
+    pub hosts: Vec<String>,
+    pub protocol: String,
+    pub path: String,
+    pub username: String,
+    pub password: Secret,
+    pub api_key: Secret,
+    pub headers: HeaderMap,
+    pub proxy_url: String,
+    pub proxy_disable: bool,
+    pub timeout: GoDuration,
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    pub ssl: Option<ClientTls>,
+}
+
+impl Default for EsClientFlat {
+    fn default() -> Self {
+        let c = EsClient::default();
+        EsClientFlat {
+            hosts: c.hosts,
+            protocol: c.protocol,
+            path: c.path,
+            username: c.username,
+            password: c.password,
+            api_key: c.api_key,
+            headers: c.headers,
+            proxy_url: c.proxy_url,
+            proxy_disable: c.proxy_disable,
+            timeout: c.timeout,
+            max_retries: c.max_retries,
+            backoff: c.backoff,
+            ssl: c.ssl,
+        }
+    }
+}
+
+impl From<&EsClientFlat> for EsClient {
+    fn from(f: &EsClientFlat) -> Self {
+        EsClient {
+            hosts: f.hosts.clone(),
+            protocol: f.protocol.clone(),
+            path: f.path.clone(),
+            username: f.username.clone(),
+            password: f.password.clone(),
+            api_key: f.api_key.clone(),
+            headers: f.headers.clone(),
+            proxy_url: f.proxy_url.clone(),
+            proxy_disable: f.proxy_disable,
+            timeout: f.timeout,
+            max_retries: f.max_retries,
+            backoff: f.backoff.clone(),
+            ssl: f.ssl.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileOutput {
+    /// On unless the Elasticsearch output is on.
+    pub enabled: Option<bool>,
+    /// Directory of the bulk files.
+    pub path: String,
+    /// Start a new file after this many bytes.
+    pub rotate_bytes: ByteSize,
+}
+
+impl Default for FileOutput {
+    fn default() -> Self {
+        FileOutput {
+            enabled: None,
+            path: "data".into(),
+            rotate_bytes: ByteSize::mib(64),
+        }
+    }
+}
+
+/// Tuning profile (`pipelines/*.yml`): see `pipelines/default.yml` for the shipped values.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pipeline {
+    /// Bytes of request data in flight (read but not yet indexed) across the server.
+    pub memory_budget: ByteSize,
+    /// How long a request waits for room in the first stage before a 503 "queue is full".
+    pub queue_wait: GoDuration,
+    pub decoder: Stage,
+    pub validator: Stage,
+    /// `instances` = number of rate shards (K).
+    pub rate: Stage,
+    pub sourcemap: Stage,
+    pub indexer: Stage,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline {
+            memory_budget: ByteSize::mib(64),
+            queue_wait: GoDuration::secs(1),
+            decoder: Stage::new(2, 64),
+            validator: Stage::new(1, 64),
+            rate: Stage::new(2, 64),
+            sourcemap: Stage::new(1, 64),
+            indexer: Stage::new(1, 64),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stage {
+    /// Instances of the stage actor (threads).
+    pub instances: usize,
+    /// Capacity of the stage's inbox, in batches (≤ 10 lines each).
+    pub capacity: usize,
+}
+
+impl Stage {
+    pub const fn new(instances: usize, capacity: usize) -> Self {
+        Stage {
+            instances,
+            capacity,
+        }
+    }
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Stage::new(1, 64)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    /// `text` or `json`.
+    pub format: String,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or an env-filter directive.
+    pub level: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Monitoring {
+    /// Address of the Prometheus `/metrics` listener; empty = off.
+    pub metrics_host: String,
+}

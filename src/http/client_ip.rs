@@ -1,0 +1,1 @@
+//! Client IP derivation (security.md §9). Placeholder, completed by the RUM issue.

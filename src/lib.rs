@@ -1,0 +1,14 @@
+//! apm-rs: an Elastic APM intake server.
+//!
+//! Request path (architecture.md): [`http`] handlers authenticate ([`auth`])
+//! and stream request bodies as batches of raw ndjson lines into the
+//! [`pipeline`], whose stages (decoder → allow-list validator → rate shards →
+//! sourcemap applier → bulk indexer) are actors joined by bounded channels.
+//! The indexer encodes events ([`model`]) into an [`output`].
+
+pub mod auth;
+pub mod config;
+pub mod model;
+pub mod output;
+pub mod pipeline;
+pub mod telemetry;

@@ -1,0 +1,100 @@
+//! The global memory budget: bytes of request data read but not yet indexed.
+//!
+//! A request acquires a [`Permit`] for each batch of lines before handing it
+//! to the pipeline; the permit travels with the batch's events and is shared
+//! by their documents ([`crate::output::Ack`]). It is released when the last
+//! holder drops it: when every document is indexed or permanently failed, or
+//! when the batch is rejected. Invariant: `in_use() <= limit()`, except that a
+//! single batch larger than the whole budget is admitted alone.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    in_use: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            limit,
+            in_use: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` if they fit now; never waits.
+    pub fn try_acquire(self: &Arc<Self>, bytes: usize) -> Option<Permit> {
+        let want = bytes.min(self.limit);
+        let mut cur = self.in_use.load(Ordering::Relaxed);
+        loop {
+            if cur + want > self.limit && cur != 0 {
+                return None;
+            }
+            match self.in_use.compare_exchange_weak(
+                cur,
+                cur + want,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Permit {
+                        budget: Arc::clone(self),
+                        bytes: want,
+                    })
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+/// A share of the budget, released on drop.
+#[derive(Debug)]
+pub struct Permit {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Permit {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.budget.in_use.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acquire_release() {
+        let b = MemoryBudget::new(100);
+        let p1 = b.try_acquire(60).unwrap();
+        assert!(b.try_acquire(50).is_none());
+        let p2 = b.try_acquire(40).unwrap();
+        assert_eq!(b.in_use(), 100);
+        drop(p1);
+        assert_eq!(b.in_use(), 40);
+        drop(p2);
+        assert_eq!(b.in_use(), 0);
+        // larger than the budget: admitted alone, clamped
+        let big = b.try_acquire(1000).unwrap();
+        assert_eq!(big.bytes(), 100);
+        assert!(b.try_acquire(1).is_none());
+    }
+}

@@ -1,0 +1,2 @@
+//! The actor pipeline.
+pub mod budget;

@@ -1,0 +1,245 @@
+//! Internal events: every counter and gauge apm-rs keeps, named in one place
+//! so the metrics endpoint and its documentation agree.
+//!
+//! Accounting identity (architecture.md): at any moment
+//! `events_received = events_rejected + events_indexed + events_failed
+//! + events_discarded + in_flight`, where `in_flight` is what has been
+//! accepted and not yet indexed or failed. [`Telemetry::accounting`] reads it.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Reasons an event is rejected before it is accepted (the client saw the reason).
+pub mod reject {
+    pub const INVALID: &str = "invalid";
+    pub const TOO_LARGE: &str = "too_large";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const QUEUE_FULL: &str = "queue_full";
+    pub const SHUTTING_DOWN: &str = "shutting_down";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// Reasons an accepted event is permanently failed (logged and counted).
+pub mod fail {
+    pub const PANIC: &str = "panic";
+    pub const SHUTDOWN: &str = "shutdown";
+    pub const REJECTED: &str = "rejected_by_output";
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    pub const IO: &str = "io";
+}
+
+/// All metrics of one server instance (not global: tests run several servers per process).
+pub struct Telemetry {
+    pub registry: Registry,
+    /// Event lines read from requests after the metadata line (a v3 transaction line counts each event it expands into).
+    pub events_received: IntCounter,
+    /// Events that passed decode, allow lists and rate limits and were queued.
+    pub events_accepted: IntCounter,
+    pub events_rejected: IntCounterVec,
+    pub events_indexed: IntCounter,
+    pub events_failed: IntCounterVec,
+    /// Accepted events dropped by design (unsampled non-RUM transactions).
+    pub events_discarded: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub stage_panics: IntCounterVec,
+    pub stage_processed: IntCounterVec,
+    pub stage_busy_ns: IntCounterVec,
+    pub stage_inbox_depth: IntGaugeVec,
+    pub stage_inbox_capacity: IntGaugeVec,
+    pub stage_instances: IntGaugeVec,
+    pub memory_budget_in_use: IntGauge,
+    pub memory_budget_limit: IntGauge,
+}
+
+/// A snapshot of the accounting counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accounting {
+    pub received: u64,
+    pub rejected: u64,
+    pub accepted: u64,
+    pub indexed: u64,
+    pub failed: u64,
+    pub discarded: u64,
+}
+
+impl Accounting {
+    /// Accepted events not yet indexed, failed or discarded.
+    pub fn in_flight(&self) -> i64 {
+        self.accepted as i64 - (self.indexed + self.failed + self.discarded) as i64
+    }
+    /// received == rejected + accepted (every received event has an answer).
+    pub fn balanced(&self) -> bool {
+        self.received == self.rejected + self.accepted
+    }
+}
+
+fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition");
+    reg.register(Box::new(c.clone()))
+        .expect("unique metric name");
+    c
+}
+
+fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    reg.register(Box::new(c.clone()))
+        .expect("unique metric name");
+    c
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    reg.register(Box::new(g.clone()))
+        .expect("unique metric name");
+    g
+}
+
+fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    reg.register(Box::new(g.clone()))
+        .expect("unique metric name");
+    g
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let r = Registry::new_custom(Some("apm_rs".into()), None).expect("valid prefix");
+        Telemetry {
+            events_received: counter(
+                &r,
+                "events_received_total",
+                "Events read from intake requests.",
+            ),
+            events_accepted: counter(
+                &r,
+                "events_accepted_total",
+                "Events accepted and queued for indexing.",
+            ),
+            events_rejected: counter_vec(
+                &r,
+                "events_rejected_total",
+                "Events rejected, by reason the client saw.",
+                &["reason"],
+            ),
+            events_indexed: counter(
+                &r,
+                "events_indexed_total",
+                "Documents indexed by the output.",
+            ),
+            events_failed: counter_vec(
+                &r,
+                "events_failed_total",
+                "Accepted events permanently failed, by reason.",
+                &["reason"],
+            ),
+            events_discarded: counter_vec(
+                &r,
+                "events_discarded_total",
+                "Accepted events dropped by design, by reason.",
+                &["reason"],
+            ),
+            requests: counter_vec(
+                &r,
+                "http_requests_total",
+                "HTTP requests by route and status.",
+                &["route", "status"],
+            ),
+            stage_panics: counter_vec(
+                &r,
+                "stage_panics_total",
+                "Panics caught in stage actors (instance restarted).",
+                &["stage"],
+            ),
+            stage_processed: counter_vec(
+                &r,
+                "stage_events_processed_total",
+                "Events processed per stage.",
+                &["stage"],
+            ),
+            stage_busy_ns: counter_vec(
+                &r,
+                "stage_busy_nanoseconds_total",
+                "Time stages spent processing messages.",
+                &["stage"],
+            ),
+            stage_inbox_depth: gauge_vec(
+                &r,
+                "stage_inbox_depth",
+                "Messages waiting in a stage inbox.",
+                &["stage"],
+            ),
+            stage_inbox_capacity: gauge_vec(
+                &r,
+                "stage_inbox_capacity",
+                "Capacity of a stage inbox.",
+                &["stage"],
+            ),
+            stage_instances: gauge_vec(
+                &r,
+                "stage_instances",
+                "Running instances of a stage.",
+                &["stage"],
+            ),
+            memory_budget_in_use: gauge(
+                &r,
+                "memory_budget_in_use_bytes",
+                "Request bytes in flight.",
+            ),
+            memory_budget_limit: gauge(&r, "memory_budget_limit_bytes", "Memory budget."),
+            registry: r,
+        }
+    }
+
+    pub fn reject(&self, reason: &str, n: usize) {
+        if n > 0 {
+            self.events_rejected
+                .with_label_values(&[reason])
+                .inc_by(n as u64);
+        }
+    }
+
+    pub fn fail(&self, reason: &str, n: usize) {
+        if n > 0 {
+            self.events_failed
+                .with_label_values(&[reason])
+                .inc_by(n as u64);
+        }
+    }
+
+    fn sum(v: &IntCounterVec) -> u64 {
+        use prometheus::core::Collector;
+        v.collect()
+            .iter()
+            .flat_map(|mf| {
+                mf.get_metric()
+                    .iter()
+                    .map(|m| m.get_counter().get_value() as u64)
+            })
+            .sum()
+    }
+
+    pub fn accounting(&self) -> Accounting {
+        Accounting {
+            received: self.events_received.get(),
+            rejected: Self::sum(&self.events_rejected),
+            accepted: self.events_accepted.get(),
+            indexed: self.events_indexed.get(),
+            failed: Self::sum(&self.events_failed),
+            discarded: Self::sum(&self.events_discarded),
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
