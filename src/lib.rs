@@ -8,7 +8,9 @@
 
 pub mod auth;
 pub mod config;
+pub mod http;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod telemetry;

@@ -1,0 +1,1 @@
+//! Server TLS with rustls (security.md §10). Placeholder, completed by the auth issue.

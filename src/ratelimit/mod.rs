@@ -1,0 +1,1 @@
+//! Per-client-IP token buckets (ratelimit.md). Placeholder, completed by the rate-limit issue.
