@@ -1,0 +1,1 @@
+//! Unit tests of the Elasticsearch output pieces (buffer, response, hosts, slots).
