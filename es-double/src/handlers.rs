@@ -545,7 +545,10 @@ async fn clear_scroll(
             g.scrolls.clear();
             n
         }
-        Some(id) => usize::from(g.scrolls.remove(id).is_some()),
+        Some(ids) => ids
+            .split(',')
+            .filter(|id| g.scrolls.remove(id.trim()).is_some())
+            .count(),
         None => 0,
     };
     let code = if freed == 0 { StatusCode::NOT_FOUND } else { StatusCode::OK };
