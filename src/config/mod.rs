@@ -76,8 +76,8 @@ pub struct LoadOptions {
 /// Loads, merges and validates the configuration.
 pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
     let mut builder = config::Config::builder();
-    let mut push = |origin: &str, tree: Value| -> Result<(), ConfigError> {
-        let tree = expand_env_tree(tree, origin)?;
+    let mut push = |tree: Value| -> Result<(), ConfigError> {
+        let tree = expand_env_tree(tree)?;
         let tree = normalize(tree);
         builder = std::mem::take(&mut builder).add_source(config::File::from_str(
             &tree.to_string(),
@@ -86,10 +86,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
         Ok(())
     };
 
-    push(
-        "pipelines/default.yml",
-        parse_yaml("pipelines/default.yml", PROFILES[0].1)?,
-    )?;
+    push(parse_yaml("pipelines/default.yml", PROFILES[0].1)?)?;
 
     let mut files = opts.files.clone();
     if files.is_empty() && Path::new("apm-rs.yml").exists() {
@@ -101,12 +98,12 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
             source,
         })?;
         let origin = f.display().to_string();
-        push(&origin, parse_yaml(&origin, &text)?)?;
+        push(parse_yaml(&origin, &text)?)?;
     }
 
     if let Some(p) = &opts.pipeline {
         let (origin, text) = profile_text(p)?;
-        push(&origin, parse_yaml(&origin, &text)?)?;
+        push(parse_yaml(&origin, &text)?)?;
     }
 
     if opts.read_env {
@@ -117,7 +114,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
         for (k, v) in vars {
             let key = env_key(&k);
             let value = parse_yaml(&k, &v)?;
-            push(&k, nest(&key, value))?;
+            push(nest(&key, value))?;
         }
     }
 
@@ -127,7 +124,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
             .ok_or_else(|| invalid(ov, "expected -E key=value"))?;
         let origin = format!("-E {key}");
         let value = parse_yaml(&origin, value)?;
-        push(&origin, nest(key.trim(), value))?;
+        push(nest(key.trim(), value))?;
     }
 
     let merged = builder.build().map_err(|e| ConfigError::Parse {
@@ -247,7 +244,7 @@ fn merge(into: &mut Value, from: Value) {
     }
 }
 
-fn expand_env_tree(v: Value, origin: &str) -> Result<Value, ConfigError> {
+fn expand_env_tree(v: Value) -> Result<Value, ConfigError> {
     Ok(match v {
         Value::String(s) if s.contains('$') => {
             let expanded = expand_env(&s).map_err(ConfigError::Env)?;
@@ -260,12 +257,12 @@ fn expand_env_tree(v: Value, origin: &str) -> Result<Value, ConfigError> {
         }
         Value::Object(m) => Value::Object(
             m.into_iter()
-                .map(|(k, v)| Ok((k, expand_env_tree(v, origin)?)))
+                .map(|(k, v)| Ok((k, expand_env_tree(v)?)))
                 .collect::<Result<_, ConfigError>>()?,
         ),
         Value::Array(a) => Value::Array(
             a.into_iter()
-                .map(|v| expand_env_tree(v, origin))
+                .map(expand_env_tree)
                 .collect::<Result<_, _>>()?,
         ),
         other => other,

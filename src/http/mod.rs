@@ -1,5 +1,246 @@
-//! HTTP concerns: routes, handlers, middleware, error → response mapping.
+//! HTTP concerns: routes, handlers, middleware and the mapping of errors to
+//! responses (intake.md §2–§7).
+//!
+//! Route groups and the order of their checks (intake.md §3):
+//! * backend (`/intake/v2/events`): response headers, authentication (required), handler;
+//! * RUM (`/intake/v2|v3/rum/events`): response headers, CORS, authentication,
+//!   RUM kill switch, handler;
+//! * root (`/`): response headers, authentication (optional), server info;
+//! * anything else: `404 {"error":"404 page not found"}`.
+//!
+//! Every response carries `X-Content-Type-Options: nosniff`; a panic in a
+//! handler becomes `500 {"error":"panic handling request"}`.
 
+pub mod body;
 pub mod client_ip;
 pub mod cors;
+pub mod error;
+pub mod intake;
+pub mod response;
+pub mod root;
 pub mod tls;
+
+use crate::auth::{AuthError, AuthResult, Authenticator};
+use crate::config::Config;
+use crate::model::RequestBase;
+use crate::pipeline::budget::MemoryBudget;
+use crate::pipeline::{Intake, RequestCtx};
+use crate::telemetry::Telemetry;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse};
+use error::msg;
+use futures_util::FutureExt;
+use response::ExtraHeaders;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What `GET /` reports.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub version: String,
+    pub build_date: String,
+    pub build_sha: String,
+}
+
+/// Shared by every handler.
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub telemetry: Arc<Telemetry>,
+    pub intake: Intake,
+    pub budget: Arc<MemoryBudget>,
+    pub authenticator: Authenticator,
+    /// `apm-server.max_concurrent_decoders` slots.
+    pub decoders: Arc<tokio::sync::Semaphore>,
+    pub headers: ExtraHeaders,
+    pub rum_headers: ExtraHeaders,
+    pub info: ServerInfo,
+    /// Whether the output's destination is reachable.
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// Registers every route on an actix-web app.
+pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |c: &mut web::ServiceConfig| {
+        c.app_data(web::Data::from(state))
+            .route("/", web::route().to(root::handle))
+            .route("/intake/v2/events", web::route().to(backend_intake))
+            .route("/intake/v2/rum/events", web::route().to(rum_intake))
+            .route("/intake/v3/rum/events", web::route().to(rum_intake))
+            .default_service(web::route().to(not_found));
+    }
+}
+
+/// Counts requests by route and status.
+pub async fn observe<B>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error>
+where
+    B: actix_web::body::MessageBody + 'static,
+{
+    let telemetry = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| Arc::clone(&s.telemetry));
+    let res = next.call(req).await?;
+    if let Some(t) = telemetry {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "other".into());
+        t.requests
+            .with_label_values(&[&route, res.status().as_str()])
+            .inc();
+    }
+    Ok(res)
+}
+
+/// Runs a handler future; a panic becomes `500 {"error":"panic handling request"}`.
+pub async fn guarded<F>(req: &HttpRequest, fut: F) -> HttpResponse
+where
+    F: std::future::Future<Output = HttpResponse>,
+{
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(path = req.path(), "handler panicked");
+            response::error(req, StatusCode::INTERNAL_SERVER_ERROR, msg::PANIC)
+        }
+    }
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    response::error(&req, StatusCode::NOT_FOUND, msg::NOT_FOUND)
+}
+
+/// Runs authentication; `Err` is the response to send (401 / 503).
+pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<AuthResult, HttpResponse> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.authenticator.authenticate(header).await {
+        Ok(a) => Ok(a),
+        Err(AuthError::Failed(text)) => Err(response::error(req, StatusCode::UNAUTHORIZED, &text)),
+        Err(AuthError::Backend(text)) => {
+            tracing::warn!(error = %text, "authentication backend error");
+            Err(response::error(
+                req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                msg::SERVICE_UNAVAILABLE,
+            ))
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// The request-derived event fields (intake.md §6.6).
+fn request_base(state: &AppState, req: &HttpRequest, rum: bool) -> RequestBase {
+    let mut base = RequestBase {
+        received_ns: now_ns(),
+        rum,
+        ..Default::default()
+    };
+    if state.cfg.apm_server.capture_personal_data {
+        let peer = req.peer_addr();
+        base.client_ip = peer.map(|p| p.ip());
+        base.source_port = peer.map(|p| p.port());
+        let ua: Vec<&str> = req
+            .headers()
+            .get_all(actix_web::http::header::USER_AGENT)
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !ua.is_empty() {
+            base.user_agent = Some(ua.join(", "));
+        }
+    }
+    base
+}
+
+async fn backend_intake(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let state = state.into_inner();
+    let mut resp = guarded(&req, async {
+        match authenticate(&state, &req).await {
+            Ok(auth) => run_intake(&state, &req, payload, auth, false).await,
+            Err(r) => r,
+        }
+    })
+    .await;
+    state.headers.apply(&mut resp);
+    resp
+}
+
+async fn rum_intake(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let state = state.into_inner();
+    let mut resp = guarded(&req, async {
+        match authenticate(&state, &req).await {
+            Err(r) => r,
+            Ok(_) if !state.cfg.apm_server.rum.enabled => {
+                response::error(&req, StatusCode::FORBIDDEN, msg::RUM_DISABLED)
+            }
+            Ok(auth) => run_intake(&state, &req, payload, auth, true).await,
+        }
+    })
+    .await;
+    state.headers.apply(&mut resp);
+    state.rum_headers.apply(&mut resp);
+    resp
+}
+
+async fn run_intake(
+    state: &Arc<AppState>,
+    req: &HttpRequest,
+    payload: web::Payload,
+    auth: AuthResult,
+    rum: bool,
+) -> HttpResponse {
+    if let Err(e) = intake::precheck(req) {
+        return intake::IntakeResult {
+            terminal: Some(e),
+            ..Default::default()
+        }
+        .respond(req);
+    }
+    let deadline = tokio::time::Instant::now() + state.cfg.apm_server.read_timeout.get();
+    let Ok(Ok(_slot)) =
+        tokio::time::timeout_at(deadline, Arc::clone(&state.decoders).acquire_owned()).await
+    else {
+        return intake::timed_out(req);
+    };
+    let base = request_base(state, req, rum);
+    let rate_key = if auth.is_anonymous() {
+        base.client_ip
+    } else {
+        None
+    };
+    let ctx = RequestCtx {
+        base,
+        auth,
+        rate_key,
+        metadata: OnceLock::new(),
+    };
+    match intake::IntakeRun::new(Arc::clone(state), ctx)
+        .run(req, payload, deadline)
+        .await
+    {
+        Ok(result) => result.respond(req),
+        Err(intake::TimedOut) => intake::timed_out(req),
+    }
+}

@@ -1,2 +1,177 @@
-//! The actor pipeline.
+//! The actor pipeline (architecture.md): stages joined by bounded crossbeam
+//! channels, each stage a set of supervised actor threads.
+//!
+//! ```text
+//! handler ─try_send─▶ decoder ×N ─▶ validator ×V ─▶ rate shard ×K ─▶ sourcemap ×M ─▶ indexer ×P ─▶ output
+//!                                                    (outcome answered here)
+//! ```
+//!
+//! Invariants:
+//! * every channel is bounded; stage threads block on `send` (that is the
+//!   back-pressure), HTTP handlers only `try_send` ([`Intake::try_send`]);
+//! * a request has at most one [`Batch`] in the pipeline at a time, so its
+//!   batches are processed in order and a terminal error stops the rest;
+//! * each batch's [`Ticket`] is answered exactly once: either committed by
+//!   the stage that decides its outcome, or cancelled by the handler when it
+//!   gave up waiting (then the stages drop the batch, counted as rejected);
+//! * accepted events are owed to the output: they are indexed or counted as
+//!   failed, never dropped silently (see [`crate::telemetry`]).
+
 pub mod budget;
+pub mod decoder;
+pub mod indexer;
+pub mod rate;
+pub mod sourcemap;
+pub mod supervisor;
+pub mod topology;
+pub mod validator;
+
+use crate::auth::AuthResult;
+use crate::model::{Event, Metadata, RequestBase};
+use budget::Permit;
+use bytes::Bytes;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::oneshot;
+
+pub use topology::{Intake, Pipeline, PipelineHooks};
+
+/// What every batch of one request shares.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// Request-derived event fields.
+    pub base: RequestBase,
+    /// Who is calling; the validator authorizes every event with it.
+    pub auth: AuthResult,
+    /// The rate-limit key (client IP) of an anonymous request; `None` = not limited.
+    pub rate_key: Option<IpAddr>,
+    /// Set by the decoder from the first batch's metadata line.
+    pub metadata: OnceLock<Metadata>,
+}
+
+/// One raw ndjson line of a batch.
+#[derive(Debug, Clone)]
+pub enum RawLine {
+    /// A complete line (without its `\n`), not yet decoded.
+    Json(Bytes),
+    /// A line over `max_event_size`: its first `max_event_size` bytes.
+    TooLarge(Bytes),
+}
+
+/// A per-line error reported to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineErr {
+    pub message: String,
+    pub document: Bytes,
+}
+
+/// An error that ends the request's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Terminal {
+    /// The metadata line was invalid (400).
+    Metadata { message: String, document: Bytes },
+    /// An event was not authorized (403).
+    Unauthorized(String),
+    /// The rate limit ran out during the stream (429).
+    RateLimited,
+    /// A stage failed (500).
+    Internal(String),
+}
+
+/// The answer to one batch.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Events of this batch that were accepted.
+    pub accepted: usize,
+    /// Per-line errors of this batch, in line order.
+    pub errors: Vec<LineErr>,
+    pub terminal: Option<Terminal>,
+}
+
+const PENDING: u8 = 0;
+const COMMITTED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// The reply handle of a batch, travelling with it until its outcome is known.
+#[derive(Debug)]
+pub struct Ticket {
+    state: Arc<AtomicU8>,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The handler's side of a [`Ticket`].
+#[derive(Debug)]
+pub struct TicketWatch {
+    state: Arc<AtomicU8>,
+    pub reply: oneshot::Receiver<Outcome>,
+}
+
+/// Creates a ticket and its watch.
+pub fn ticket() -> (Ticket, TicketWatch) {
+    let state = Arc::new(AtomicU8::new(PENDING));
+    let (tx, rx) = oneshot::channel();
+    (
+        Ticket {
+            state: Arc::clone(&state),
+            reply: tx,
+        },
+        TicketWatch { state, reply: rx },
+    )
+}
+
+impl Ticket {
+    /// True once the handler gave up on this batch.
+    pub fn cancelled(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CANCELLED
+    }
+
+    /// Decides the batch's outcome. Fails (returning the outcome) when the
+    /// handler cancelled first; the caller must then drop the batch.
+    pub fn commit(self, outcome: Outcome) -> Result<(), Outcome> {
+        match self
+            .state
+            .compare_exchange(PENDING, COMMITTED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                // The handler may have gone (client disconnected); the outcome stands.
+                let _ = self.reply.send(outcome);
+                Ok(())
+            }
+            Err(_) => Err(outcome),
+        }
+    }
+}
+
+impl TicketWatch {
+    /// Gives up on the batch; true if the pipeline had not committed it yet.
+    pub fn cancel(&self) -> bool {
+        self.state
+            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// Message into the decoder: raw lines of one request.
+#[derive(Debug)]
+pub struct Batch {
+    pub req: Arc<RequestCtx>,
+    /// The request's metadata line (first batch only).
+    pub metadata_line: Option<Bytes>,
+    pub lines: Vec<RawLine>,
+    pub ticket: Ticket,
+    pub permit: Permit,
+}
+
+/// Message between the later stages: decoded events of one batch.
+#[derive(Debug)]
+pub struct EventBatch {
+    pub req: Arc<RequestCtx>,
+    pub events: Vec<Event>,
+    /// Per-line errors, reported with the outcome.
+    pub errors: Vec<LineErr>,
+    /// `Some` until the outcome is committed (by the rate stage).
+    pub ticket: Option<Ticket>,
+    /// Released when the last document of the batch is indexed or failed.
+    pub permit: Arc<Permit>,
+}

@@ -1,0 +1,387 @@
+//! Intake body decoding (intake.md §4.3, §5.2–§5.3): decompression by
+//! `Content-Encoding` (gzip, zlib-wrapped deflate) or by sniffing a real
+//! gzip/zlib header, and splitting into ndjson lines no longer than
+//! `max_event_size`.
+//!
+//! Invariants: the body is processed as it arrives, never buffered whole;
+//! at most one partial line (≤ `max_event_size` bytes) is held, and input is
+//! fed to the decompressor in slices of [`FEED`] bytes so one call produces
+//! at most `FEED × 1032` bytes (deflate's maximum ratio) of lines for the
+//! caller to batch; a plain body starting with `x` is never taken for zlib.
+
+use bytes::{Bytes, BytesMut};
+use flate2::write::{GzDecoder, ZlibDecoder};
+use std::collections::VecDeque;
+use std::io::Write;
+
+/// Input slice size handed to the decompressor at once.
+pub const FEED: usize = 4096;
+
+/// One line of the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineItem {
+    /// A complete line without its `\n`; `terminated` is false for a final line without `\n`.
+    Line { bytes: Bytes, terminated: bool },
+    /// A line of `max_event_size` bytes or more: its first `max_event_size` bytes.
+    TooLarge(Bytes),
+    /// An empty line.
+    Empty,
+}
+
+/// Splits decompressed bytes into lines.
+pub struct LineSplitter {
+    max: usize,
+    partial: BytesMut,
+    overflow: bool,
+    pub out: VecDeque<LineItem>,
+}
+
+impl LineSplitter {
+    pub fn new(max_event_size: usize) -> Self {
+        LineSplitter {
+            max: max_event_size.max(1),
+            partial: BytesMut::with_capacity(8192),
+            overflow: false,
+            out: VecDeque::new(),
+        }
+    }
+
+    fn push_part(&mut self, p: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if self.partial.len() + p.len() >= self.max {
+            let take = self.max - self.partial.len();
+            self.partial.extend_from_slice(&p[..take]);
+            self.overflow = true;
+        } else {
+            self.partial.extend_from_slice(p);
+        }
+    }
+
+    fn end_line(&mut self, terminated: bool) {
+        let item = if self.overflow {
+            LineItem::TooLarge(self.partial.split().freeze())
+        } else if self.partial.is_empty() {
+            LineItem::Empty
+        } else {
+            LineItem::Line {
+                bytes: self.partial.split().freeze(),
+                terminated,
+            }
+        };
+        self.overflow = false;
+        self.out.push_back(item);
+    }
+
+    /// Emits the final line when the body did not end with `\n`.
+    pub fn finish(&mut self) {
+        if !self.partial.is_empty() || self.overflow {
+            self.end_line(false);
+        }
+    }
+}
+
+impl Write for LineSplitter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            self.push_part(&rest[..i]);
+            self.end_line(true);
+            rest = &rest[i + 1..];
+        }
+        self.push_part(rest);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How the body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Gzip,
+    Zlib,
+    /// Decide from the first two bytes.
+    Sniff,
+}
+
+impl Encoding {
+    pub fn from_header(content_encoding: Option<&str>) -> Self {
+        match content_encoding {
+            Some("gzip") => Encoding::Gzip,
+            Some("deflate") => Encoding::Zlib,
+            _ => Encoding::Sniff,
+        }
+    }
+}
+
+/// A body decoding failure; `Display` is the reason after `data decoding error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("gzip: invalid header")]
+    GzipHeader,
+    #[error("zlib: invalid header")]
+    ZlibHeader,
+    #[error("unexpected EOF")]
+    UnexpectedEof,
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+fn is_zlib_header(b0: u8, b1: u8) -> bool {
+    b0 & 0x0f == 8 && (b0 >> 4) <= 7 && (u16::from(b0) << 8 | u16::from(b1)) % 31 == 0
+}
+
+enum Stage {
+    /// Waiting for the first two bytes.
+    Head(Encoding, Vec<u8>),
+    Plain(LineSplitter),
+    Gzip(Box<GzDecoder<LineSplitter>>),
+    Zlib(Box<ZlibDecoder<LineSplitter>>),
+    Failed,
+}
+
+/// Streaming body decoder: feed chunks, take lines.
+pub struct BodyDecoder {
+    stage: Stage,
+    max: usize,
+    /// Lines produced so far that the caller has not taken.
+    drained: VecDeque<LineItem>,
+    /// Whether any decompressed output was produced (header errors vs later corruption).
+    pub started: bool,
+}
+
+impl BodyDecoder {
+    pub fn new(enc: Encoding, max_event_size: usize) -> Self {
+        BodyDecoder {
+            stage: Stage::Head(enc, Vec::with_capacity(2)),
+            max: max_event_size,
+            drained: VecDeque::new(),
+            started: false,
+        }
+    }
+
+    fn start(&mut self, enc: Encoding, head: &[u8]) -> Result<(), BodyError> {
+        let split = LineSplitter::new(self.max);
+        let (b0, b1) = (head[0], head[1]);
+        let gzip_magic = b0 == 0x1f && b1 == 0x8b;
+        self.stage = match enc {
+            Encoding::Gzip if !gzip_magic => return Err(BodyError::GzipHeader),
+            Encoding::Zlib if !is_zlib_header(b0, b1) => return Err(BodyError::ZlibHeader),
+            Encoding::Gzip => Stage::Gzip(Box::new(GzDecoder::new(split))),
+            Encoding::Zlib => Stage::Zlib(Box::new(ZlibDecoder::new(split))),
+            Encoding::Sniff if gzip_magic => Stage::Gzip(Box::new(GzDecoder::new(split))),
+            Encoding::Sniff if is_zlib_header(b0, b1) => {
+                Stage::Zlib(Box::new(ZlibDecoder::new(split)))
+            }
+            Encoding::Sniff => Stage::Plain(split),
+        };
+        self.started = true;
+        self.write(head)
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), BodyError> {
+        let res = match &mut self.stage {
+            Stage::Plain(s) => s.write_all(data),
+            Stage::Gzip(d) => d.write_all(data),
+            Stage::Zlib(d) => d.write_all(data),
+            Stage::Head(..) | Stage::Failed => Ok(()),
+        };
+        self.collect();
+        res.map_err(|e| {
+            self.stage = Stage::Failed;
+            BodyError::Corrupt(e.to_string())
+        })
+    }
+
+    fn collect(&mut self) {
+        let out = match &mut self.stage {
+            Stage::Plain(s) => &mut s.out,
+            Stage::Gzip(d) => &mut d.get_mut().out,
+            Stage::Zlib(d) => &mut d.get_mut().out,
+            _ => return,
+        };
+        self.drained.append(out);
+    }
+
+    /// Feeds at most [`FEED`] bytes of `chunk`; returns how many were consumed.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<usize, BodyError> {
+        let n = chunk.len().min(FEED);
+        let part = &chunk[..n];
+        if let Stage::Head(enc, head) = &mut self.stage {
+            let enc = *enc;
+            let need = 2 - head.len();
+            let take = need.min(part.len());
+            head.extend_from_slice(&part[..take]);
+            if head.len() < 2 {
+                return Ok(take);
+            }
+            let head = std::mem::take(head);
+            self.start(enc, &head)?;
+            self.write(&part[take..])?;
+            return Ok(n);
+        }
+        self.write(part)?;
+        Ok(n)
+    }
+
+    /// Ends the body: flushes the decompressor and the last line.
+    pub fn finish(&mut self) -> Result<(), BodyError> {
+        if let Stage::Head(enc, head) = &mut self.stage {
+            let (enc, head) = (*enc, std::mem::take(head));
+            match (enc, head.len()) {
+                (_, 0) => {
+                    self.stage = Stage::Failed;
+                    return Ok(());
+                }
+                (Encoding::Gzip | Encoding::Zlib, _) => return Err(BodyError::UnexpectedEof),
+                (Encoding::Sniff, _) => {
+                    let mut s = LineSplitter::new(self.max);
+                    let _ = s.write_all(&head);
+                    self.stage = Stage::Plain(s);
+                    self.started = true;
+                }
+            }
+        }
+        let res = match &mut self.stage {
+            Stage::Plain(s) => {
+                s.finish();
+                Ok(())
+            }
+            Stage::Gzip(d) => d.try_finish().map(|_| d.get_mut().finish()),
+            Stage::Zlib(d) => d.try_finish().map(|_| d.get_mut().finish()),
+            _ => Ok(()),
+        };
+        self.collect();
+        res.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                BodyError::UnexpectedEof
+            } else {
+                BodyError::Corrupt(e.to_string())
+            }
+        })
+    }
+
+    /// Takes the next complete line, if any.
+    pub fn next_line(&mut self) -> Option<LineItem> {
+        self.drained.pop_front()
+    }
+
+    /// Lines waiting to be taken.
+    pub fn pending(&self) -> usize {
+        self.drained.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::{GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+
+    fn lines(enc: Encoding, body: &[u8], max: usize) -> Result<Vec<LineItem>, BodyError> {
+        let mut d = BodyDecoder::new(enc, max);
+        let mut rest = body;
+        // feed in odd-sized chunks to cross boundaries
+        while !rest.is_empty() {
+            let n = rest.len().min(3);
+            let mut chunk = &rest[..n];
+            while !chunk.is_empty() {
+                let used = d.feed(chunk)?;
+                chunk = &chunk[used..];
+            }
+            rest = &rest[n..];
+        }
+        d.finish()?;
+        Ok(std::iter::from_fn(|| d.next_line()).collect())
+    }
+
+    fn line(s: &str) -> LineItem {
+        LineItem::Line {
+            bytes: Bytes::copy_from_slice(s.as_bytes()),
+            terminated: true,
+        }
+    }
+
+    #[test]
+    fn plain_gzip_zlib_and_sniffing() {
+        let body = b"a\nbb\n";
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(body).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut zl = ZlibEncoder::new(Vec::new(), Compression::default());
+        zl.write_all(body).unwrap();
+        let zl = zl.finish().unwrap();
+        let want = vec![line("a"), line("bb")];
+        assert_eq!(lines(Encoding::Sniff, body, 100).unwrap(), want);
+        assert_eq!(lines(Encoding::Gzip, &gz, 100).unwrap(), want);
+        assert_eq!(lines(Encoding::Sniff, &gz, 100).unwrap(), want);
+        assert_eq!(lines(Encoding::Zlib, &zl, 100).unwrap(), want);
+        assert_eq!(lines(Encoding::Sniff, &zl, 100).unwrap(), want);
+        // plain body under a compression header (cases 16, 18)
+        assert_eq!(lines(Encoding::Gzip, body, 100), Err(BodyError::GzipHeader));
+        assert_eq!(lines(Encoding::Zlib, body, 100), Err(BodyError::ZlibHeader));
+        // a plain body starting with x is not zlib
+        assert_eq!(
+            lines(Encoding::Sniff, b"xyz\n", 100).unwrap(),
+            vec![line("xyz")]
+        );
+        // empty body with Content-Encoding: gzip is fine (Python agent flush)
+        assert_eq!(lines(Encoding::Gzip, b"", 100).unwrap(), vec![]);
+        // truncated gzip
+        assert!(lines(Encoding::Gzip, &gz[..gz.len() - 4], 100).is_err());
+    }
+
+    #[test]
+    fn line_limits() {
+        // cases.md D.39
+        let got = lines(
+            Encoding::Sniff,
+            b"line1\nline2\n01234567890123456789\nline4\nline5",
+            10,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                line("line1"),
+                line("line2"),
+                LineItem::TooLarge(Bytes::from_static(b"0123456789")),
+                line("line4"),
+                LineItem::Line {
+                    bytes: Bytes::from_static(b"line5"),
+                    terminated: false
+                },
+            ]
+        );
+        // D.40: two consecutive over-long lines
+        let got = lines(
+            Encoding::Sniff,
+            b"long-string-1\nanother-long-2\nline2\n",
+            10,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                LineItem::TooLarge(Bytes::from_static(b"long-strin")),
+                LineItem::TooLarge(Bytes::from_static(b"another-lo")),
+                line("line2"),
+            ]
+        );
+        // exactly max is too large; max-1 is fine; empty lines and \r kept
+        let got = lines(Encoding::Sniff, b"123456789\n1234567890\n\nab\r\n", 10).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                line("123456789"),
+                LineItem::TooLarge(Bytes::from_static(b"1234567890")),
+                LineItem::Empty,
+                line("ab\r"),
+            ]
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Allow-list validator stage: authorizes every event of a batch for event
+//! ingest with the request's [`AuthResult`](crate::auth::AuthResult)
+//! (anonymous allow lists on `agent.name` / `service.name`, API-key
+//! `event:write`), then routes the batch to its rate shard.
+//!
+//! The first denied event rejects the whole batch with a terminal 403;
+//! batches accepted earlier stay accepted (security.md §5.3).
+
+use super::supervisor::{Actor, Loss, Message};
+use super::{EventBatch, Outcome, Terminal};
+use crate::auth::{Action, Resource};
+use crate::telemetry::{reject, Telemetry};
+use crossbeam_channel::Sender;
+use std::sync::Arc;
+
+impl Message for EventBatch {
+    fn loss(&self) -> Loss {
+        Loss {
+            committed: self.ticket.is_none(),
+            events: self.events.len(),
+        }
+    }
+}
+
+pub struct Validator {
+    shards: Vec<Sender<EventBatch>>,
+    next_shard: usize,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Validator {
+    pub fn new(
+        shards: Vec<Sender<EventBatch>>,
+        instance: usize,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        Validator {
+            next_shard: instance,
+            shards,
+            telemetry,
+        }
+    }
+}
+
+impl Actor for Validator {
+    type Msg = EventBatch;
+
+    fn handle(&mut self, mut eb: EventBatch) {
+        let n = eb.events.len();
+        if eb.ticket.as_ref().is_some_and(|t| t.cancelled()) {
+            self.telemetry.reject(reject::QUEUE_FULL, n);
+            return;
+        }
+        let denied = eb.events.iter().find_map(|ev| {
+            eb.req
+                .auth
+                .authorize(
+                    Action::EventIngest,
+                    &Resource {
+                        agent_name: Some(ev.agent_name()),
+                        service_name: Some(ev.service_name()),
+                    },
+                )
+                .err()
+        });
+        if let Some(denied) = denied {
+            self.telemetry.reject(reject::UNAUTHORIZED, n);
+            if let Some(t) = eb.ticket.take() {
+                let _ = t.commit(Outcome {
+                    accepted: 0,
+                    errors: std::mem::take(&mut eb.errors),
+                    terminal: Some(Terminal::Unauthorized(denied.0)),
+                });
+            }
+            return;
+        }
+        let shard = match eb.req.rate_key {
+            Some(ip) => crate::ratelimit::shard_of(&ip, self.shards.len()),
+            None => {
+                self.next_shard = (self.next_shard + 1) % self.shards.len();
+                self.next_shard
+            }
+        };
+        if let Err(e) = self.shards[shard].send(eb) {
+            self.telemetry
+                .reject(reject::SHUTTING_DOWN, e.into_inner().events.len());
+        }
+    }
+}

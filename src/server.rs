@@ -1,0 +1,217 @@
+//! Server assembly: builds the pipeline and the HTTP server from the
+//! configuration, runs them, and shuts them down gracefully.
+//!
+//! Shutdown order (within `apm-server.shutdown_timeout`): stop accepting
+//! connections and let in-flight requests finish, close the pipeline intake,
+//! drain every stage in order, flush and close the outputs. Whatever is not
+//! delivered by the deadline is logged with its count.
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::http::response::ExtraHeaders;
+use crate::http::{self, AppState, ServerInfo};
+use crate::model::EncodeContext;
+use crate::output::{self, OutputError, OutputFactory};
+use crate::pipeline::{Pipeline, PipelineHooks};
+use crate::telemetry::Telemetry;
+use actix_web::{middleware, App, HttpServer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The apm-server version apm-rs implements and reports to agents (they use
+/// it for feature detection) and in `observer.version`.
+pub const COMPAT_VERSION: &str = "9.5.2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot start threads: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds a server; tests swap the output or add pipeline hooks.
+pub struct ServerBuilder {
+    cfg: Config,
+    output: Option<Arc<dyn OutputFactory>>,
+    hooks: PipelineHooks,
+}
+
+impl ServerBuilder {
+    pub fn new(cfg: Config) -> Self {
+        ServerBuilder {
+            cfg,
+            output: None,
+            hooks: PipelineHooks::default(),
+        }
+    }
+
+    /// Uses `output` instead of the configured one.
+    pub fn output(mut self, output: Arc<dyn OutputFactory>) -> Self {
+        self.output = Some(output);
+        self
+    }
+
+    pub fn hooks(mut self, hooks: PipelineHooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Starts the pipeline and the HTTP server on their own threads; returns once listening.
+    pub fn spawn(self) -> Result<RunningServer, StartError> {
+        let cfg = Arc::new(self.cfg);
+        let telemetry = Arc::new(Telemetry::new());
+        let output = match self.output {
+            Some(o) => o,
+            None => output::from_config(&cfg)?,
+        };
+        let encode_ctx = EncodeContext {
+            observer_hostname: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            observer_version: COMPAT_VERSION.into(),
+            namespace: cfg.apm_server.data_streams.namespace.clone(),
+        };
+        let pipeline = Arc::new(Pipeline::start(
+            &cfg,
+            Arc::clone(&output),
+            Arc::clone(&telemetry),
+            self.hooks,
+            encode_ctx,
+        )?);
+        let max_decoders = match cfg.apm_server.max_concurrent_decoders {
+            0 => 2048,
+            n => n,
+        };
+        if cfg.auth_configured() && cfg.tls().is_none() {
+            tracing::warn!("secret token or API keys are configured but TLS is off: credentials travel in clear text");
+        }
+        let ready_output = Arc::clone(&output);
+        let state = Arc::new(AppState {
+            telemetry: Arc::clone(&telemetry),
+            intake: pipeline.intake.clone(),
+            budget: Arc::clone(&pipeline.budget),
+            authenticator: Authenticator::new(&cfg),
+            decoders: Arc::new(tokio::sync::Semaphore::new(max_decoders)),
+            headers: ExtraHeaders::from_config(&cfg.apm_server.response_headers)
+                .map_err(StartError::Config)?,
+            rum_headers: ExtraHeaders::from_config(&cfg.apm_server.rum.response_headers)
+                .map_err(StartError::Config)?,
+            info: ServerInfo {
+                version: COMPAT_VERSION.into(),
+                build_date: env!("APM_RS_BUILD_DATE").into(),
+                build_sha: env!("APM_RS_BUILD_SHA").into(),
+            },
+            ready: Arc::new(move || ready_output.ready()),
+            cfg: Arc::clone(&cfg),
+        });
+
+        let addr = cfg.listen_addr();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let http_cfg = Arc::clone(&cfg);
+        let thread = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                let sys = actix_rt::System::new();
+                sys.block_on(async move {
+                    let a = &http_cfg.apm_server;
+                    let st = Arc::clone(&state);
+                    let mut server = HttpServer::new(move || {
+                        App::new()
+                            .wrap(middleware::from_fn(http::observe))
+                            .configure(http::configure(Arc::clone(&st)))
+                    })
+                    .disable_signals()
+                    .keep_alive(a.idle_timeout.get())
+                    .client_request_timeout(a.read_timeout.get())
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .shutdown_timeout(a.shutdown_timeout.get().as_secs().max(1));
+                    if a.max_connections > 0 {
+                        let workers = std::thread::available_parallelism()
+                            .map(|n| n.get())
+                            .unwrap_or(1);
+                        server = server.max_connections((a.max_connections / workers).max(1));
+                    }
+                    let server = match server.bind(&addr) {
+                        Ok(s) => s,
+                        Err(source) => {
+                            let _ = tx.send(Err(StartError::Bind { addr, source }));
+                            return;
+                        }
+                    };
+                    let addrs = server.addrs();
+                    let running = server.run();
+                    let _ = tx.send(Ok((addrs, running.handle())));
+                    if let Err(e) = running.await {
+                        tracing::error!(error = %e, "http server stopped with an error");
+                    }
+                });
+            })?;
+        let (addrs, handle) = rx
+            .recv()
+            .map_err(|_| StartError::Config("http thread exited early".into()))??;
+        let addr = addrs
+            .first()
+            .copied()
+            .ok_or_else(|| StartError::Config("no listen address".into()))?;
+        tracing::info!(%addr, "apm-rs listening");
+        Ok(RunningServer {
+            addr,
+            telemetry,
+            pipeline,
+            handle,
+            thread: Some(thread),
+            shutdown_timeout: cfg.apm_server.shutdown_timeout.get(),
+        })
+    }
+}
+
+/// A started server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub telemetry: Arc<Telemetry>,
+    pub pipeline: Arc<Pipeline>,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl RunningServer {
+    /// Graceful shutdown; blocks. Returns true when everything drained in time.
+    pub fn shutdown(mut self) -> bool {
+        let deadline = Instant::now() + self.shutdown_timeout;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let stop = self.handle.stop(true);
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(stop),
+            Err(e) => tracing::error!(error = %e, "cannot stop the http server gracefully"),
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        tracing::info!("shutting down: draining the pipeline");
+        let ok = self.pipeline.shutdown(deadline);
+        let acc = self.telemetry.accounting();
+        tracing::info!(
+            received = acc.received,
+            accepted = acc.accepted,
+            rejected = acc.rejected,
+            indexed = acc.indexed,
+            failed = acc.failed,
+            discarded = acc.discarded,
+            "shutdown complete"
+        );
+        ok
+    }
+}

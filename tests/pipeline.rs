@@ -1,0 +1,239 @@
+//! Back-pressure, accounting, supervision and graceful shutdown, through the
+//! real HTTP server.
+
+mod common;
+use apm_rs::output::{Ack, CloseReport, Output, OutputError, OutputFactory};
+use apm_rs::pipeline::PipelineHooks;
+use apm_rs::telemetry::Telemetry;
+use common::*;
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
+
+/// An output whose `append` blocks while the gate is closed.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+    docs: Mutex<u64>,
+}
+
+struct GatedFactory(Arc<Gate>);
+struct GatedOutput(Arc<Gate>, Arc<Telemetry>);
+
+impl OutputFactory for GatedFactory {
+    fn build(&self, _i: usize, t: Arc<Telemetry>) -> Result<Box<dyn Output>, OutputError> {
+        Ok(Box::new(GatedOutput(Arc::clone(&self.0), t)))
+    }
+    fn flush_interval(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+}
+
+impl Output for GatedOutput {
+    fn append(&mut self, _doc: &[u8], _ack: Ack) {
+        let mut open = self.0.open.lock();
+        while !*open {
+            self.0.cv.wait(&mut open);
+        }
+        *self.0.docs.lock() += 1;
+        self.1.events_indexed.inc();
+    }
+    fn tick(&mut self) {}
+    fn close(&mut self, _d: Instant) -> CloseReport {
+        CloseReport::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_sink_gives_503_within_queue_wait_and_loses_nothing() {
+    let gate = Arc::new(Gate::default());
+    let mut srv = TestServer::start_with(
+        &[
+            "pipeline.queue_wait=300ms",
+            "pipeline={decoder: {instances: 1, capacity: 1}, validator: {instances: 1, capacity: 1}, rate: {instances: 1, capacity: 1}, sourcemap: {instances: 1, capacity: 1}, indexer: {instances: 1, capacity: 1}}",
+        ],
+        Some(Arc::new(GatedFactory(Arc::clone(&gate)))),
+        PipelineHooks::default(),
+    );
+    let url = format!("{}/intake/v2/events?verbose", srv.url);
+    let mut accepted = 0;
+    let mut saw_503 = false;
+    for i in 0..30 {
+        let t0 = Instant::now();
+        let r = post(
+            &url,
+            errors_payload(10, &format!("svc{i}"), "python"),
+            &[NDJSON],
+        )
+        .await;
+        let took = t0.elapsed();
+        accepted += r.accepted();
+        if r.status == 503 {
+            assert_eq!(
+                r.json()["errors"][0]["message"],
+                "cannot handle stream: cannot process batch: queue is full"
+            );
+            assert_eq!(r.headers["connection"], "close");
+            // queue_wait (0.3 s) for room, plus at most queue_wait + 1 s for an outcome
+            assert!(took < Duration::from_secs(4), "503 took {took:?}");
+            saw_503 = true;
+            break;
+        }
+        assert_eq!(r.status, 202);
+    }
+    assert!(saw_503, "a blocked sink must lead to 503 queue is full");
+    // Unblock: every accepted event is written.
+    *gate.open.lock() = true;
+    gate.cv.notify_all();
+    assert!(srv.shutdown().await, "drained in time");
+    assert_eq!(
+        *gate.docs.lock(),
+        accepted,
+        "every accepted event was written"
+    );
+}
+
+#[tokio::test]
+async fn accounting_counters_balance() {
+    let srv = TestServer::start(&["apm-server.max_event_size=200"]);
+    let url = format!("{}/intake/v2/events?verbose", srv.url);
+    let mut body = errors_payload(12, "svc", "python");
+    body.extend_from_slice(b"{\"unknown\":{}}\n");
+    body.extend_from_slice(format!("{{\"error\":{{\"m\":\"{}\"}}}}\n", "y".repeat(300)).as_bytes());
+    let r = post(&url, body, &[NDJSON]).await;
+    assert_eq!((r.status, r.accepted()), (400, 12));
+    // wait for the sink to flush
+    let t0 = Instant::now();
+    loop {
+        let a = srv.telemetry().accounting();
+        if a.in_flight() == 0 || t0.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a = srv.telemetry().accounting();
+    assert_eq!(a.received, 14);
+    assert_eq!(a.rejected, 2);
+    assert_eq!(a.accepted, 12);
+    assert!(a.balanced(), "{a:?}");
+    assert_eq!(a.in_flight(), 0, "{a:?}");
+    assert_eq!(a.indexed + a.failed + a.discarded, 12);
+    assert_eq!(srv.docs().len(), 12);
+}
+
+#[tokio::test]
+async fn a_panicking_stage_answers_500_and_recovers() {
+    let hooks = PipelineHooks {
+        after_decode: Some(Arc::new(|events: &[apm_rs::model::Event]| {
+            if events.iter().any(|e| e.service_name() == "boom") {
+                panic!("injected test panic");
+            }
+        })),
+    };
+    let srv = TestServer::start_with(&["pipeline.decoder.instances=1"], None, hooks);
+    let url = format!("{}/intake/v2/events?verbose", srv.url);
+    let r = post(&url, errors_payload(3, "boom", "python"), &[NDJSON]).await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    // The single decoder instance was restarted: the server keeps serving.
+    for _ in 0..3 {
+        let r = post(&url, errors_payload(3, "fine", "python"), &[NDJSON]).await;
+        assert_eq!((r.status, r.accepted()), (202, 3));
+    }
+    let panics = srv
+        .telemetry()
+        .stage_panics
+        .with_label_values(&["decoder"])
+        .get();
+    assert_eq!(panics, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_drains_every_accepted_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_apm-rs"))
+        .args([
+            "-E",
+            &format!("apm-server.host=127.0.0.1:{port}"),
+            "-E",
+            &format!("output.file.path={}", dir.path().display()),
+            "-E",
+            "logging.level=warn",
+        ])
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/intake/v2/events?verbose");
+    // wait until it listens
+    let t0 = Instant::now();
+    while reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .is_err()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (url, stop) = (url.clone(), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut accepted = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = errors_payload(25, &format!("w{w}"), "python");
+                match c
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        if let Ok(text) = r.text().await {
+                            if let Ok(j) = serde_json::from_str::<serde_json::Value>(&text) {
+                                accepted += j["accepted"].as_u64().unwrap_or(0);
+                            }
+                        }
+                        if status != 202 {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            accepted
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap();
+    }
+    assert!(status.success(), "exit status {status:?}");
+    assert!(accepted > 0, "load was accepted before SIGTERM");
+    let docs = read_sink(dir.path());
+    assert_eq!(
+        docs.len() as u64,
+        accepted,
+        "every accepted event is in the sink"
+    );
+}
