@@ -49,6 +49,10 @@ pub struct Telemetry {
     pub stage_instances: IntGaugeVec,
     pub memory_budget_in_use: IntGauge,
     pub memory_budget_limit: IntGauge,
+    // --- agentcfg branch ---
+    /// Requests answered 429 by the anonymous per-IP rate limiter
+    /// (incremented by the rate-limit middleware).
+    pub rate_limited_requests: IntCounter,
 }
 
 /// A snapshot of the accounting counters.
@@ -186,6 +190,11 @@ impl Telemetry {
                 "Request bytes in flight.",
             ),
             memory_budget_limit: gauge(&r, "memory_budget_limit_bytes", "Memory budget."),
+            rate_limited_requests: counter(
+                &r,
+                "rate_limited_requests_total",
+                "Requests rejected by the anonymous per-IP rate limiter.",
+            ),
             registry: r,
         }
     }
