@@ -77,6 +77,8 @@ pub struct EsSource {
     client: reqwest::Client,
     /// Scroll keep-alive and refresh interval.
     pub interval: Duration,
+    /// Documents per scroll page ([`PAGE_SIZE`]).
+    pub page_size: usize,
 }
 
 impl std::fmt::Debug for EsSource {
@@ -84,6 +86,7 @@ impl std::fmt::Debug for EsSource {
         f.debug_struct("EsSource")
             .field("hosts", &self.hosts)
             .field("interval", &self.interval)
+            .field("page_size", &self.page_size)
             .finish_non_exhaustive()
     }
 }
@@ -282,6 +285,7 @@ impl EsSource {
             hosts,
             client,
             interval: cfg.apm_server.agent.config.cache.expiration.get(),
+            page_size: PAGE_SIZE,
         })
     }
 }
@@ -370,10 +374,10 @@ pub fn parse_doc(hit: &Value) -> Option<ConfigDoc> {
 /// Loads the whole index from `base` (one host).
 async fn load(src: &EsSource, base: &str) -> Result<Vec<ConfigDoc>, RefreshError> {
     let keep = format!("{}ms", src.interval.as_millis().max(1000));
-    let first = src
-        .client
-        .post(format!("{base}/{INDEX}/_search"))
-        .query(&[("scroll", keep.as_str()), ("size", &PAGE_SIZE.to_string())]);
+    let first = src.client.post(format!("{base}/{INDEX}/_search")).query(&[
+        ("scroll", keep.as_str()),
+        ("size", &src.page_size.to_string()),
+    ]);
     let Some(mut p) = page(first).await? else {
         return Ok(Vec::new());
     };
@@ -456,11 +460,16 @@ async fn run(
     target: std::sync::Weak<AgentConfigs>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    // Repeated identical failures are logged once at warn, then at debug.
+    let mut last_error: Option<String> = None;
     loop {
         let result = refresh(&src).await;
         let Some(t) = target.upgrade() else { return };
         match result {
             Ok(docs) => {
+                if last_error.take().is_some() {
+                    tracing::info!(documents = docs.len(), "agent config refresh recovered");
+                }
                 tracing::debug!(documents = docs.len(), "agent config refreshed");
                 t.set(CacheState::Ready(Arc::new(docs)));
             }
@@ -469,7 +478,15 @@ async fn run(
                 t.set(CacheState::Invalid);
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "agent config refresh failed"),
+            Err(e) => {
+                let text = e.to_string();
+                if last_error.as_deref() == Some(text.as_str()) {
+                    tracing::debug!(error = %text, "agent config refresh failed");
+                } else {
+                    tracing::warn!(error = %text, "agent config refresh failed");
+                    last_error = Some(text);
+                }
+            }
         }
         drop(t);
         tokio::select! {
@@ -533,6 +550,63 @@ mod tests {
             effective_client(&d).hosts,
             vec!["localhost:9200".to_string()]
         );
+    }
+
+    fn source(es: &es_double::EsDouble, page_size: usize) -> EsSource {
+        let c = crate::config::from_overrides([format!(
+            "apm-server.agent.config.elasticsearch.hosts=[\"{}\"]",
+            es.host()
+        )])
+        .unwrap();
+        EsSource {
+            page_size,
+            ..EsSource::from_config(&c).unwrap()
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn scroll_p135() {
+        let es = es_double::EsDouble::start();
+        for (id, name) in [("1", "first"), ("2", "second"), ("3", "third")] {
+            es.put_doc(
+                INDEX,
+                id,
+                serde_json::json!({"service":{"name":name},"etag":format!("e{id}"),"settings":{"k":name}}),
+            );
+        }
+        for page_size in [1, 2, 100] {
+            let docs = rt().block_on(refresh(&source(&es, page_size))).unwrap();
+            let names: Vec<_> = docs.iter().map(|d| d.service_name.as_str()).collect();
+            assert_eq!(names, ["first", "second", "third"], "page size {page_size}");
+            assert_eq!(docs[0].config.etag, "e1");
+        }
+        assert_eq!(es.open_scrolls(), 0, "scrolls are cleared");
+    }
+
+    #[test]
+    fn missing_index_is_empty() {
+        let es = es_double::EsDouble::start();
+        let docs = rt().block_on(refresh(&source(&es, 100))).unwrap();
+        assert!(docs.is_empty());
+    }
+
+    #[test]
+    fn unreachable_is_transport_error() {
+        let c = crate::config::from_overrides([
+            "apm-server.agent.config.elasticsearch.hosts=[\"127.0.0.1:1\"]",
+        ])
+        .unwrap();
+        let e = rt()
+            .block_on(refresh(&EsSource::from_config(&c).unwrap()))
+            .unwrap_err();
+        assert!(matches!(e, RefreshError::Transport(_)), "{e}");
     }
 
     #[test]
