@@ -96,7 +96,9 @@ impl ServerBuilder {
         }
         let ready_output = Arc::clone(&output);
         // --- agent configuration and self-monitoring (agentcfg branch) ---
-        let agent_configs = crate::agentcfg::AgentConfigs::new();
+        let kibana = crate::agentcfg::kibana::KibanaFetcher::from_config(&cfg)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let agent_configs = crate::agentcfg::AgentConfigs::with_fallback(kibana);
         let es_source = crate::agentcfg::es::EsSource::from_config(&cfg)
             .map_err(|e| StartError::Config(e.to_string()))?;
         crate::agentcfg::es::spawn_refresher(es_source, &agent_configs)?;

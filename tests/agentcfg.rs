@@ -523,26 +523,63 @@ async fn system_level_refresh_o131() {
     assert_eq!(r.body, "{\"transaction_sample_rate\":\"0.9\"}\n");
 }
 
-/// An HTTP stub answering every request with `status` (for 401/403 from Elasticsearch).
-fn status_stub(status: u16) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
+type Handler = dyn Fn(&str) -> (u16, String) + Send + Sync;
+
+/// A minimal HTTP/1.1 stub: answers each request with `handler(body)` and
+/// records the request bodies.
+fn stub(
+    handler: impl Fn(&str) -> (u16, String) + Send + Sync + 'static,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    let handler: std::sync::Arc<Handler> = std::sync::Arc::new(handler);
     std::thread::spawn(move || {
         for conn in l.incoming() {
-            let Ok(mut c) = conn else { return };
-            let mut buf = [0u8; 8192];
-            let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
-            let _ = c.read(&mut buf);
-            let body = r#"{"error":{"type":"security_exception","reason":"denied"},"status":401}"#;
+            let Ok(c) = conn else { return };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut r = BufReader::new(c);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let body = String::from_utf8_lossy(&body).into_owned();
+            log.lock().unwrap().push(body.clone());
+            let (status, answer) = handler(&body);
             let _ = write!(
-                c,
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
+                r.get_mut(),
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
             );
         }
     });
-    addr
+    (addr, seen)
+}
+
+/// An HTTP stub answering every request with `status` (for 401/403 from Elasticsearch).
+fn status_stub(status: u16) -> std::net::SocketAddr {
+    stub(move |_| {
+        (
+            status,
+            r#"{"error":{"type":"security_exception","reason":"denied"},"status":401}"#.into(),
+        )
+    })
+    .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,4 +602,127 @@ async fn credentials_rejected_o132_p137() {
     let r = get(&format!("{}/config/v1/agents?service.name=x", s.url), &[]).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body, format!("{{\"error\":\"{MSG_NOT_READY}\"}}\n"));
+}
+
+/// A Kibana stub answering by service name.
+fn kibana_stub() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    stub(|body| {
+        let q: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        match q["service"]["name"].as_str().unwrap_or("") {
+            "unauthorized" => (
+                401,
+                r#"{"statusCode":401,"error":"Unauthorized","message":"missing credentials"}"#.into(),
+            ),
+            "broken" => (500, "boom".into()),
+            "missing" => (404, "{}".into()),
+            _ => (
+                200,
+                r#"{"_id":"1","_source":{"etag":"k1","agent_name":"rum-js","settings":{"transaction_sample_rate":0.3,"capture_body":"all"}}}"#.into(),
+            ),
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kibana_fallback_o122_o125_p137() {
+    let (kb, seen) = kibana_stub();
+    let es_401 = status_stub(401);
+    let kibana_host = format!("apm-server.kibana.host={kb}");
+    let es_hosts = format!("output.elasticsearch.hosts=[\"{es_401}\"]");
+    let s = TestServer::start(&[
+        "apm-server.kibana.enabled=true",
+        &kibana_host,
+        "output.elasticsearch.enabled=false",
+        &es_hosts,
+        "apm-server.default_service_environment=default",
+        "apm-server.agent.config.cache.expiration=1s",
+        "apm-server.auth.secret_token=1234",
+        "apm-server.rum.enabled=true",
+    ]);
+    let base = format!("{}/config/v1/agents", s.url);
+    let token = ("Authorization", "Bearer 1234");
+    // ES rejects the credentials; Kibana keeps answering (P.137).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = post(
+        &base,
+        br#"{"service":{"name":"opbeans-node","environment":"specified"}}"#.to_vec(),
+        &[token],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body,
+        "{\"capture_body\":\"all\",\"transaction_sample_rate\":\"0.3\"}\n"
+    );
+    assert_eq!(header(&r, "etag"), Some("\"k1\""));
+    // O.125: the query sent upstream.
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        r#"{"service":{"name":"opbeans-node","environment":"specified"},"etag":""}"#
+    );
+    let r = post(
+        &base,
+        br#"{"service":{"name":"opbeans-node"}}"#.to_vec(),
+        &[token],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        r#"{"service":{"name":"opbeans-node","environment":"default"},"etag":""}"#
+    );
+    // Cached per name+environment.
+    let n = seen.lock().unwrap().len();
+    let r = get(&format!("{base}?service.name=opbeans-node"), &[token]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(seen.lock().unwrap().len(), n, "answered from the cache");
+    // Anonymous: filtered like an ES answer.
+    let r = get(&format!("{base}?service.name=anon"), &[]).await;
+    assert_eq!(r.body, "{\"transaction_sample_rate\":\"0.3\"}\n");
+    // Kibana 404 → no config.
+    let r = get(&format!("{base}?service.name=missing"), &[token]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "{}\n"));
+    assert_eq!(header(&r, "etag"), Some("\"-\""));
+    // O.122: Kibana says Unauthorized.
+    let r = get(&format!("{base}?service.name=unauthorized"), &[token]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.body,
+        "{\"error\":\"APM Server is not authorized to query Kibana. Please configure apm-server.kibana.username and apm-server.kibana.password, and ensure the user has the necessary privileges.\"}\n"
+    );
+    assert_eq!(header(&r, "cache-control"), Some(CC_ERR));
+    let r = get(&format!("{base}?service.name=unauthorized"), &[]).await;
+    assert_eq!(r.body, "{\"error\":\"Unauthorized\"}\n");
+    // Any other Kibana error: its text, or "service unavailable" for anonymous.
+    let r = get(&format!("{base}?service.name=broken"), &[token]).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "{\"error\":\"boom\"}\n"));
+    let r = get(&format!("{base}?service.name=broken"), &[]).await;
+    assert_eq!(r.body, "{\"error\":\"service unavailable\"}\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kibana_unreachable() {
+    // A port with nothing listening.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let kibana_host = format!("apm-server.kibana.host={dead}");
+    let s = TestServer::start(&[
+        "apm-server.kibana.enabled=true",
+        &kibana_host,
+        "output.elasticsearch.enabled=false",
+        "output.elasticsearch.hosts=[\"127.0.0.1:1\"]",
+    ]);
+    let r = get(&format!("{}/config/v1/agents?service.name=x", s.url), &[]).await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body
+            .starts_with("{\"error\":\"sending request to kibana failed: "),
+        "{}",
+        r.body
+    );
 }

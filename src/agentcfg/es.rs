@@ -15,7 +15,8 @@
 //! * 401/403 marks the configuration invalid and ends the loop; any other
 //!   failure keeps the previous snapshot and retries at the next tick.
 //! * 404 `index_not_found_exception` is an empty snapshot (decision: no
-//!   index = no configuration; see the module report).
+//!   index = no configuration) unless a Kibana fallback exists, which then
+//!   keeps answering (as apm-server, where any 404 is a refresh error).
 //! * Scroll contexts are cleared after use, best effort.
 //! * Credentials never appear in logs or errors (headers marked sensitive).
 
@@ -193,7 +194,10 @@ pub fn host_url(host: &str, protocol: &str, path: &str) -> Result<String, Settin
     Ok(s)
 }
 
-fn tls(b: reqwest::ClientBuilder, t: &ClientTls) -> Result<reqwest::ClientBuilder, SettingsError> {
+pub(crate) fn tls(
+    b: reqwest::ClientBuilder,
+    t: &ClientTls,
+) -> Result<reqwest::ClientBuilder, SettingsError> {
     if t.enabled == Some(false) {
         return Ok(b);
     }
@@ -371,15 +375,15 @@ pub fn parse_doc(hit: &Value) -> Option<ConfigDoc> {
     })
 }
 
-/// Loads the whole index from `base` (one host).
-async fn load(src: &EsSource, base: &str) -> Result<Vec<ConfigDoc>, RefreshError> {
+/// Loads the whole index from `base` (one host); `None` = no such index.
+async fn load(src: &EsSource, base: &str) -> Result<Option<Vec<ConfigDoc>>, RefreshError> {
     let keep = format!("{}ms", src.interval.as_millis().max(1000));
     let first = src.client.post(format!("{base}/{INDEX}/_search")).query(&[
         ("scroll", keep.as_str()),
         ("size", &src.page_size.to_string()),
     ]);
     let Some(mut p) = page(first).await? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let mut docs = Vec::new();
     let mut skipped = 0usize;
@@ -437,12 +441,12 @@ async fn load(src: &EsSource, base: &str) -> Result<Vec<ConfigDoc>, RefreshError
     if skipped > 0 {
         tracing::warn!(skipped, "agent config: malformed documents ignored");
     }
-    Ok(docs)
+    Ok(Some(docs))
 }
 
 /// One refresh: every host in turn until one answers (auth and HTTP errors
 /// are answers; only transport errors move on to the next host).
-pub async fn refresh(src: &EsSource) -> Result<Vec<ConfigDoc>, RefreshError> {
+pub async fn refresh(src: &EsSource) -> Result<Option<Vec<ConfigDoc>>, RefreshError> {
     let mut last = RefreshError::Transport("no hosts configured".into());
     for base in &src.hosts {
         match tokio::time::timeout(REFRESH_TIMEOUT, load(src, base)).await {
@@ -466,7 +470,11 @@ async fn run(
         let result = refresh(&src).await;
         let Some(t) = target.upgrade() else { return };
         match result {
+            Ok(None) if t.has_fallback() => {
+                tracing::debug!("agent config: {INDEX} does not exist; using the Kibana fallback");
+            }
             Ok(docs) => {
+                let docs = docs.unwrap_or_default();
                 if last_error.take().is_some() {
                     tracing::info!(documents = docs.len(), "agent config refresh recovered");
                 }
@@ -582,7 +590,10 @@ mod tests {
             );
         }
         for page_size in [1, 2, 100] {
-            let docs = rt().block_on(refresh(&source(&es, page_size))).unwrap();
+            let docs = rt()
+                .block_on(refresh(&source(&es, page_size)))
+                .unwrap()
+                .unwrap();
             let names: Vec<_> = docs.iter().map(|d| d.service_name.as_str()).collect();
             assert_eq!(names, ["first", "second", "third"], "page size {page_size}");
             assert_eq!(docs[0].config.etag, "e1");
@@ -594,7 +605,7 @@ mod tests {
     fn missing_index_is_empty() {
         let es = es_double::EsDouble::start();
         let docs = rt().block_on(refresh(&source(&es, 100))).unwrap();
-        assert!(docs.is_empty());
+        assert!(docs.is_none());
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! `apm-server.agent.config.cache.expiration`.
 //!
 //! Invariants:
-//! * [`AgentConfigs::fetch`] never performs I/O and never blocks for longer
-//!   than a read lock held only to clone an `Arc`: handlers call it on the
-//!   async executor.
+//! * [`AgentConfigs::fetch`] never blocks: the snapshot is read under a lock
+//!   held only to clone an `Arc`; the only I/O is the optional, async Kibana
+//!   fallback ([`kibana`]), used only while the snapshot is not loaded or the
+//!   Elasticsearch credentials were rejected.
 //! * The snapshot is bounded ([`es::MAX_DOCS`] documents); it is replaced
 //!   whole, never mutated in place.
 //! * Once Elasticsearch rejects the credentials (401/403) the state is
@@ -18,6 +19,7 @@
 //!   etag `-`.
 
 pub mod es;
+pub mod kibana;
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -89,6 +91,18 @@ pub enum FetchError {
     /// No successful refresh yet; no fallback.
     #[error("agentcfg infrastructure is not ready")]
     NotReady,
+    /// Kibana answered with an error mentioning `Unauthorized`.
+    #[error("Unauthorized")]
+    KibanaUnauthorized,
+    /// Kibana could not be reached.
+    #[error("sending request to kibana failed: {0}")]
+    KibanaSend(String),
+    /// Kibana's response could not be read.
+    #[error("unable to read Kibana response body: {0}")]
+    KibanaBody(String),
+    /// Anything else (e.g. a Kibana error body).
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Where the snapshot stands.
@@ -105,6 +119,7 @@ pub enum CacheState {
 /// The shared, refreshed view of agent configurations.
 pub struct AgentConfigs {
     state: RwLock<CacheState>,
+    fallback: Option<kibana::KibanaFetcher>,
     /// Stops the refresh task when dropped.
     stop: parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
@@ -113,10 +128,20 @@ impl AgentConfigs {
     /// An empty view in state [`CacheState::NotReady`] (nothing refreshes it
     /// until [`es::spawn_refresher`] is given it).
     pub fn new() -> Arc<Self> {
+        Self::with_fallback(None)
+    }
+
+    /// Like [`AgentConfigs::new`], with a Kibana fallback.
+    pub fn with_fallback(fallback: Option<kibana::KibanaFetcher>) -> Arc<Self> {
         Arc::new(AgentConfigs {
             state: RwLock::new(CacheState::NotReady),
+            fallback,
             stop: parking_lot::Mutex::new(None),
         })
+    }
+
+    pub fn has_fallback(&self) -> bool {
+        self.fallback.is_some()
     }
 
     /// A view that is ready with `docs` (tests, static sources).
@@ -147,19 +172,20 @@ impl AgentConfigs {
 
     /// Answers `q`; anonymous callers pass their `allow_agent` list as
     /// `insecure_agents` (intake.md §8.4), others `None`.
-    pub fn fetch(
+    pub async fn fetch(
         &self,
         q: &Query,
         insecure_agents: Option<&[String]>,
     ) -> Result<AgentConfig, FetchError> {
-        let docs = match &*self.state.read() {
-            CacheState::Ready(d) => Arc::clone(d),
-            CacheState::NotReady => return Err(FetchError::NotReady),
-            CacheState::Invalid => return Err(FetchError::InvalidEsConfig),
+        let state = self.state();
+        let found = match (state, &self.fallback) {
+            (CacheState::Ready(docs), _) => find(&docs, &q.service.name, &q.service.environment)
+                .cloned()
+                .unwrap_or_else(AgentConfig::none),
+            (_, Some(kibana)) => kibana.fetch(q).await?,
+            (CacheState::NotReady, None) => return Err(FetchError::NotReady),
+            (CacheState::Invalid, None) => return Err(FetchError::InvalidEsConfig),
         };
-        let found = find(&docs, &q.service.name, &q.service.environment)
-            .cloned()
-            .unwrap_or_else(AgentConfig::none);
         Ok(match insecure_agents {
             Some(list) => sanitize(list, found),
             None => found,
@@ -301,11 +327,17 @@ mod tests {
             },
             ..Default::default()
         };
-        assert_eq!(c.fetch(&q, None), Err(FetchError::NotReady));
+        let fetch = |c: &AgentConfigs| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(c.fetch(&q, None))
+        };
+        assert_eq!(fetch(&c), Err(FetchError::NotReady));
         c.set(CacheState::Ready(Arc::new(vec![doc("first", "", "1")])));
-        assert_eq!(c.fetch(&q, None).unwrap().etag, "1");
+        assert_eq!(fetch(&c).unwrap().etag, "1");
         c.set(CacheState::Invalid);
-        assert_eq!(c.fetch(&q, None), Err(FetchError::InvalidEsConfig));
+        assert_eq!(fetch(&c), Err(FetchError::InvalidEsConfig));
     }
 
     #[test]

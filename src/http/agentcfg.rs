@@ -6,14 +6,15 @@
 //! per-IP limit, edge branch] → RUM only: [TODO(cors): preflight and origin
 //! check, edge branch] and the kill switch (403) → method (405) → query
 //! (400) → authorization of `agent_config` for the service (403/503) →
-//! lookup in the cached configurations → 200/304 or a fetch error.
+//! lookup in the cached configurations (or the Kibana fallback) → 200/304
+//! or a fetch error.
 //!
 //! Invariants: every response written by the handler itself carries
 //! `Cache-Control` (`max-age=300, must-revalidate` for errors, the cache
 //! expiration for successes); every error text is chosen in
 //! [`AgentCfgError`] (full text vs anonymous text); the POST body is read
-//! with a size cap and a deadline; nothing here does I/O besides reading the
-//! request (the lookup is an in-memory read).
+//! with a size cap and a deadline; the lookup is an in-memory read, except
+//! for the optional async Kibana fallback (`crate::agentcfg::kibana`).
 
 use super::error::msg;
 use super::{authenticate, guarded, response, AppState};
@@ -32,6 +33,7 @@ pub const ERR_CACHE_CONTROL: &str = "max-age=300, must-revalidate";
 pub const MAX_BODY: usize = 64 * 1024;
 
 pub const MSG_INVALID_ES: &str = "Your Elasticsearch configuration does not support agent config queries. Check your configurations at `output.elasticsearch` or `apm-server.agent.config.elasticsearch`.";
+pub const MSG_KIBANA_UNAUTHORIZED: &str = "APM Server is not authorized to query Kibana. Please configure apm-server.kibana.username and apm-server.kibana.password, and ensure the user has the necessary privileges.";
 pub const MSG_NOT_READY: &str =
     "Agent configuration infrastructure is not ready. Please retry later.";
 
@@ -59,7 +61,7 @@ impl AgentCfgError {
             AgentCfgError::Forbidden(_) | AgentCfgError::Fetch(FetchError::InvalidEsConfig) => {
                 StatusCode::FORBIDDEN
             }
-            AgentCfgError::Fetch(FetchError::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
+            AgentCfgError::Fetch(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -72,6 +74,18 @@ impl AgentCfgError {
             }
             AgentCfgError::Fetch(FetchError::InvalidEsConfig) => MSG_INVALID_ES.into(),
             AgentCfgError::Fetch(FetchError::NotReady) => MSG_NOT_READY.into(),
+            AgentCfgError::Fetch(FetchError::KibanaUnauthorized) if !anonymous => {
+                MSG_KIBANA_UNAUTHORIZED.into()
+            }
+            AgentCfgError::Fetch(FetchError::KibanaSend(_)) if anonymous => {
+                "sending request to kibana failed".into()
+            }
+            AgentCfgError::Fetch(FetchError::KibanaBody(_)) if anonymous => {
+                "unable to read Kibana response body".into()
+            }
+            AgentCfgError::Fetch(FetchError::Other(_)) if anonymous => {
+                msg::SERVICE_UNAVAILABLE.into()
+            }
             other => other.to_string(),
         }
     }
@@ -147,7 +161,7 @@ async fn handle(
             },
         )?;
         let insecure = anonymous.then_some(&state.cfg.apm_server.auth.anonymous.allow_agent[..]);
-        let cfg = state.agent_configs.fetch(&q, insecure)?;
+        let cfg = state.agent_configs.fetch(&q, insecure).await?;
         Ok::<_, AgentCfgError>((q, cfg))
     }
     .await;
@@ -313,5 +327,23 @@ mod tests {
         let inv = AgentCfgError::from(FetchError::InvalidEsConfig);
         assert_eq!(inv.status(), StatusCode::FORBIDDEN);
         assert_eq!(inv.text(true), MSG_INVALID_ES);
+        // O.119, O.122 and the Kibana rows.
+        let other = AgentCfgError::from(FetchError::Other("fetch failed".into()));
+        assert_eq!(other.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(other.text(false), "fetch failed");
+        assert_eq!(other.text(true), "service unavailable");
+        let ku = AgentCfgError::from(FetchError::KibanaUnauthorized);
+        assert_eq!(ku.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ku.text(false), MSG_KIBANA_UNAUTHORIZED);
+        assert_eq!(ku.text(true), "Unauthorized");
+        let ks = AgentCfgError::from(FetchError::KibanaSend("connection refused".into()));
+        assert_eq!(
+            ks.text(false),
+            "sending request to kibana failed: connection refused"
+        );
+        assert_eq!(ks.text(true), "sending request to kibana failed");
+        let kb = AgentCfgError::from(FetchError::KibanaBody("eof".into()));
+        assert_eq!(kb.text(false), "unable to read Kibana response body: eof");
+        assert_eq!(kb.text(true), "unable to read Kibana response body");
     }
 }
