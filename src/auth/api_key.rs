@@ -419,6 +419,28 @@ fn parse_privileges(body: &[u8]) -> Result<EsAnswer, String> {
     })
 }
 
+/// A cache reservation, released if the verification does not complete
+/// (error or cancellation).
+struct Reservation<'a> {
+    cache: &'a parking_lot::Mutex<Cache>,
+    done: bool,
+}
+
+impl Reservation<'_> {
+    fn complete(mut self, key: CacheKey, v: Verified) {
+        self.cache.lock().complete(key, v, Instant::now());
+        self.done = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cache.lock().release();
+        }
+    }
+}
+
 type Gate = Arc<tokio::sync::Mutex<()>>;
 
 /// Removes a key's in-flight gate when its last user is done (also on cancellation).
@@ -522,10 +544,14 @@ impl ApiKeyVerifier {
         if let Some(v) = self.cache.lock().get(&key, Instant::now()) {
             return Self::outcome(&id, v);
         }
-        if !self.cache.lock().has_room(Instant::now()) {
+        if !self.cache.lock().reserve(Instant::now()) {
             tracing::warn!(api_key_id = %id, "{MSG_LIMIT}");
             return Err(AuthError::Backend(MSG_LIMIT.into()));
         }
+        let reservation = Reservation {
+            cache: &self.cache,
+            done: false,
+        };
         let client = self
             .client
             .as_ref()
@@ -552,7 +578,7 @@ impl ApiKeyVerifier {
         if v == Verified::Denied {
             tracing::debug!(api_key_id = %id, "API key denied by Elasticsearch");
         }
-        self.cache.lock().insert(key, v.clone(), Instant::now());
+        reservation.complete(key, v.clone());
         Self::outcome(&id, v)
     }
 }
@@ -1039,6 +1065,55 @@ pub(crate) mod tests {
         }
         assert_eq!(es.calls(), 1);
         assert!(v.inflight.lock().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_distinct_keys_respect_the_limit() {
+        let es = FakeEs::start(Arc::new(|_: &Seen, _| {
+            std::thread::sleep(Duration::from_millis(30));
+            (200, GRANTED.into())
+        }))
+        .await;
+        let v = Arc::new(
+            ApiKeyVerifier::try_new(&es_config(es.addr, &["apm-server.auth.api_key.limit=3"]))
+                .unwrap(),
+        );
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let v = v.clone();
+                tokio::spawn(async move { v.authenticate(&b64(&format!("id{i}:k"))).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => assert_eq!(e, AuthError::Backend(MSG_LIMIT.into())),
+            }
+        }
+        assert_eq!(ok, 3);
+        assert_eq!(es.calls(), 3);
+        // backend errors give their reservation back
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let v = ApiKeyVerifier::try_new(&es_config(dead, &["apm-server.auth.api_key.limit=1"]))
+            .unwrap();
+        for i in 0..3 {
+            let e = v.authenticate(&b64(&format!("id{i}:k"))).await.unwrap_err();
+            assert!(
+                matches!(e, AuthError::Backend(ref m) if m != MSG_LIMIT),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn authenticator_is_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ApiKeyVerifier>();
+        assert_send_sync::<super::super::Authenticator>();
     }
 
     #[tokio::test]

@@ -12,6 +12,10 @@
 //!   apm-server also counts expired entries that were not purged yet. As in
 //!   apm-server, a limit < 1 makes every miss "full".
 //!
+//! * In-flight verifications hold a reservation ([`Cache::reserve`]) that
+//!   counts against the limit, so a burst of concurrent distinct keys cannot
+//!   make more than `limit` Elasticsearch calls at once either.
+//!
 //! Invariants: never more than `max(limit, 0)` entries are held; expiry order
 //! equals insertion order (fixed TTL), so purging is amortized O(1) from the
 //! front of a queue.
@@ -70,6 +74,8 @@ pub struct Cache {
     limit: i64,
     map: HashMap<CacheKey, (Instant, Verified)>,
     order: VecDeque<(CacheKey, Instant)>,
+    /// Verifications in flight (reserved, not yet inserted).
+    pending: usize,
 }
 
 impl Cache {
@@ -79,6 +85,7 @@ impl Cache {
             limit,
             map: HashMap::new(),
             order: VecDeque::new(),
+            pending: 0,
         }
     }
 
@@ -109,7 +116,30 @@ impl Cache {
 
     /// Whether a miss may be verified (and cached) now.
     pub fn has_room(&mut self, now: Instant) -> bool {
-        self.limit >= 1 && (self.live(now) as i64) < self.limit
+        self.limit >= 1 && ((self.live(now) + self.pending) as i64) < self.limit
+    }
+
+    /// Reserves room for one verification; false when the limit is reached.
+    /// Pair with [`Cache::release`] or [`Cache::complete`].
+    pub fn reserve(&mut self, now: Instant) -> bool {
+        let ok = self.has_room(now);
+        if ok {
+            self.pending += 1;
+        }
+        ok
+    }
+
+    /// Gives back a reservation without caching anything.
+    pub fn release(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+    }
+
+    /// Turns a reservation into a cache entry.
+    pub fn complete(&mut self, key: CacheKey, v: Verified, now: Instant) {
+        self.release();
+        self.purge(now);
+        self.order.push_back((key.clone(), now));
+        self.map.insert(key, (now, v));
     }
 
     /// Caches `v` for `key` if there is room (or the key is already held);
@@ -199,6 +229,23 @@ mod tests {
         c.insert(k.clone(), granted(), t0);
         assert_eq!(c.get(&k, t0 + Duration::from_secs(59)), Some(granted()));
         assert_eq!(c.get(&k, t0 + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn reservations_count_against_the_limit() {
+        let t0 = Instant::now();
+        let mut c = Cache::new(2, TTL);
+        assert!(c.reserve(t0));
+        assert!(c.reserve(t0));
+        assert!(!c.reserve(t0));
+        c.release();
+        assert!(c.reserve(t0));
+        c.complete(CacheKey::new("a", b"1"), granted(), t0);
+        assert!(!c.reserve(t0));
+        c.complete(CacheKey::new("b", b"1"), Verified::Denied, t0);
+        assert_eq!(c.live(t0), 2);
+        assert!(!c.reserve(t0));
+        assert!(c.reserve(t0 + TTL));
     }
 
     #[test]
