@@ -293,6 +293,23 @@ pub fn split_ip_limit(ip_limit: usize, shards: usize) -> Vec<usize> {
         .collect()
 }
 
+/// One [`Store`] per rate shard, `ip_limit` split with [`split_ip_limit`],
+/// each with apm-server's burst factor 3. Validates like [`Store::new`].
+pub fn shard_stores(
+    ip_limit: i64,
+    event_limit: i64,
+    shards: usize,
+) -> Result<Vec<Store>, StoreError> {
+    if ip_limit <= 0 {
+        return Err(StoreError::IpLimit(ip_limit));
+    }
+    let total = usize::try_from(ip_limit).map_err(|_| StoreError::IpLimit(ip_limit))?;
+    split_ip_limit(total, shards)
+        .into_iter()
+        .map(|n| Store::new(n as i64, event_limit, DEFAULT_BURST_FACTOR))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,5 +529,16 @@ mod tests {
         assert_eq!(split_ip_limit(2, 4), vec![1, 1, 1, 1]);
         assert_eq!(split_ip_limit(10, 0), vec![10]);
         assert_eq!(split_ip_limit(1000, 4).iter().sum::<usize>(), 1000);
+        let stores = shard_stores(1000, 300, 3).unwrap();
+        assert_eq!(
+            stores.iter().map(Store::ip_limit).collect::<Vec<_>>(),
+            vec![334, 333, 333]
+        );
+        assert_eq!(stores[0].capacity(), 900.0);
+        assert_eq!(shard_stores(0, 300, 3).unwrap_err(), StoreError::IpLimit(0));
+        assert_eq!(
+            shard_stores(10, -1, 3).unwrap_err(),
+            StoreError::EventLimit(-1)
+        );
     }
 }
