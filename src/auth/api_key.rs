@@ -545,7 +545,7 @@ impl ApiKeyVerifier {
             return Self::outcome(&id, v);
         }
         if !self.cache.lock().reserve(Instant::now()) {
-            tracing::warn!(api_key_id = %id, "{MSG_LIMIT}");
+            tracing::warn!(api_key_id = ?id, "{MSG_LIMIT}");
             return Err(AuthError::Backend(MSG_LIMIT.into()));
         }
         let reservation = Reservation {
@@ -557,7 +557,7 @@ impl ApiKeyVerifier {
             .as_ref()
             .map_err(|e| AuthError::Backend(e.clone()))?;
         let answer = client.has_privileges(credentials).await.map_err(|e| {
-            tracing::warn!(api_key_id = %id, "{e}");
+            tracing::warn!(api_key_id = ?id, "{e}");
             AuthError::Backend(e)
         })?;
         let v = match answer {
@@ -576,7 +576,7 @@ impl ApiKeyVerifier {
             _ => Verified::Denied,
         };
         if v == Verified::Denied {
-            tracing::debug!(api_key_id = %id, "API key denied by Elasticsearch");
+            tracing::debug!(api_key_id = ?id, "API key denied by Elasticsearch");
         }
         reservation.complete(key, v.clone());
         Self::outcome(&id, v)
