@@ -226,9 +226,21 @@ fn type_err(key: &str, want: &str) -> LineError {
     LineError::Decode(format!("{key}: expected {want}"))
 }
 
+/// The value of the last `k` entry (duplicate keys: last wins, like the
+/// upstream decoder; simd-json keeps duplicates).
+pub(crate) fn lookup<'o, 'v>(o: &'o Obj<'v>, k: &str) -> Option<&'o V<'v>> {
+    let mut found = None;
+    for (key, v) in o.iter() {
+        if key.as_ref() == k {
+            found = Some(v);
+        }
+    }
+    found
+}
+
 /// The value at `k`, `None` when absent or null.
 pub(crate) fn get<'o, 'v>(o: &'o Obj<'v>, k: &str) -> Option<&'o V<'v>> {
-    match o.get(k) {
+    match lookup(o, k) {
         Some(V::Static(StaticNode::Null)) | None => None,
         Some(v) => Some(v),
     }

@@ -1478,12 +1478,12 @@ fn nested_val<'o, 'v>(o: &'o Obj<'v>, path: &[&str]) -> Option<&'o V<'v>> {
     let (last, init) = path.split_last()?;
     let mut cur = o;
     for p in init {
-        match cur.get(*p) {
+        match lookup(cur, p) {
             Some(V::Object(m)) => cur = m,
             _ => return None,
         }
     }
-    cur.get(*last)
+    lookup(cur, last)
 }
 
 fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
