@@ -343,12 +343,18 @@ fn compare_with_approval(ours: &[BTreeMap<String, Vec<Value>>], approval: &[Valu
     problems
 }
 
+type Fields = BTreeMap<String, Vec<Value>>;
+
 fn check_approval(file: &str, approval: &str, dynamic: &[&str]) -> Vec<String> {
+    check_approval_filtered(file, approval, dynamic, &|_, _| true)
+}
+
+fn check_approval_filtered(file: &str, approval: &str, dynamic: &[&str], keep: &dyn Fn(&Fields, &[Value]) -> bool) -> Vec<String> {
     let Some(dir) = corpus_dir() else { return Vec::new() };
     let r = run_file(&dir.join("intake-v2"), file, false);
     assert!(r.meta_err.is_none() && r.errors.is_empty(), "{file}: {:?} {:?}", r.meta_err, r.errors);
-    let docs: Vec<_> = encode_all(&r.events).iter().map(|(_, d)| fields_view(d)).collect();
     let ap: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("approvals").join(approval)).unwrap()).unwrap();
+    let docs: Vec<_> = encode_all(&r.events).iter().map(|(_, d)| fields_view(d)).filter(|f| keep(f, &ap)).collect();
     compare_with_approval(&docs, &ap, dynamic)
 }
 
@@ -378,3 +384,404 @@ approval_test!(
     "TestIntake/MinimalEvents.approved.json",
     &["@timestamp", "timestamp.us", "client.geo.city_name", "client.geo.location", "client.geo.region_iso_code", "client.geo.region_name"]
 );
+
+fn first_str<'a>(f: &'a Fields, k: &str) -> Option<&'a str> {
+    f.get(k).and_then(|v| v.first()).and_then(Value::as_str)
+}
+
+#[test]
+fn approval_error_ingest() {
+    let p = check_approval_filtered("errors.ndjson", "TestErrorIngest.approved.json", &[], &|f, _| {
+        first_str(f, "data_stream.dataset") == Some("apm.error") && f.contains_key("transaction.name")
+    });
+    assert!(p.is_empty(), "{}", p.join("\n"));
+}
+
+#[test]
+fn approval_metrics() {
+    let p = check_approval_filtered("metricsets.ndjson", "TestApprovedMetrics.approved.json", &[], &|f, _| {
+        first_str(f, "processor.event") == Some("metric") && first_str(f, "metricset.name") != Some("transaction")
+    });
+    assert!(p.is_empty(), "{}", p.join("\n"));
+}
+
+#[test]
+fn approval_intake_logs() {
+    for case in [
+        "with_faas",
+        "with_flat_ecs_fields",
+        "with_nested_ecs_fields",
+        "with_nested_ecs_fields_overrides_flat_fields",
+        "with_timestamp",
+        "with_timestamp_as_str",
+        "without_timestamp",
+    ] {
+        let dynamic: &[&str] = if case == "without_timestamp" { &["@timestamp"] } else { &[] };
+        let p = check_approval_filtered("logs.ndjson", &format!("TestIntakeLog/{case}.approved.json"), dynamic, &|f, ap| {
+            let msg = ap.first().and_then(|d| d.get("message")).and_then(|m| m.get(0)).and_then(Value::as_str);
+            first_str(f, "message") == msg && first_str(f, "data_stream.type") == Some("logs")
+        });
+        assert!(p.is_empty(), "{case}: {}", p.join("\n"));
+    }
+}
+
+#[test]
+fn comparator_detects_mismatch() {
+    let Some(dir) = corpus_dir() else { return };
+    let r = run_file(&dir.join("intake-v2"), "minimal.ndjson", false);
+    let mut docs: Vec<_> = encode_all(&r.events).iter().map(|(_, d)| fields_view(d)).collect();
+    for d in docs.iter_mut() {
+        d.insert("service.name".into(), vec!["other".into()]);
+    }
+    let ap: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("approvals/TestIntake/MinimalEvents.approved.json")).unwrap()).unwrap();
+    assert!(!compare_with_approval(&docs, &ap, &["@timestamp", "timestamp.us"]).is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// exact documents and messages
+
+const META: &str = r#"{"metadata":{"service":{"name":"1234_service-12a3","agent":{"name":"elastic-node","version":"3.14.0"}}}}"#;
+
+fn decode_one(meta: &str, line: &str, rum: bool) -> Result<Vec<Event>, LineError> {
+    let mut d = Decoder::new(DecodeConfig::default());
+    let m = d.decode_metadata(meta.as_bytes(), &base(rum))?;
+    let mut out = Vec::new();
+    d.decode_event(line.as_bytes(), &m, &mut out)?;
+    Ok(out)
+}
+
+fn err_of(line: &str) -> String {
+    decode_one(META, line, false).err().map(|e| e.to_string()).unwrap_or_default()
+}
+
+fn doc_of(line: &str, rum: bool) -> (String, Value) {
+    let evs = decode_one(META, line, rum).expect("decodes");
+    let mut buf = Vec::new();
+    assert!(encode(&evs[0], &ctx(), &mut buf));
+    let s = String::from_utf8(buf).unwrap();
+    let (a, d) = s.split_once('\n').unwrap();
+    (a.to_owned(), serde_json::from_str(d.trim_end()).unwrap())
+}
+
+#[test]
+fn minimal_transaction_source() {
+    let (action, doc) = doc_of(
+        r#"{"transaction":{"trace_id":"01234567890123456789abcdefabcdef","id":"abcdef1478523690","type":"request","duration":32.592981,"span_count":{"started":0}}}"#,
+        false,
+    );
+    assert_eq!(action, r#"{"create":{"_index":"traces-apm-default"}}"#);
+    let expected = serde_json::json!({
+        "@timestamp": "2023-11-14T22:13:20.123Z",
+        "agent": {"name": "elastic-node", "version": "3.14.0"},
+        "data_stream": {"type": "traces", "dataset": "apm", "namespace": "default"},
+        "event": {"outcome": "unknown", "duration": 32592981},
+        "host": {"ip": ["127.0.0.1"]},
+        "observer": {"hostname": "host", "type": "apm-server", "version": "9.6.0"},
+        "service": {"name": "1234_service-12a3"},
+        "span": {"id": "abcdef1478523690"},
+        "timestamp": {"us": T_NS / 1000},
+        "trace": {"id": "01234567890123456789abcdefabcdef"},
+        "transaction": {"id": "abcdef1478523690", "type": "request", "sampled": true,
+                        "representative_count": 1, "span_count": {"started": 0}}
+    });
+    assert_eq!(doc, expected);
+}
+
+#[test]
+fn line_error_messages() {
+    // cases.md C.23: type error is a decode error
+    let e = err_of(r#"{ "transaction": { "id": 12345, "trace_id": "0123456789abcdef0123456789abcdef", "parent_id": "abcdefabcdef01234567", "type": "request", "duration": 32.592981, "span_count": { "started": 21 } } }   "#);
+    assert!(e.starts_with("decode error: data read error: "), "{e}");
+    // C.24 / C.28
+    assert_eq!(err_of(r#"{ "invalid-json" }"#), r#"did not recognize object type: "invalid-json""#);
+    assert_eq!(
+        err_of(r#"{"tennis-court": {"name": "Centre Court, Wimbledon"}}"#),
+        r#"did not recognize object type: "tennis-court""#
+    );
+    assert_eq!(err_of("   "), r#"did not recognize object type: """#);
+    // C.25–C.27: metadata
+    let mut d = Decoder::new(DecodeConfig::default());
+    let m = |d: &mut Decoder, l: &str| d.decode_metadata(l.as_bytes(), &base(false)).err().unwrap().to_string();
+    assert!(m(&mut d, r#"{"metadata": {"invalid-json"}}"#).starts_with("decode error: data read error: "));
+    assert_eq!(m(&mut d, r#"{"metadata": {"user": null}}"#), "validation error: 'metadata' required");
+    assert_eq!(m(&mut d, r#"{"not": "metadata"}"#), r#""metadata" or "m" required"#);
+    assert_eq!(m(&mut d, ""), r#""metadata" or "m" required"#);
+    assert_eq!(
+        m(&mut d, r#"{"metadata":{"service":{"agent":{"name":"a","version":"1"}}}}"#),
+        "validation error: metadata: service: 'name' required"
+    );
+    assert_eq!(
+        m(&mut d, r#"{"metadata":{"service":{"name":"a!","agent":{"name":"a","version":"1"}}}}"#),
+        "validation error: metadata: service: 'name': validation rule 'pattern(patternAlphaNumericExt)' violated"
+    );
+    assert_eq!(
+        m(&mut d, r#"{"metadata":{"service":{"name":"a","agent":{"name":"a","version":"1"}},"cloud":{"region":"x"}}}"#),
+        "validation error: metadata: cloud: 'provider' required"
+    );
+    let long = "é".repeat(1025);
+    assert_eq!(
+        m(&mut d, &format!(r#"{{"metadata":{{"service":{{"name":"a","environment":"{long}","agent":{{"name":"a","version":"1"}}}}}}}}"#)),
+        "validation error: metadata: service: 'environment': validation rule 'maxLength(1024)' violated"
+    );
+    // 1024 code points (2048 bytes) pass
+    let ok = "é".repeat(1024);
+    assert!(d
+        .decode_metadata(
+            format!(r#"{{"metadata":{{"service":{{"name":"a","environment":"{ok}","agent":{{"name":"a","version":"1"}}}},"cloud":{{}}}}}}"#).as_bytes(),
+            &base(false)
+        )
+        .is_ok());
+    // §15.4 examples
+    assert_eq!(
+        err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"span_count":{"dropped":1}}}"#),
+        "validation error: transaction: span_count: 'started' required"
+    );
+    assert_eq!(
+        err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":-1,"span_count":{"started":1}}}"#),
+        "validation error: transaction: 'duration': validation rule 'min(0)' violated"
+    );
+    assert_eq!(
+        err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"outcome":"meh","span_count":{"started":1}}}"#),
+        "validation error: transaction: 'outcome': validation rule 'enum(enumOutcome)' violated"
+    );
+    assert_eq!(err_of(r#"{"transaction":{}}"#), "validation error: 'transaction' required");
+    assert_eq!(
+        err_of(r#"{"error":{"id":"x","trace_id":"t"}}"#),
+        "validation error: error: requires at least one of the fields 'exception;log'"
+    );
+    assert_eq!(
+        err_of(r#"{"error":{"id":"x","trace_id":"t","log":{"message":"m"}}}"#),
+        "validation error: error: 'parent_id' required when 'trace_id' is set"
+    );
+    assert_eq!(
+        err_of(r#"{"error":{"id":"x","exception":{"message":"m","cause":[null]}}}"#),
+        "validation error: error: exception: cause slice element required"
+    );
+    assert_eq!(
+        err_of(r#"{"error":{"id":"x","exception":{"message":"m","stacktrace":[{"lineno":1}]}}}"#),
+        "validation error: error: exception: stacktrace: requires at least one of the fields 'classname;filename'"
+    );
+    assert_eq!(
+        err_of(r#"{"span":{"id":"x","trace_id":"t","parent_id":"p","name":"n","type":"t","duration":1}}"#),
+        "validation error: span: requires at least one of the fields 'start;timestamp'"
+    );
+    assert_eq!(
+        err_of(r#"{"span":{"id":"x","trace_id":"t","parent_id":"p","name":"n","type":"t","start":1,"duration":1,"context":{"destination":{"service":{"name":"a"}}}}}"#),
+        "validation error: span: context: destination: service: 'resource' required"
+    );
+    assert_eq!(
+        err_of(r#"{"metricset":{"samples":{}}}"#),
+        "validation error: 'metricset' required"
+    );
+    assert_eq!(
+        err_of(r#"{"metricset":{"samples":{},"tags":{"a":"b"}}}"#),
+        "validation error: metricset: 'samples' required"
+    );
+    assert_eq!(
+        err_of(r#"{"metricset":{"samples":{"a*":{"value":1}}}}"#),
+        "validation error: metricset: 'samples': validation rule 'patternKeys(patternNoAsteriskQuote)' violated"
+    );
+    assert_eq!(
+        err_of(r#"{"metricset":{"samples":{"a":{"values":[1]}}}}"#),
+        "validation error: metricset: samples: 'counts' required when 'values' is set"
+    );
+    assert_eq!(
+        err_of(r#"{"metricset":{"samples":{"a":{"value":1}},"tags":{"x":{"y":1}}}}"#),
+        "validation error: metricset: 'tags': validation rule 'inputTypesVals(string;bool;number)' violated for key x"
+    );
+    assert_eq!(
+        err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"span_count":{"started":1},"context":{"request":{"url":{"port":"abc"},"method":"GET"}}}}"#),
+        "validation error: transaction: context: request: url: 'port': validation rule 'targetType(int)' violated"
+    );
+    // type errors are decode errors
+    assert!(err_of(r#"{"span":{"id":"x","trace_id":"t","parent_id":"p","name":"n","type":"t","start":1,"duration":"1"}}"#)
+        .starts_with("decode error: data read error: "));
+    assert!(err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"span_count":{"started":1.5}}}"#)
+        .starts_with("decode error: data read error: "));
+    assert!(err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"span_count":{"started":1},"context":{"request":{"method":"GET","headers":{"a":1}}}}}"#)
+        .starts_with("decode error: data read error: "));
+    assert!(err_of(r#"{"log":{"@timestamp":"yesterday","message":"x"}}"#).starts_with("decode error: data read error: "));
+    // trailing garbage after the first value is ignored
+    assert!(decode_one(META, r#"{"log":{"message":"x"}}`garbage"#, false).is_ok());
+}
+
+#[test]
+fn grouping_keys_minimal() {
+    let key = |l: &str| match &decode_one(META, l, false).unwrap()[0].body {
+        event::Body::Error(e) => e.grouping_key.clone(),
+        _ => panic!("not an error"),
+    };
+    assert_eq!(key(r#"{"error":{"id":"a","log":{"message":"x"}}}"#).len(), 16);
+    let Some(dir) = corpus_dir() else { return };
+    let r = run_file(&dir.join("intake-v2"), "minimal.ndjson", false);
+    let keys: Vec<String> = r
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            event::Body::Error(e) => Some(e.grouping_key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, ["e7427150b064c482", "5914882bfc6424ff", "0726afd6fffc5433"]);
+    let r = run_file(&dir.join("intake-v2"), "errors.ndjson", false);
+    let by_id: BTreeMap<String, String> = r
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            event::Body::Error(e) => Some((e.id.clone(), e.grouping_key.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(by_id["0123456789012345"], "637be2ded470655b");
+    assert_eq!(by_id["xFoaabb123FFFFFF"], "256d70df2f0019ed");
+    assert_eq!(by_id["cdefab0123456789"], "89f9636ef3381842");
+    assert_eq!(by_id["cdefab0123456780"], "60b29d2f9dafe754");
+    assert_eq!(by_id["abcdef0123456789"], "5be7ecce1b964f32");
+}
+
+#[test]
+fn rum_request_fields_and_routing() {
+    let meta = r#"{"metadata":{"service":{"name":"rum-js-test","agent":{"name":"rum-js","version":"5.5.0"}}}}"#;
+    let mut d = Decoder::new(DecodeConfig::default());
+    let mut b = base(true);
+    b.client_ip = Some("220.244.41.16".parse().unwrap());
+    b.nat_ip = Some("127.0.0.1".parse().unwrap());
+    b.source_port = None;
+    let m = d.decode_metadata(meta.as_bytes(), &b).unwrap();
+    let mut evs = Vec::new();
+    d.decode_event(
+        br#"{"transaction":{"trace_id":"611f4fa950f04631aaaaaaaaaaaaaaaa","id":"611f4fa950f04631","type":"page-load","duration":643,"span_count":{"started":0},"sampled":false}}"#,
+        &m,
+        &mut evs,
+    )
+    .unwrap();
+    d.decode_event(
+        br#"{"metricset":{"samples":{"transaction.breakdown.count":{"value":12},"span.self_time.count":{"value":1},"span.self_time.sum.us":{"value":633.288}},"transaction":{"type":"request","name":"GET /"},"span":{"type":"external","subtype":"http"},"timestamp": 1496170422281000}}"#,
+        &m,
+        &mut evs,
+    )
+    .unwrap();
+    let docs = encode_all(&evs);
+    assert_eq!(docs.len(), 2, "unsampled RUM transaction is kept");
+    let (a, t) = &docs[0];
+    assert_eq!(a["create"]["_index"], "traces-apm.rum-default");
+    assert_eq!(t["client"]["ip"], "220.244.41.16");
+    assert_eq!(t["source"]["ip"], "220.244.41.16");
+    assert_eq!(t["source"]["nat"]["ip"], "127.0.0.1");
+    assert_eq!(t["user_agent"]["original"], "test-agent/1.0");
+    assert!(t.get("host").is_none());
+    assert!(t["transaction"].get("sampled").is_none());
+    assert_eq!(t["event"]["duration"], 643_000_000);
+    let (a, ms) = &docs[1];
+    assert_eq!(a["create"]["_index"], "metrics-apm.internal-default");
+    assert_eq!(ms["metricset"]["name"], "span_breakdown");
+    assert_eq!(ms["span"]["self_time"]["count"], 1);
+    assert_eq!(ms["span"]["self_time"]["sum.us"], 633);
+    assert!(ms["metricset"].get("samples").is_none());
+    assert!(ms.get("timestamp").is_none());
+
+    // backend unsampled transaction is dropped (but decoded)
+    let evs = decode_one(
+        META,
+        r#"{"transaction":{"trace_id":"xyz","id":"yz","type":"TestDropUnsampled","duration":0,"span_count":{"started":1},"sampled":false}}"#,
+        false,
+    )
+    .unwrap();
+    assert_eq!(evs.len(), 1);
+    let mut buf = Vec::new();
+    assert!(!encode(&evs[0], &ctx(), &mut buf));
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn labels_overrides_and_logs() {
+    let meta = r#"{"metadata":{"labels":{"a":"meta","n":1},"service":{"name":"svc","version":"1.0","agent":{"name":"go","version":"1"}},"system":{"container":{"id":"cid"}}}}"#;
+    let evs = decode_one(
+        meta,
+        r#"{"error":{"id":"e1","log":{"message":"m"},"context":{"tags":{"a":2,"b":true,"c":null},"service":{"name":"other"}}}}"#,
+        false,
+    )
+    .unwrap();
+    let doc = encode_all(&evs).remove(0).1;
+    assert_eq!(doc["labels"]["a"], "meta");
+    assert_eq!(doc["numeric_labels"]["a"], 2.0);
+    assert_eq!(doc["labels"]["b"], "true");
+    assert_eq!(doc["numeric_labels"]["n"], 1.0);
+    assert_eq!(doc["service"]["name"], "other");
+    assert!(doc["service"].get("version").is_none(), "version reset by name override");
+    assert_eq!(doc["service"]["node"]["name"], "cid");
+    assert_eq!(doc["message"], "m");
+    assert_eq!(doc["error"]["log"]["level"], "error");
+    // log with error fields becomes an error document
+    let evs = decode_one(meta, r#"{"log":{"message":"boom","error.type":"E"}}"#, false).unwrap();
+    let (a, doc) = encode_all(&evs).remove(0);
+    assert_eq!(a["create"]["_index"], "logs-apm.error-default");
+    assert_eq!(doc["error"]["grouping_key"], "ef46db3751d8e999");
+    assert!(doc.get("event").is_none());
+    let evs = decode_one(meta, r#"{"log":{"message":"hi","service.name":"My Svc"}}"#, false).unwrap();
+    let (a, doc) = encode_all(&evs).remove(0);
+    assert_eq!(a["create"]["_index"], "logs-apm.app.my_svc-default");
+    assert_eq!(doc["event"]["kind"], "event");
+    assert!(doc.get("timestamp").is_none());
+}
+
+#[test]
+fn default_service_environment() {
+    let mut d = Decoder::new(DecodeConfig { default_service_environment: "prod".into() });
+    let m = d.decode_metadata(META.as_bytes(), &base(false)).unwrap();
+    let mut evs = Vec::new();
+    d.decode_event(br#"{"log":{"message":"x"}}"#, &m, &mut evs).unwrap();
+    assert_eq!(encode_all(&evs)[0].1["service"]["environment"], "prod");
+}
+
+// ---------------------------------------------------------------------------
+// robustness: truncated and garbled lines never panic
+
+#[test]
+fn garbled_lines_never_panic() {
+    let Some(dir) = corpus_dir() else { return };
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for entry in std::fs::read_dir(dir.join("intake-v2")).unwrap() {
+        let p = entry.unwrap().path();
+        let data = std::fs::read(&p).unwrap();
+        let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).take(40).collect();
+        let Some(first) = lines.first() else { continue };
+        let mut d = Decoder::new(DecodeConfig::default());
+        for rum in [false, true] {
+            let Ok(meta) = d.decode_metadata(first, &base(rum)) else { continue };
+            for l in &lines {
+                let mut variants: Vec<Vec<u8>> = Vec::new();
+                let step = (l.len() / 25).max(1);
+                for cut in (0..l.len()).step_by(step) {
+                    variants.push(l[..cut].to_vec());
+                }
+                for _ in 0..20 {
+                    let mut v = l.to_vec();
+                    if v.is_empty() {
+                        break;
+                    }
+                    let i = (rnd() as usize) % v.len();
+                    v[i] = b"{}[]\",:0-e.\\ \xff"[(rnd() as usize) % 14];
+                    variants.push(v);
+                }
+                for v in variants {
+                    let mut out = Vec::new();
+                    let _ = d.decode_metadata(&v, &base(rum));
+                    if d.decode_event(&v, &meta, &mut out).is_ok() {
+                        let mut buf = Vec::new();
+                        for ev in &out {
+                            encode(ev, &ctx(), &mut buf);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
