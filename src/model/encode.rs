@@ -87,7 +87,11 @@ impl<'a> W<'a> {
         out.push(b'{');
         W {
             out,
-            stack: vec![Level { start: 0, empty: true, parent_was_empty: true }],
+            stack: vec![Level {
+                start: 0,
+                empty: true,
+                parent_was_empty: true,
+            }],
         }
     }
     fn finish(self) {
@@ -108,7 +112,11 @@ impl<'a> W<'a> {
     }
     fn push_level(&mut self, start: usize, parent_was_empty: bool, open: u8) {
         self.out.push(open);
-        self.stack.push(Level { start, empty: true, parent_was_empty });
+        self.stack.push(Level {
+            start,
+            empty: true,
+            parent_was_empty,
+        });
     }
     /// Opens `"k":{`; dropped again by [`Self::close`] when nothing was written.
     fn open(&mut self, k: &str) {
@@ -184,7 +192,8 @@ impl<'a> W<'a> {
     }
     fn bool(&mut self, k: &str, v: bool) {
         self.key(k);
-        self.out.extend_from_slice(if v { b"true" } else { b"false" });
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
     }
     fn opt_bool(&mut self, k: &str, v: Option<bool>) {
         if let Some(v) = v {
@@ -263,7 +272,8 @@ impl<'a> W<'a> {
             Json::Null => {}
             Json::Bool(b) => {
                 self.sep();
-                self.out.extend_from_slice(if *b { b"true" } else { b"false" });
+                self.out
+                    .extend_from_slice(if *b { b"true" } else { b"false" });
             }
             Json::Num(n) => {
                 self.sep();
@@ -312,7 +322,10 @@ pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
         w.key("@timestamp");
         write_timestamp(w.out, ev.timestamp_ns);
     }
-    if matches!(ev.body, Body::Transaction(_) | Body::Span(_) | Body::Error(_)) {
+    if matches!(
+        ev.body,
+        Body::Transaction(_) | Body::Span(_) | Body::Error(_)
+    ) {
         w.open("timestamp");
         w.i64("us", ev.timestamp_ns.div_euclid(1000));
         w.close();
@@ -899,7 +912,10 @@ fn log(w: &mut W<'_>, l: &LogEvent) {
     w.open("log");
     w.str("level", &l.level);
     w.str("logger", &l.logger);
-    if !l.origin_function.is_empty() || !l.origin_file_name.is_empty() || l.origin_file_line.is_some() {
+    if !l.origin_function.is_empty()
+        || !l.origin_file_name.is_empty()
+        || l.origin_file_line.is_some()
+    {
         w.open("origin");
         w.open("file");
         w.str("name", &l.origin_file_name);

@@ -55,8 +55,14 @@ struct Run {
 fn run_bytes(data: &[u8], rum: bool) -> Run {
     let mut d = Decoder::new(DecodeConfig::default());
     let mut lines = data.split(|&b| b == b'\n');
-    let mut run = Run { events: Vec::new(), errors: Vec::new(), meta_err: None };
-    let Some(first) = lines.next() else { return run };
+    let mut run = Run {
+        events: Vec::new(),
+        errors: Vec::new(),
+        meta_err: None,
+    };
+    let Some(first) = lines.next() else {
+        return run;
+    };
     let meta = match d.decode_metadata(first, &base(rum)) {
         Ok(m) => m,
         Err(e) => {
@@ -89,7 +95,8 @@ fn encode_all(events: &[Event]) -> Vec<(Value, Value)> {
             let s = std::str::from_utf8(&buf).expect("utf8");
             let mut it = s.split('\n');
             let a: Value = serde_json::from_str(it.next().unwrap()).expect("action json");
-            let d: Value = serde_json::from_str(it.next().unwrap()).unwrap_or_else(|e| panic!("doc json {e}: {s}"));
+            let d: Value = serde_json::from_str(it.next().unwrap())
+                .unwrap_or_else(|e| panic!("doc json {e}: {s}"));
             assert_eq!(it.next(), Some(""));
             out.push((a, d));
         }
@@ -128,7 +135,12 @@ fn corpus_files_decode() {
     ];
     for &(f, n, e, me) in expect {
         let r = run_file(&dir.join("intake-v2"), f, false);
-        assert_eq!(r.meta_err.is_some(), me, "{f}: metadata error {:?}", r.meta_err);
+        assert_eq!(
+            r.meta_err.is_some(),
+            me,
+            "{f}: metadata error {:?}",
+            r.meta_err
+        );
         assert_eq!(r.errors.len(), e, "{f}: line errors {:?}", r.errors);
         assert_eq!(r.events.len(), n, "{f}: events");
         encode_all(&r.events);
@@ -174,13 +186,19 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Vec<Value>>) {
                 };
             }
         }
-        out.entry(prefix.to_owned()).or_default().push(Value::Object(m));
+        out.entry(prefix.to_owned())
+            .or_default()
+            .push(Value::Object(m));
         return;
     }
     match v {
         Value::Object(o) => {
             for (k, c) in o {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&p, c, out);
             }
         }
@@ -190,7 +208,10 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Vec<Value>>) {
             }
         }
         Value::Null => {}
-        other => out.entry(prefix.to_owned()).or_default().push(other.clone()),
+        other => out
+            .entry(prefix.to_owned())
+            .or_default()
+            .push(other.clone()),
     }
 }
 
@@ -201,22 +222,48 @@ fn get_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 /// `_source` → `fields`, emulating the ES ingest pipelines and mappings.
 fn fields_view(doc: &Value) -> BTreeMap<String, Vec<Value>> {
     let mut doc = doc.clone();
-    let ty = get_path(&doc, "data_stream.type").and_then(Value::as_str).unwrap_or("").to_owned();
-    let ds = get_path(&doc, "data_stream.dataset").and_then(Value::as_str).unwrap_or("").to_owned();
+    let ty = get_path(&doc, "data_stream.type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let ds = get_path(&doc, "data_stream.dataset")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let mut extra: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let root = doc.as_object_mut().unwrap();
     match ty.as_str() {
         "traces" => {
-            let pe = if root.get("transaction").and_then(|t| t.get("type")).is_some() { "transaction" } else { "span" };
+            let pe = if root
+                .get("transaction")
+                .and_then(|t| t.get("type"))
+                .is_some()
+            {
+                "transaction"
+            } else {
+                "span"
+            };
             extra.insert("processor.event".into(), vec![pe.into()]);
             let ev = root.get_mut("event").and_then(Value::as_object_mut);
-            let dur = ev.as_ref().and_then(|e| e.get("duration")).and_then(Value::as_i64).unwrap_or(0);
-            let outcome = ev.as_ref().and_then(|e| e.get("outcome")).and_then(Value::as_str).unwrap_or("").to_owned();
+            let dur = ev
+                .as_ref()
+                .and_then(|e| e.get("duration"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let outcome = ev
+                .as_ref()
+                .and_then(|e| e.get("outcome"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             if let Some(e) = ev {
                 e.remove("duration");
             }
             extra.insert(format!("{pe}.duration.us"), vec![(dur / 1000).into()]);
-            let rc = root.get(pe).and_then(|t| t.get("representative_count")).and_then(Value::as_f64);
+            let rc = root
+                .get(pe)
+                .and_then(|t| t.get("representative_count"))
+                .and_then(Value::as_f64);
             match outcome.as_str() {
                 "success" => {
                     extra.insert("event.success_count".into(), vec![rc.unwrap_or(1.0).into()]);
@@ -230,14 +277,21 @@ fn fields_view(doc: &Value) -> BTreeMap<String, Vec<Value>> {
         "logs" => {
             if ds == "apm.error" {
                 extra.insert("processor.event".into(), vec!["error".into()]);
-                let lm = root.get("error").and_then(|e| e.get("log")).and_then(|l| l.get("message")).and_then(Value::as_str);
+                let lm = root
+                    .get("error")
+                    .and_then(|e| e.get("log"))
+                    .and_then(|l| l.get("message"))
+                    .and_then(Value::as_str);
                 let xm = root
                     .get("error")
                     .and_then(|e| e.get("exception"))
                     .and_then(|x| x.get(0))
                     .and_then(|x| x.get("message"))
                     .and_then(Value::as_str);
-                if let Some(n) = lm.filter(|s| !s.is_empty()).or(xm.filter(|s| !s.is_empty())) {
+                if let Some(n) = lm
+                    .filter(|s| !s.is_empty())
+                    .or(xm.filter(|s| !s.is_empty()))
+                {
                     extra.insert("error.grouping_name".into(), vec![n.into()]);
                 }
             }
@@ -283,7 +337,15 @@ fn ignored_key(k: &str) -> bool {
     k.ends_with(".text")
         || k.starts_with("client.geo.")
         || (k.starts_with("user_agent.") && k != "user_agent.original")
-        || matches!(k, "observer.hostname" | "observer.version" | "ecs.version" | "event.ingested" | "observer.id" | "observer.ephemeral_id")
+        || matches!(
+            k,
+            "observer.hostname"
+                | "observer.version"
+                | "ecs.version"
+                | "event.ingested"
+                | "observer.id"
+                | "observer.ephemeral_id"
+        )
 }
 
 fn values_eq(a: &Value, b: &Value) -> bool {
@@ -292,28 +354,62 @@ fn values_eq(a: &Value, b: &Value) -> bool {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
             (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0)
         }
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_eq(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_eq(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| values_eq(v, w)))
         }
         _ => a == b,
     }
 }
 
-const ID_KEYS: &[&str] = &["error.id", "span.id", "transaction.id", "trace.id", "message", "metricset.name", "data_stream.dataset", "@timestamp"];
+const ID_KEYS: &[&str] = &[
+    "error.id",
+    "span.id",
+    "transaction.id",
+    "trace.id",
+    "message",
+    "metricset.name",
+    "data_stream.dataset",
+    "@timestamp",
+];
 
 /// Compares our documents with an approval file; returns mismatch descriptions.
-fn compare_with_approval(ours: &[BTreeMap<String, Vec<Value>>], approval: &[Value], dynamic: &[&str]) -> Vec<String> {
+fn compare_with_approval(
+    ours: &[BTreeMap<String, Vec<Value>>],
+    approval: &[Value],
+    dynamic: &[&str],
+) -> Vec<String> {
     let mut problems = Vec::new();
     if ours.len() != approval.len() {
-        problems.push(format!("doc count: ours {} approval {}", ours.len(), approval.len()));
+        problems.push(format!(
+            "doc count: ours {} approval {}",
+            ours.len(),
+            approval.len()
+        ));
     }
     for (i, ap) in approval.iter().enumerate() {
         let ap = ap.as_object().unwrap();
-        let key_of = |m: &dyn Fn(&str) -> Option<Value>| ID_KEYS.iter().map(|k| m(k)).collect::<Vec<_>>();
-        let ap_key = key_of(&|k| if dynamic.contains(&k) { None } else { ap.get(k).and_then(|v| v.get(0)).cloned() });
+        let key_of =
+            |m: &dyn Fn(&str) -> Option<Value>| ID_KEYS.iter().map(|k| m(k)).collect::<Vec<_>>();
+        let ap_key = key_of(&|k| {
+            if dynamic.contains(&k) {
+                None
+            } else {
+                ap.get(k).and_then(|v| v.get(0)).cloned()
+            }
+        });
         let found = ours.iter().find(|o| {
-            key_of(&|k| if dynamic.contains(&k) { None } else { o.get(k).and_then(|v| v.first()).cloned() }) == ap_key
+            key_of(&|k| {
+                if dynamic.contains(&k) {
+                    None
+                } else {
+                    o.get(k).and_then(|v| v.first()).cloned()
+                }
+            }) == ap_key
         });
         let Some(o) = found else {
             problems.push(format!("approval doc {i} {ap_key:?}: no matching document"));
@@ -349,16 +445,39 @@ fn check_approval(file: &str, approval: &str, dynamic: &[&str]) -> Vec<String> {
     check_approval_filtered(file, approval, dynamic, &|_, _| true)
 }
 
-fn check_approval_filtered(file: &str, approval: &str, dynamic: &[&str], keep: &dyn Fn(&Fields, &[Value]) -> bool) -> Vec<String> {
-    let Some(dir) = corpus_dir() else { return Vec::new() };
+fn check_approval_filtered(
+    file: &str,
+    approval: &str,
+    dynamic: &[&str],
+    keep: &dyn Fn(&Fields, &[Value]) -> bool,
+) -> Vec<String> {
+    let Some(dir) = corpus_dir() else {
+        return Vec::new();
+    };
     let r = run_file(&dir.join("intake-v2"), file, false);
-    assert!(r.meta_err.is_none() && r.errors.is_empty(), "{file}: {:?} {:?}", r.meta_err, r.errors);
-    let ap: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("approvals").join(approval)).unwrap()).unwrap();
-    let docs: Vec<_> = encode_all(&r.events).iter().map(|(_, d)| fields_view(d)).filter(|f| keep(f, &ap)).collect();
+    assert!(
+        r.meta_err.is_none() && r.errors.is_empty(),
+        "{file}: {:?} {:?}",
+        r.meta_err,
+        r.errors
+    );
+    let ap: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("approvals").join(approval)).unwrap())
+            .unwrap();
+    let docs: Vec<_> = encode_all(&r.events)
+        .iter()
+        .map(|(_, d)| fields_view(d))
+        .filter(|f| keep(f, &ap))
+        .collect();
     compare_with_approval(&docs, &ap, dynamic)
 }
 
-const GEO_DYN: &[&str] = &["client.geo.city_name", "client.geo.location", "client.geo.region_iso_code", "client.geo.region_name"];
+const GEO_DYN: &[&str] = &[
+    "client.geo.city_name",
+    "client.geo.location",
+    "client.geo.region_iso_code",
+    "client.geo.region_name",
+];
 
 macro_rules! approval_test {
     ($name:ident, $file:expr, $approval:expr, $dyn:expr) => {
@@ -370,19 +489,66 @@ macro_rules! approval_test {
     };
 }
 
-approval_test!(approval_errors, "errors.ndjson", "TestIntake/Errors.approved.json", GEO_DYN);
-approval_test!(approval_errors_txid, "errors_transaction_id.ndjson", "TestIntake/ErrorsTxID.approved.json", GEO_DYN);
-approval_test!(approval_events, "events.ndjson", "TestIntake/Events.approved.json", GEO_DYN);
-approval_test!(approval_metricsets, "metricsets.ndjson", "TestIntake/Metricsets.approved.json", GEO_DYN);
-approval_test!(approval_spans, "spans.ndjson", "TestIntake/Spans.approved.json", GEO_DYN);
-approval_test!(approval_transactions, "transactions.ndjson", "TestIntake/Transactions.approved.json", GEO_DYN);
-approval_test!(approval_huge_traces, "transactions-huge_traces.ndjson", "TestIntake/TransactionsHugeTraces.approved.json", GEO_DYN);
-approval_test!(approval_unknown_span_type, "unknown-span-type.ndjson", "TestIntake/UnknownSpanType.approved.json", GEO_DYN);
+approval_test!(
+    approval_errors,
+    "errors.ndjson",
+    "TestIntake/Errors.approved.json",
+    GEO_DYN
+);
+approval_test!(
+    approval_errors_txid,
+    "errors_transaction_id.ndjson",
+    "TestIntake/ErrorsTxID.approved.json",
+    GEO_DYN
+);
+approval_test!(
+    approval_events,
+    "events.ndjson",
+    "TestIntake/Events.approved.json",
+    GEO_DYN
+);
+approval_test!(
+    approval_metricsets,
+    "metricsets.ndjson",
+    "TestIntake/Metricsets.approved.json",
+    GEO_DYN
+);
+approval_test!(
+    approval_spans,
+    "spans.ndjson",
+    "TestIntake/Spans.approved.json",
+    GEO_DYN
+);
+approval_test!(
+    approval_transactions,
+    "transactions.ndjson",
+    "TestIntake/Transactions.approved.json",
+    GEO_DYN
+);
+approval_test!(
+    approval_huge_traces,
+    "transactions-huge_traces.ndjson",
+    "TestIntake/TransactionsHugeTraces.approved.json",
+    GEO_DYN
+);
+approval_test!(
+    approval_unknown_span_type,
+    "unknown-span-type.ndjson",
+    "TestIntake/UnknownSpanType.approved.json",
+    GEO_DYN
+);
 approval_test!(
     approval_minimal,
     "minimal.ndjson",
     "TestIntake/MinimalEvents.approved.json",
-    &["@timestamp", "timestamp.us", "client.geo.city_name", "client.geo.location", "client.geo.region_iso_code", "client.geo.region_name"]
+    &[
+        "@timestamp",
+        "timestamp.us",
+        "client.geo.city_name",
+        "client.geo.location",
+        "client.geo.region_iso_code",
+        "client.geo.region_name"
+    ]
 );
 
 fn first_str<'a>(f: &'a Fields, k: &str) -> Option<&'a str> {
@@ -391,17 +557,29 @@ fn first_str<'a>(f: &'a Fields, k: &str) -> Option<&'a str> {
 
 #[test]
 fn approval_error_ingest() {
-    let p = check_approval_filtered("errors.ndjson", "TestErrorIngest.approved.json", &[], &|f, _| {
-        first_str(f, "data_stream.dataset") == Some("apm.error") && f.contains_key("transaction.name")
-    });
+    let p = check_approval_filtered(
+        "errors.ndjson",
+        "TestErrorIngest.approved.json",
+        &[],
+        &|f, _| {
+            first_str(f, "data_stream.dataset") == Some("apm.error")
+                && f.contains_key("transaction.name")
+        },
+    );
     assert!(p.is_empty(), "{}", p.join("\n"));
 }
 
 #[test]
 fn approval_metrics() {
-    let p = check_approval_filtered("metricsets.ndjson", "TestApprovedMetrics.approved.json", &[], &|f, _| {
-        first_str(f, "processor.event") == Some("metric") && first_str(f, "metricset.name") != Some("transaction")
-    });
+    let p = check_approval_filtered(
+        "metricsets.ndjson",
+        "TestApprovedMetrics.approved.json",
+        &[],
+        &|f, _| {
+            first_str(f, "processor.event") == Some("metric")
+                && first_str(f, "metricset.name") != Some("transaction")
+        },
+    );
     assert!(p.is_empty(), "{}", p.join("\n"));
 }
 
@@ -416,11 +594,24 @@ fn approval_intake_logs() {
         "with_timestamp_as_str",
         "without_timestamp",
     ] {
-        let dynamic: &[&str] = if case == "without_timestamp" { &["@timestamp"] } else { &[] };
-        let p = check_approval_filtered("logs.ndjson", &format!("TestIntakeLog/{case}.approved.json"), dynamic, &|f, ap| {
-            let msg = ap.first().and_then(|d| d.get("message")).and_then(|m| m.get(0)).and_then(Value::as_str);
-            first_str(f, "message") == msg && first_str(f, "data_stream.type") == Some("logs")
-        });
+        let dynamic: &[&str] = if case == "without_timestamp" {
+            &["@timestamp"]
+        } else {
+            &[]
+        };
+        let p = check_approval_filtered(
+            "logs.ndjson",
+            &format!("TestIntakeLog/{case}.approved.json"),
+            dynamic,
+            &|f, ap| {
+                let msg = ap
+                    .first()
+                    .and_then(|d| d.get("message"))
+                    .and_then(|m| m.get(0))
+                    .and_then(Value::as_str);
+                first_str(f, "message") == msg && first_str(f, "data_stream.type") == Some("logs")
+            },
+        );
         assert!(p.is_empty(), "{case}: {}", p.join("\n"));
     }
 }
@@ -429,12 +620,17 @@ fn approval_intake_logs() {
 fn comparator_detects_mismatch() {
     let Some(dir) = corpus_dir() else { return };
     let r = run_file(&dir.join("intake-v2"), "minimal.ndjson", false);
-    let mut docs: Vec<_> = encode_all(&r.events).iter().map(|(_, d)| fields_view(d)).collect();
+    let mut docs: Vec<_> = encode_all(&r.events)
+        .iter()
+        .map(|(_, d)| fields_view(d))
+        .collect();
     for d in docs.iter_mut() {
         d.insert("service.name".into(), vec!["other".into()]);
     }
-    let ap: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(dir.join("approvals/TestIntake/MinimalEvents.approved.json")).unwrap()).unwrap();
+    let ap: Vec<Value> = serde_json::from_slice(
+        &std::fs::read(dir.join("approvals/TestIntake/MinimalEvents.approved.json")).unwrap(),
+    )
+    .unwrap();
     assert!(!compare_with_approval(&docs, &ap, &["@timestamp", "timestamp.us"]).is_empty());
 }
 
@@ -452,7 +648,10 @@ fn decode_one(meta: &str, line: &str, rum: bool) -> Result<Vec<Event>, LineError
 }
 
 fn err_of(line: &str) -> String {
-    decode_one(META, line, false).err().map(|e| e.to_string()).unwrap_or_default()
+    decode_one(META, line, false)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
 }
 
 fn doc_of(line: &str, rum: bool) -> (String, Value) {
@@ -491,10 +690,15 @@ fn minimal_transaction_source() {
 #[test]
 fn line_error_messages() {
     // cases.md C.23: type error is a decode error
-    let e = err_of(r#"{ "transaction": { "id": 12345, "trace_id": "0123456789abcdef0123456789abcdef", "parent_id": "abcdefabcdef01234567", "type": "request", "duration": 32.592981, "span_count": { "started": 21 } } }   "#);
+    let e = err_of(
+        r#"{ "transaction": { "id": 12345, "trace_id": "0123456789abcdef0123456789abcdef", "parent_id": "abcdefabcdef01234567", "type": "request", "duration": 32.592981, "span_count": { "started": 21 } } }   "#,
+    );
     assert!(e.starts_with("decode error: data read error: "), "{e}");
     // C.24 / C.28
-    assert_eq!(err_of(r#"{ "invalid-json" }"#), r#"did not recognize object type: "invalid-json""#);
+    assert_eq!(
+        err_of(r#"{ "invalid-json" }"#),
+        r#"did not recognize object type: "invalid-json""#
+    );
     assert_eq!(
         err_of(r#"{"tennis-court": {"name": "Centre Court, Wimbledon"}}"#),
         r#"did not recognize object type: "tennis-court""#
@@ -502,13 +706,28 @@ fn line_error_messages() {
     assert_eq!(err_of("   "), r#"did not recognize object type: """#);
     // C.25–C.27: metadata
     let mut d = Decoder::new(DecodeConfig::default());
-    let m = |d: &mut Decoder, l: &str| d.decode_metadata(l.as_bytes(), &base(false)).err().unwrap().to_string();
-    assert!(m(&mut d, r#"{"metadata": {"invalid-json"}}"#).starts_with("decode error: data read error: "));
-    assert_eq!(m(&mut d, r#"{"metadata": {"user": null}}"#), "validation error: 'metadata' required");
-    assert_eq!(m(&mut d, r#"{"not": "metadata"}"#), r#""metadata" or "m" required"#);
+    let m = |d: &mut Decoder, l: &str| {
+        d.decode_metadata(l.as_bytes(), &base(false))
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    assert!(m(&mut d, r#"{"metadata": {"invalid-json"}}"#)
+        .starts_with("decode error: data read error: "));
+    assert_eq!(
+        m(&mut d, r#"{"metadata": {"user": null}}"#),
+        "validation error: 'metadata' required"
+    );
+    assert_eq!(
+        m(&mut d, r#"{"not": "metadata"}"#),
+        r#""metadata" or "m" required"#
+    );
     assert_eq!(m(&mut d, ""), r#""metadata" or "m" required"#);
     assert_eq!(
-        m(&mut d, r#"{"metadata":{"service":{"agent":{"name":"a","version":"1"}}}}"#),
+        m(
+            &mut d,
+            r#"{"metadata":{"service":{"agent":{"name":"a","version":"1"}}}}"#
+        ),
         "validation error: metadata: service: 'name' required"
     );
     assert_eq!(
@@ -516,7 +735,10 @@ fn line_error_messages() {
         "validation error: metadata: service: 'name': validation rule 'pattern(patternAlphaNumericExt)' violated"
     );
     assert_eq!(
-        m(&mut d, r#"{"metadata":{"service":{"name":"a","agent":{"name":"a","version":"1"}},"cloud":{"region":"x"}}}"#),
+        m(
+            &mut d,
+            r#"{"metadata":{"service":{"name":"a","agent":{"name":"a","version":"1"}},"cloud":{"region":"x"}}}"#
+        ),
         "validation error: metadata: cloud: 'provider' required"
     );
     let long = "é".repeat(1025);
@@ -534,18 +756,27 @@ fn line_error_messages() {
         .is_ok());
     // §15.4 examples
     assert_eq!(
-        err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"span_count":{"dropped":1}}}"#),
+        err_of(
+            r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"span_count":{"dropped":1}}}"#
+        ),
         "validation error: transaction: span_count: 'started' required"
     );
     assert_eq!(
-        err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":-1,"span_count":{"started":1}}}"#),
+        err_of(
+            r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":-1,"span_count":{"started":1}}}"#
+        ),
         "validation error: transaction: 'duration': validation rule 'min(0)' violated"
     );
     assert_eq!(
-        err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"outcome":"meh","span_count":{"started":1}}}"#),
+        err_of(
+            r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"outcome":"meh","span_count":{"started":1}}}"#
+        ),
         "validation error: transaction: 'outcome': validation rule 'enum(enumOutcome)' violated"
     );
-    assert_eq!(err_of(r#"{"transaction":{}}"#), "validation error: 'transaction' required");
+    assert_eq!(
+        err_of(r#"{"transaction":{}}"#),
+        "validation error: 'transaction' required"
+    );
     assert_eq!(
         err_of(r#"{"error":{"id":"x","trace_id":"t"}}"#),
         "validation error: error: requires at least one of the fields 'exception;log'"
@@ -563,11 +794,15 @@ fn line_error_messages() {
         "validation error: error: exception: stacktrace: requires at least one of the fields 'classname;filename'"
     );
     assert_eq!(
-        err_of(r#"{"span":{"id":"x","trace_id":"t","parent_id":"p","name":"n","type":"t","duration":1}}"#),
+        err_of(
+            r#"{"span":{"id":"x","trace_id":"t","parent_id":"p","name":"n","type":"t","duration":1}}"#
+        ),
         "validation error: span: requires at least one of the fields 'start;timestamp'"
     );
     assert_eq!(
-        err_of(r#"{"span":{"id":"x","trace_id":"t","parent_id":"p","name":"n","type":"t","start":1,"duration":1,"context":{"destination":{"service":{"name":"a"}}}}}"#),
+        err_of(
+            r#"{"span":{"id":"x","trace_id":"t","parent_id":"p","name":"n","type":"t","start":1,"duration":1,"context":{"destination":{"service":{"name":"a"}}}}}"#
+        ),
         "validation error: span: context: destination: service: 'resource' required"
     );
     assert_eq!(
@@ -601,7 +836,10 @@ fn line_error_messages() {
         .starts_with("decode error: data read error: "));
     assert!(err_of(r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"span_count":{"started":1},"context":{"request":{"method":"GET","headers":{"a":1}}}}}"#)
         .starts_with("decode error: data read error: "));
-    assert!(err_of(r#"{"log":{"@timestamp":"yesterday","message":"x"}}"#).starts_with("decode error: data read error: "));
+    assert!(
+        err_of(r#"{"log":{"@timestamp":"yesterday","message":"x"}}"#)
+            .starts_with("decode error: data read error: ")
+    );
     // trailing garbage after the first value is ignored
     assert!(decode_one(META, r#"{"log":{"message":"x"}}`garbage"#, false).is_ok());
 }
@@ -612,7 +850,10 @@ fn grouping_keys_minimal() {
         event::Body::Error(e) => e.grouping_key.clone(),
         _ => panic!("not an error"),
     };
-    assert_eq!(key(r#"{"error":{"id":"a","log":{"message":"x"}}}"#).len(), 16);
+    assert_eq!(
+        key(r#"{"error":{"id":"a","log":{"message":"x"}}}"#).len(),
+        16
+    );
     let Some(dir) = corpus_dir() else { return };
     let r = run_file(&dir.join("intake-v2"), "minimal.ndjson", false);
     let keys: Vec<String> = r
@@ -623,7 +864,10 @@ fn grouping_keys_minimal() {
             _ => None,
         })
         .collect();
-    assert_eq!(keys, ["e7427150b064c482", "5914882bfc6424ff", "0726afd6fffc5433"]);
+    assert_eq!(
+        keys,
+        ["e7427150b064c482", "5914882bfc6424ff", "0726afd6fffc5433"]
+    );
     let r = run_file(&dir.join("intake-v2"), "errors.ndjson", false);
     let by_id: BTreeMap<String, String> = r
         .events
@@ -709,17 +953,30 @@ fn labels_overrides_and_logs() {
     assert_eq!(doc["labels"]["b"], "true");
     assert_eq!(doc["numeric_labels"]["n"], 1.0);
     assert_eq!(doc["service"]["name"], "other");
-    assert!(doc["service"].get("version").is_none(), "version reset by name override");
+    assert!(
+        doc["service"].get("version").is_none(),
+        "version reset by name override"
+    );
     assert_eq!(doc["service"]["node"]["name"], "cid");
     assert_eq!(doc["message"], "m");
     assert_eq!(doc["error"]["log"]["level"], "error");
     // log with error fields becomes an error document
-    let evs = decode_one(meta, r#"{"log":{"message":"boom","error.type":"E"}}"#, false).unwrap();
+    let evs = decode_one(
+        meta,
+        r#"{"log":{"message":"boom","error.type":"E"}}"#,
+        false,
+    )
+    .unwrap();
     let (a, doc) = encode_all(&evs).remove(0);
     assert_eq!(a["create"]["_index"], "logs-apm.error-default");
     assert_eq!(doc["error"]["grouping_key"], "ef46db3751d8e999");
     assert!(doc.get("event").is_none());
-    let evs = decode_one(meta, r#"{"log":{"message":"hi","service.name":"My Svc"}}"#, false).unwrap();
+    let evs = decode_one(
+        meta,
+        r#"{"log":{"message":"hi","service.name":"My Svc"}}"#,
+        false,
+    )
+    .unwrap();
     let (a, doc) = encode_all(&evs).remove(0);
     assert_eq!(a["create"]["_index"], "logs-apm.app.my_svc-default");
     assert_eq!(doc["event"]["kind"], "event");
@@ -728,10 +985,13 @@ fn labels_overrides_and_logs() {
 
 #[test]
 fn default_service_environment() {
-    let mut d = Decoder::new(DecodeConfig { default_service_environment: "prod".into() });
+    let mut d = Decoder::new(DecodeConfig {
+        default_service_environment: "prod".into(),
+    });
     let m = d.decode_metadata(META.as_bytes(), &base(false)).unwrap();
     let mut evs = Vec::new();
-    d.decode_event(br#"{"log":{"message":"x"}}"#, &m, &mut evs).unwrap();
+    d.decode_event(br#"{"log":{"message":"x"}}"#, &m, &mut evs)
+        .unwrap();
     assert_eq!(encode_all(&evs)[0].1["service"]["environment"], "prod");
 }
 
@@ -751,11 +1011,17 @@ fn garbled_lines_never_panic() {
     for entry in std::fs::read_dir(dir.join("intake-v2")).unwrap() {
         let p = entry.unwrap().path();
         let data = std::fs::read(&p).unwrap();
-        let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).take(40).collect();
+        let lines: Vec<&[u8]> = data
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .take(40)
+            .collect();
         let Some(first) = lines.first() else { continue };
         let mut d = Decoder::new(DecodeConfig::default());
         for rum in [false, true] {
-            let Ok(meta) = d.decode_metadata(first, &base(rum)) else { continue };
+            let Ok(meta) = d.decode_metadata(first, &base(rum)) else {
+                continue;
+            };
             for l in &lines {
                 let mut variants: Vec<Vec<u8>> = Vec::new();
                 let step = (l.len() / 25).max(1);
