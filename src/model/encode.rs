@@ -206,10 +206,6 @@ impl<'a> W<'a> {
             let _ = write!(self.out, "\"{ip}\"");
         }
     }
-    fn raw(&mut self, k: &str, raw: &[u8]) {
-        self.key(k);
-        self.out.extend_from_slice(raw);
-    }
     fn str_list(&mut self, k: &str, v: &[String]) {
         if v.is_empty() {
             return;
@@ -314,9 +310,13 @@ pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
         }
     }
     let (ty, dataset) = route(ev);
-    out.extend_from_slice(b"{\"create\":{\"_index\":");
-    escape_into(out, &format!("{ty}-{dataset}-{}", ctx.namespace));
-    out.extend_from_slice(b"}}\n");
+    out.extend_from_slice(b"{\"create\":{\"_index\":\"");
+    out.extend_from_slice(ty.as_bytes());
+    out.push(b'-');
+    out.extend_from_slice(dataset.as_bytes());
+    out.push(b'-');
+    out.extend_from_slice(ctx.namespace.as_bytes());
+    out.extend_from_slice(b"\"}}\n");
     let mut w = W::new(out);
     {
         w.key("@timestamp");
@@ -403,7 +403,8 @@ fn common(w: &mut W<'_>, ev: &Event) {
     w.str("platform", &sh.host_os_platform);
     w.close();
     if let Some(ip) = sh.host_ip {
-        w.raw("ip", format!("[\"{ip}\"]").as_bytes());
+        w.key("ip");
+        let _ = write!(w.out, "[\"{ip}\"]");
     }
     w.close();
 

@@ -1051,3 +1051,94 @@ fn garbled_lines_never_panic() {
         }
     }
 }
+
+#[test]
+#[ignore]
+fn dump_corpus() {
+    let Some(dir) = corpus_dir() else { return };
+    let f = std::env::var("DUMP").unwrap_or_default();
+    for entry in std::fs::read_dir(dir.join("intake-v2")).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !f.is_empty() && !name.contains(&f) {
+            continue;
+        }
+        let rum = name.contains("rum");
+        let r = run_file(&dir.join("intake-v2"), &name, rum);
+        eprintln!("== {name}: {} events, errors {:?}, meta {:?}", r.events.len(), r.errors, r.meta_err);
+        if !f.is_empty() {
+            for (a, d) in encode_all(&r.events) {
+                eprintln!("{a}\n{d}");
+            }
+        }
+    }
+}
+
+fn rum_base(client: &str, nat: Option<&str>, port: Option<u16>) -> RequestBase {
+    RequestBase {
+        received_ns: T_NS,
+        rum: true,
+        client_ip: client.parse().ok(),
+        source_port: port,
+        nat_ip: nat.and_then(|n| n.parse().ok()),
+        user_agent: Some("Go-http-client/1.1".into()),
+    }
+}
+
+fn run_with_base(data: &[u8], b: &RequestBase) -> Vec<Event> {
+    let mut d = Decoder::new(DecodeConfig::default());
+    let mut lines = data.split(|&c| c == b'\n').filter(|l| !l.is_empty());
+    let meta = d.decode_metadata(lines.next().unwrap(), b).expect("metadata");
+    let mut out = Vec::new();
+    for l in lines {
+        d.decode_event(l, &meta, &mut out).expect("event");
+    }
+    out
+}
+
+fn compare_events(events: &[Event], approval: &str, dynamic: &[&str], keep: &dyn Fn(&Fields) -> bool) -> Vec<String> {
+    let Some(dir) = corpus_dir() else { return Vec::new() };
+    let ap: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("approvals").join(approval)).unwrap()).unwrap();
+    let ap: Vec<Value> = ap
+        .into_iter()
+        .filter(|a| {
+            let f: Fields = a.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default())).collect();
+            keep(&f)
+        })
+        .collect();
+    let docs: Vec<_> = encode_all(events).iter().map(|(_, d)| fields_view(d)).filter(|f| keep(f)).collect();
+    compare_with_approval(&docs, &ap, dynamic)
+}
+
+#[test]
+fn approval_rum_x_forwarded_for() {
+    let payload = br#"{"metadata":{"service":{"name":"rum-js-test","agent":{"name":"rum-js","version":"5.5.0"}}}}
+{"transaction":{"trace_id":"611f4fa950f04631aaaaaaaaaaaaaaaa","id":"611f4fa950f04631","type":"page-load","duration":643,"span_count":{"started":0}}}
+{"metricset":{"samples":{"transaction.breakdown.count":{"value":12},"transaction.duration.sum.us":{"value":12},"transaction.duration.count":{"value":2},"transaction.self_time.sum.us":{"value":10},"transaction.self_time.count":{"value":2},"span.self_time.count":{"value":1},"span.self_time.sum.us":{"value":633.288}},"transaction":{"type":"request","name":"GET /"},"span":{"type":"external","subtype":"http"},"timestamp": 1496170422281000}}
+"#;
+    let evs = run_with_base(payload, &rum_base("220.244.41.16", Some("127.0.0.1"), None));
+    let dynamic = ["@timestamp", "timestamp.us", "source.port"];
+    let p = compare_events(&evs, "TestRUMXForwardedFor.approved.json", &dynamic, &|_| true);
+    assert!(p.is_empty(), "{}", p.join("\n"));
+}
+
+#[test]
+fn approval_rum_drop_unsampled() {
+    let payload = br#"{"metadata":{"service":{"name":"allowed","version":"1.0.0","agent":{"name":"rum-js","version":"0.0.0"}}}}
+{"transaction":{"trace_id":"x","id":"y","type":"TestDropUnsampled","duration":0,"span_count":{"started":1},"sampled":false,"context":{"service":{"name":"allowed"}}}}
+"#;
+    let evs = run_with_base(payload, &rum_base("127.0.0.1", None, Some(40000)));
+    let dynamic = ["@timestamp", "timestamp.us", "source.port", "trace.id", "transaction.id", "span.id"];
+    let p = compare_events(&evs, "TestDropUnsampled.approved.json", &dynamic, &|f| first_str(f, "agent.name") == Some("rum-js"));
+    assert!(p.is_empty(), "{}", p.join("\n"));
+}
+
+#[test]
+fn approval_rum_spans_without_sourcemap() {
+    let Some(dir) = corpus_dir() else { return };
+    let data = std::fs::read(dir.join("intake-v2/transactions_spans_rum_2.ndjson")).unwrap();
+    let evs = run_with_base(&data, &rum_base("127.0.0.1", None, Some(40000)));
+    let dynamic = ["@timestamp", "timestamp.us", "source.port"];
+    let p = compare_events(&evs, "TestNoMatchingSourcemap.approved.json", &dynamic, &|f| first_str(f, "processor.event") == Some("span"));
+    assert!(p.is_empty(), "{}", p.join("\n"));
+}
