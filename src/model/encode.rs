@@ -313,9 +313,16 @@ pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
     out.extend_from_slice(b"{\"create\":{\"_index\":\"");
     out.extend_from_slice(ty.as_bytes());
     out.push(b'-');
-    out.extend_from_slice(dataset.as_bytes());
-    out.push(b'-');
-    out.extend_from_slice(ctx.namespace.as_bytes());
+    for part in [dataset.as_ref(), "-", ctx.namespace.as_str()] {
+        if part.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.extend_from_slice(part.as_bytes());
+        } else {
+            let start = out.len();
+            escape_into(out, part);
+            out.pop();
+            out.remove(start);
+        }
+    }
     out.extend_from_slice(b"\"}}\n");
     let mut w = W::new(out);
     {
