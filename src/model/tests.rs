@@ -1292,3 +1292,16 @@ fn v3_messages() {
     assert!(decode_one(meta, r#"{"log":{"message":"x"}}"#, true).is_ok());
     assert!(decode_one(META, r#"{"e":{"id":"a","log":{"mg":"x"}}}"#, false).is_ok());
 }
+
+#[test]
+fn integer_and_float_formatting() {
+    let (_, doc) = doc_of(
+        r#"{"span":{"id":"x","trace_id":"t","parent_id":"p","name":"n","type":"db.pg.q","start":1.5,"duration":0.988,"sample_rate":0.3,"context":{"db":{"rows_affected":-12}}}}"#,
+        false,
+    );
+    assert_eq!(doc["span"]["db"]["rows_affected"], -12);
+    assert_eq!(doc["event"]["duration"], 988000);
+    assert_eq!(doc["span"]["subtype"], "pg");
+    assert_eq!(doc["span"]["representative_count"].as_f64(), Some(1.0 / 0.3));
+    assert_eq!(doc["timestamp"]["us"], (T_NS + 1_500_000) / 1000);
+}
