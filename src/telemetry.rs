@@ -49,9 +49,7 @@ pub struct Telemetry {
     pub stage_instances: IntGaugeVec,
     pub memory_budget_in_use: IntGauge,
     pub memory_budget_limit: IntGauge,
-    // --- agentcfg branch ---
-    /// Requests answered 429 by the anonymous per-IP rate limiter
-    /// (incremented by the rate-limit middleware).
+    /// Anonymous requests refused by the per-IP limiter before the handler.
     pub rate_limited_requests: IntCounter,
 }
 
@@ -193,7 +191,7 @@ impl Telemetry {
             rate_limited_requests: counter(
                 &r,
                 "rate_limited_requests_total",
-                "Requests rejected by the anonymous per-IP rate limiter.",
+                "Anonymous requests refused by the per-IP rate limit (429).",
             ),
             registry: r,
         }

@@ -467,6 +467,16 @@ async fn rum_route_kill_switch_and_headers() {
         .collect();
     assert_eq!(both, ["all_value", "rum_value"]);
     assert_eq!(header(&r, "only_rum"), Some("rum_value"));
+    // CORS (security.md §7): a preflight is answered before authentication.
+    let r = send(
+        Method::OPTIONS,
+        &format!("{}/config/v1/rum/agents", s.url),
+        Vec::new(),
+        &[("Origin", "http://x")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
     // Backend route: global headers only.
     let r = get(&format!("{}/config/v1/agents?service.name=x", s.url), &[]).await;
     assert_eq!(header(&r, "both"), Some("all_value"));
@@ -725,4 +735,40 @@ async fn kibana_unreachable() {
         "{}",
         r.body
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rum_cors_and_rate_limit() {
+    let es = EsDouble::start();
+    let s = server(
+        &es,
+        &[
+            "apm-server.rum.enabled=true",
+            "apm-server.auth.secret_token=1234",
+            "apm-server.rum.allow_origins=[\"http://good\"]",
+            "apm-server.auth.anonymous.rate_limit.event_limit=1",
+            "apm-server.auth.anonymous.rate_limit.ip_limit=10",
+        ],
+    );
+    let url = format!("{}/config/v1/rum/agents?service.name=x", s.url);
+    let r = ready(
+        &url,
+        &[("Origin", "http://good"), ("Authorization", "Bearer 1234")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("http://good")
+    );
+    let r = get(&url, &[("Origin", "http://bad")]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("origin"), "{}", r.body);
+    // Anonymous callers spend a token per request; with a burst of 1 the
+    // second immediate request is limited.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(get(&url, &[("Origin", "http://good")]).await.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
 }

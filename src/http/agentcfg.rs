@@ -2,9 +2,9 @@
 //! group) and `/config/v1/rum/agents` (RUM group) — intake.md §8,
 //! security.md §5.3/§6.
 //!
-//! Order of checks: authentication (401/503) → [TODO(ratelimit): anonymous
-//! per-IP limit, edge branch] → RUM only: [TODO(cors): preflight and origin
-//! check, edge branch] and the kill switch (403) → method (405) → query
+//! Order of checks (intake.md §3): RUM only: CORS (preflight answered,
+//! disallowed origin 403) → authentication (401/503) → anonymous per-IP
+//! rate limit (429) → RUM only: kill switch (403) → method (405) → query
 //! (400) → authorization of `agent_config` for the service (403/503) →
 //! lookup in the cached configurations (or the Kibana fallback) → 200/304
 //! or a fetch error.
@@ -17,7 +17,7 @@
 //! for the optional async Kibana fallback (`crate::agentcfg::kibana`).
 
 use super::error::msg;
-use super::{authenticate, guarded, response, AppState};
+use super::{authenticate_and_limit, client_addr, guarded, response, rum_cors, AppState};
 use crate::agentcfg::{FetchError, Query};
 use crate::auth::{Action, Resource, Unauthorized};
 use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, IF_NONE_MATCH};
@@ -105,9 +105,9 @@ pub async fn backend(
 ) -> HttpResponse {
     let state = state.into_inner();
     let mut resp = guarded(&req, async {
-        match authenticate(&state, &req).await {
+        let addr = client_addr(&state, &req);
+        match authenticate_and_limit(&state, &req, &addr).await {
             Err(r) => r,
-            // TODO(ratelimit): anonymous per-IP rate limit (edge branch) goes here.
             Ok(auth) => handle(&state, &req, payload, auth).await,
         }
     })
@@ -123,17 +123,26 @@ pub async fn rum(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let state = state.into_inner();
-    // TODO(cors): OPTIONS preflight and origin check (security.md §7) hook here,
-    // before authentication, once the CORS middleware lands (edge branch).
     let mut resp = guarded(&req, async {
-        match authenticate(&state, &req).await {
+        let allow_origin = match rum_cors(&state, &req) {
+            Ok(h) => h,
+            Err(r) => return r,
+        };
+        let addr = client_addr(&state, &req);
+        let mut r = match authenticate_and_limit(&state, &req, &addr).await {
             Err(r) => r,
-            // TODO(ratelimit): anonymous per-IP rate limit (edge branch) goes here.
             Ok(_) if !state.cfg.apm_server.rum.enabled => {
                 response::error(&req, StatusCode::FORBIDDEN, msg::RUM_DISABLED)
             }
             Ok(auth) => handle(&state, &req, payload, auth).await,
+        };
+        if let (Ok(k), Ok(v)) = (
+            actix_web::http::header::HeaderName::try_from(allow_origin.0),
+            HeaderValue::try_from(allow_origin.1),
+        ) {
+            r.headers_mut().insert(k, v);
         }
+        r
     })
     .await;
     state.headers.apply(&mut resp);
