@@ -229,7 +229,24 @@ pub fn expvar_vars(t: &Telemetry) -> Value {
         acc.in_flight().max(0) as u64,
     );
     response_vars(&mut m, "apm-server.server", &responses(t, INTAKE_ROUTES));
-    response_vars(&mut m, "apm-server.acm", &responses(t, ACM_ROUTES));
+    let acm = responses(t, ACM_ROUTES);
+    response_vars(&mut m, "apm-server.acm", &acm);
+    // On the agent config routes these statuses have exactly one cause each.
+    for (key, status) in [
+        ("invalidquery", 400u16),
+        ("method", 405),
+        ("unavailable", 503),
+    ] {
+        let n: u64 = acm
+            .iter()
+            .filter(|(s, _)| *s == status)
+            .map(|(_, n)| n)
+            .sum();
+        m.insert(
+            format!("apm-server.acm.response.errors.{key}"),
+            Value::from(n),
+        );
+    }
     Value::Object(m)
 }
 
@@ -270,6 +287,7 @@ mod tests {
         assert_eq!(v["apm-server.server.response.valid.count"], 1);
         assert_eq!(v["apm-server.server.response.errors.count"], 1);
         assert_eq!(v["apm-server.acm.response.valid.notmodified"], 1);
+        assert_eq!(v["apm-server.acm.response.errors.invalidquery"], 0);
         assert_eq!(v["libbeat.output.events.active"], 3);
     }
 }
