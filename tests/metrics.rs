@@ -204,6 +204,16 @@ async fn metrics_listener_off_by_default_and_expvar() {
     .await;
     assert_eq!(r.status, 400);
 
+    // E.51: agent config without service.name counts as an invalid query.
+    let r = send(
+        reqwest::Method::GET,
+        &format!("{}/config/v1/agents", srv.url),
+        vec![],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 400);
+
     let r = send(
         reqwest::Method::GET,
         &format!("{}/debug/vars", srv.url),
@@ -213,6 +223,7 @@ async fn metrics_listener_off_by_default_and_expvar() {
     .await;
     assert_eq!(r.status, 200);
     let v = r.json();
+    assert_eq!(v["apm-server.acm.response.errors.invalidquery"], 1);
     assert_eq!(v["apm-server.processor.stream.accepted"], 4);
     assert_eq!(v["apm-server.processor.stream.errors.invalid"], 0);
     assert_eq!(v["apm-server.processor.stream.errors.toolarge"], 0);
