@@ -106,7 +106,11 @@ impl ServerBuilder {
         let agent_configs = crate::agentcfg::AgentConfigs::with_fallback(kibana);
         let es_source = crate::agentcfg::es::EsSource::from_config(&cfg)
             .map_err(|e| StartError::Config(e.to_string()))?;
-        crate::agentcfg::es::spawn_refresher(es_source, &agent_configs)?;
+        crate::agentcfg::es::spawn_refresher(
+            es_source,
+            &agent_configs,
+            crate::agentcfg::es::RefreshMetrics::new(&telemetry.registry),
+        )?;
         let metrics = match cfg.monitoring.metrics_host.trim() {
             "" => None,
             host => Some(

@@ -531,6 +531,12 @@ async fn system_level_refresh_o131() {
     );
     let r = until(&url, &[], |r| header(r, "etag") == Some("\"exact\"")).await;
     assert_eq!(r.body, "{\"transaction_sample_rate\":\"0.9\"}\n");
+    let text = s.telemetry().render();
+    assert!(text.contains("apm_rs_agentcfg_documents 3"), "{text}");
+    assert!(
+        text.contains("apm_rs_agentcfg_refresh_total{outcome=\"ok\"}"),
+        "{text}"
+    );
 }
 
 type Handler = dyn Fn(&str) -> (u16, String) + Send + Sync;

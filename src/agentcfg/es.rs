@@ -458,10 +458,46 @@ pub async fn refresh(src: &EsSource) -> Result<Option<Vec<ConfigDoc>>, RefreshEr
     Err(last)
 }
 
+/// Refresh metrics, registered on the server's registry (prefix `apm_rs_`).
+#[derive(Clone)]
+pub struct RefreshMetrics {
+    /// `agentcfg_refresh_total{outcome}`: `ok`, `rejected`, `error`.
+    pub refreshes: prometheus::IntCounterVec,
+    /// `agentcfg_documents`: documents in the current snapshot.
+    pub documents: prometheus::IntGauge,
+}
+
+impl RefreshMetrics {
+    /// Registers the metrics on `reg` (a second registration on the same
+    /// registry is left unregistered rather than failing).
+    pub fn new(reg: &prometheus::Registry) -> Self {
+        let refreshes = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "agentcfg_refresh_total",
+                "Refreshes of the agent configuration cache from Elasticsearch, by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let documents = prometheus::IntGauge::new(
+            "agentcfg_documents",
+            "Agent configuration documents in the cache.",
+        )
+        .expect("static metric definition");
+        let _ = reg.register(Box::new(refreshes.clone()));
+        let _ = reg.register(Box::new(documents.clone()));
+        RefreshMetrics {
+            refreshes,
+            documents,
+        }
+    }
+}
+
 /// The refresh loop (runs until stopped or the credentials are rejected).
 async fn run(
     src: EsSource,
     target: std::sync::Weak<AgentConfigs>,
+    metrics: RefreshMetrics,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     // Repeated identical failures are logged once at warn, then at debug.
@@ -471,10 +507,13 @@ async fn run(
         let Some(t) = target.upgrade() else { return };
         match result {
             Ok(None) if t.has_fallback() => {
+                metrics.refreshes.with_label_values(&["ok"]).inc();
                 tracing::debug!("agent config: {INDEX} does not exist; using the Kibana fallback");
             }
             Ok(docs) => {
                 let docs = docs.unwrap_or_default();
+                metrics.refreshes.with_label_values(&["ok"]).inc();
+                metrics.documents.set(docs.len() as i64);
                 if last_error.take().is_some() {
                     tracing::info!(documents = docs.len(), "agent config refresh recovered");
                 }
@@ -482,11 +521,13 @@ async fn run(
                 t.set(CacheState::Ready(Arc::new(docs)));
             }
             Err(e @ RefreshError::Rejected(_)) => {
+                metrics.refreshes.with_label_values(&["rejected"]).inc();
                 tracing::error!(error = %e, "agent config: Elasticsearch rejected the credentials; agent configuration is unavailable until restart");
                 t.set(CacheState::Invalid);
                 return;
             }
             Err(e) => {
+                metrics.refreshes.with_label_values(&["error"]).inc();
                 let text = e.to_string();
                 if last_error.as_deref() == Some(text.as_str()) {
                     tracing::debug!(error = %text, "agent config refresh failed");
@@ -506,7 +547,11 @@ async fn run(
 
 /// Starts refreshing `target` from `src` on a dedicated thread. The thread
 /// ends when [`AgentConfigs::stop`] is called or `target` is dropped.
-pub fn spawn_refresher(src: EsSource, target: &Arc<AgentConfigs>) -> std::io::Result<()> {
+pub fn spawn_refresher(
+    src: EsSource,
+    target: &Arc<AgentConfigs>,
+    metrics: RefreshMetrics,
+) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     target.set_stop(tx);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -515,7 +560,7 @@ pub fn spawn_refresher(src: EsSource, target: &Arc<AgentConfigs>) -> std::io::Re
     let weak = Arc::downgrade(target);
     std::thread::Builder::new()
         .name("agentcfg-refresh".into())
-        .spawn(move || rt.block_on(run(src, weak, rx)))?;
+        .spawn(move || rt.block_on(run(src, weak, metrics, rx)))?;
     Ok(())
 }
 
