@@ -6,6 +6,9 @@
 //! * RUM (`/intake/v2|v3/rum/events`): response headers, CORS, authentication,
 //!   RUM kill switch, handler;
 //! * root (`/`): response headers, authentication (optional), server info;
+//! * agent config (`/config/v1/agents` backend group, `/config/v1/rum/agents`
+//!   RUM group): see [`agentcfg`]; `apm-server.expvar.url` when enabled (no
+//!   auth, see [`metrics`]);
 //! * anything else: `404 {"error":"404 page not found"}`.
 //!
 //! Every response carries `X-Content-Type-Options: nosniff`; a panic in a
