@@ -647,6 +647,21 @@ mod tests {
     }
 
     #[test]
+    fn capped_at_max_docs() {
+        let es = es_double::EsDouble::start();
+        for i in 0..MAX_DOCS + 5 {
+            es.put_doc(
+                INDEX,
+                &i.to_string(),
+                serde_json::json!({"service":{"name":format!("s{i}")},"etag":"e","settings":{}}),
+            );
+        }
+        let docs = rt().block_on(refresh(&source(&es, 2000))).unwrap().unwrap();
+        assert_eq!(docs.len(), MAX_DOCS);
+        assert_eq!(es.open_scrolls(), 0, "scroll cleared after capping");
+    }
+
+    #[test]
     fn missing_index_is_empty() {
         let es = es_double::EsDouble::start();
         let docs = rt().block_on(refresh(&source(&es, 100))).unwrap();
