@@ -32,7 +32,7 @@ pub fn exclude(doc: &mut Fields) {
         .and_then(Value::as_str)
         .is_none_or(ua_is_emulated);
     if !emulated {
-        doc.retain(|k, _| !(k.starts_with("user_agent.") && !k.starts_with("user_agent.original")));
+        doc.retain(|k, _| !k.starts_with("user_agent.") || k.starts_with("user_agent.original"));
     }
 }
 
