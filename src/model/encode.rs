@@ -74,6 +74,24 @@ fn sanitize_key(k: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 fn write_f64(out: &mut Vec<u8>, f: f64) {
     if f.is_finite() {
         let _ = write!(out, "{f}");
@@ -174,7 +192,7 @@ impl<'a> W<'a> {
     }
     fn i64(&mut self, k: &str, v: i64) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        write_i64(self.out, v);
     }
     fn opt_i64(&mut self, k: &str, v: Option<i64>) {
         if let Some(v) = v {
@@ -313,9 +331,16 @@ pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
     out.extend_from_slice(b"{\"create\":{\"_index\":\"");
     out.extend_from_slice(ty.as_bytes());
     out.push(b'-');
-    out.extend_from_slice(dataset.as_bytes());
-    out.push(b'-');
-    out.extend_from_slice(ctx.namespace.as_bytes());
+    for part in [dataset.as_ref(), "-", ctx.namespace.as_str()] {
+        if part.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.extend_from_slice(part.as_bytes());
+        } else {
+            let start = out.len();
+            escape_into(out, part);
+            out.pop();
+            out.remove(start);
+        }
+    }
     out.extend_from_slice(b"\"}}\n");
     let mut w = W::new(out);
     {
@@ -873,7 +898,7 @@ fn metricset(w: &mut W<'_>, ev: &Event, m: &Metricset) {
                 w.open_arr("counts");
                 for c in &s.counts {
                     w.sep();
-                    let _ = write!(w.out, "{c}");
+                    write_i64(w.out, *c);
                 }
                 w.close_arr();
             } else if s.type_ == "summary" && !erase {

@@ -1065,7 +1065,12 @@ fn dump_corpus() {
         }
         let rum = name.contains("rum");
         let r = run_file(&dir.join("intake-v2"), &name, rum);
-        eprintln!("== {name}: {} events, errors {:?}, meta {:?}", r.events.len(), r.errors, r.meta_err);
+        eprintln!(
+            "== {name}: {} events, errors {:?}, meta {:?}",
+            r.events.len(),
+            r.errors,
+            r.meta_err
+        );
         if !f.is_empty() {
             for (a, d) in encode_all(&r.events) {
                 eprintln!("{a}\n{d}");
@@ -1088,7 +1093,9 @@ fn rum_base(client: &str, nat: Option<&str>, port: Option<u16>) -> RequestBase {
 fn run_with_base(data: &[u8], b: &RequestBase) -> Vec<Event> {
     let mut d = Decoder::new(DecodeConfig::default());
     let mut lines = data.split(|&c| c == b'\n').filter(|l| !l.is_empty());
-    let meta = d.decode_metadata(lines.next().unwrap(), b).expect("metadata");
+    let meta = d
+        .decode_metadata(lines.next().unwrap(), b)
+        .expect("metadata");
     let mut out = Vec::new();
     for l in lines {
         d.decode_event(l, &meta, &mut out).expect("event");
@@ -1096,17 +1103,35 @@ fn run_with_base(data: &[u8], b: &RequestBase) -> Vec<Event> {
     out
 }
 
-fn compare_events(events: &[Event], approval: &str, dynamic: &[&str], keep: &dyn Fn(&Fields) -> bool) -> Vec<String> {
-    let Some(dir) = corpus_dir() else { return Vec::new() };
-    let ap: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("approvals").join(approval)).unwrap()).unwrap();
+fn compare_events(
+    events: &[Event],
+    approval: &str,
+    dynamic: &[&str],
+    keep: &dyn Fn(&Fields) -> bool,
+) -> Vec<String> {
+    let Some(dir) = corpus_dir() else {
+        return Vec::new();
+    };
+    let ap: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("approvals").join(approval)).unwrap())
+            .unwrap();
     let ap: Vec<Value> = ap
         .into_iter()
         .filter(|a| {
-            let f: Fields = a.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default())).collect();
+            let f: Fields = a
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default()))
+                .collect();
             keep(&f)
         })
         .collect();
-    let docs: Vec<_> = encode_all(events).iter().map(|(_, d)| fields_view(d)).filter(|f| keep(f)).collect();
+    let docs: Vec<_> = encode_all(events)
+        .iter()
+        .map(|(_, d)| fields_view(d))
+        .filter(|f| keep(f))
+        .collect();
     compare_with_approval(&docs, &ap, dynamic)
 }
 
@@ -1118,7 +1143,12 @@ fn approval_rum_x_forwarded_for() {
 "#;
     let evs = run_with_base(payload, &rum_base("220.244.41.16", Some("127.0.0.1"), None));
     let dynamic = ["@timestamp", "timestamp.us", "source.port"];
-    let p = compare_events(&evs, "TestRUMXForwardedFor.approved.json", &dynamic, &|_| true);
+    let p = compare_events(
+        &evs,
+        "TestRUMXForwardedFor.approved.json",
+        &dynamic,
+        &|_| true,
+    );
     assert!(p.is_empty(), "{}", p.join("\n"));
 }
 
@@ -1128,8 +1158,17 @@ fn approval_rum_drop_unsampled() {
 {"transaction":{"trace_id":"x","id":"y","type":"TestDropUnsampled","duration":0,"span_count":{"started":1},"sampled":false,"context":{"service":{"name":"allowed"}}}}
 "#;
     let evs = run_with_base(payload, &rum_base("127.0.0.1", None, Some(40000)));
-    let dynamic = ["@timestamp", "timestamp.us", "source.port", "trace.id", "transaction.id", "span.id"];
-    let p = compare_events(&evs, "TestDropUnsampled.approved.json", &dynamic, &|f| first_str(f, "agent.name") == Some("rum-js"));
+    let dynamic = [
+        "@timestamp",
+        "timestamp.us",
+        "source.port",
+        "trace.id",
+        "transaction.id",
+        "span.id",
+    ];
+    let p = compare_events(&evs, "TestDropUnsampled.approved.json", &dynamic, &|f| {
+        first_str(f, "agent.name") == Some("rum-js")
+    });
     assert!(p.is_empty(), "{}", p.join("\n"));
 }
 
@@ -1139,6 +1178,130 @@ fn approval_rum_spans_without_sourcemap() {
     let data = std::fs::read(dir.join("intake-v2/transactions_spans_rum_2.ndjson")).unwrap();
     let evs = run_with_base(&data, &rum_base("127.0.0.1", None, Some(40000)));
     let dynamic = ["@timestamp", "timestamp.us", "source.port"];
-    let p = compare_events(&evs, "TestNoMatchingSourcemap.approved.json", &dynamic, &|f| first_str(f, "processor.event") == Some("span"));
+    let p = compare_events(
+        &evs,
+        "TestNoMatchingSourcemap.approved.json",
+        &dynamic,
+        &|f| first_str(f, "processor.event") == Some("span"),
+    );
     assert!(p.is_empty(), "{}", p.join("\n"));
+}
+
+#[test]
+fn odd_service_names_stay_valid_json() {
+    let evs = decode_one(
+        META,
+        r#"{"log":{"message":"x","service.name":"a\u0001\"b\\c"}}"#,
+        false,
+    )
+    .unwrap();
+    let (a, _) = encode_all(&evs).remove(0);
+    assert_eq!(a["create"]["_index"], "logs-apm.app.a\u{1}_b_c-default");
+}
+
+// ---------------------------------------------------------------------------
+// RUM v3
+
+#[test]
+fn v3_corpus_decodes() {
+    let Some(dir) = corpus_dir() else { return };
+    let r = run_file(&dir.join("intake-v3"), "rum_events.ndjson", true);
+    assert!(
+        r.meta_err.is_none() && r.errors.is_empty(),
+        "{:?} {:?}",
+        r.meta_err,
+        r.errors
+    );
+    let kinds: Vec<&str> = r.events.iter().map(Event::kind).collect();
+    assert_eq!(kinds.len(), 11, "{kinds:?}");
+    assert_eq!(&kinds[..3], ["transaction", "metric", "metric"]);
+    assert!(kinds[3..].iter().all(|k| *k == "span"));
+    let r = run_file(&dir.join("intake-v3"), "rum_errors.ndjson", true);
+    assert!(
+        r.meta_err.is_none() && r.errors.is_empty(),
+        "{:?} {:?}",
+        r.meta_err,
+        r.errors
+    );
+    assert_eq!(r.events.len(), 1);
+    let docs = encode_all(&r.events);
+    assert_eq!(docs[0].1["error"]["exception"][0]["type"], "Error");
+    let r = run_file(&dir.join("intake-v3"), "metadata.ndjson", true);
+    assert!(r.meta_err.is_none(), "{:?}", r.meta_err);
+}
+
+#[test]
+fn approval_rum_v3_routing() {
+    let Some(dir) = corpus_dir() else { return };
+    let data = std::fs::read(dir.join("intake-v3/rum_events.ndjson")).unwrap();
+    let evs = run_with_base(&data, &rum_base("127.0.0.1", None, Some(40000)));
+    let docs = encode_all(&evs);
+    let me = docs
+        .iter()
+        .find(|(a, _)| a["create"]["_index"] == "metrics-apm.internal-default")
+        .unwrap();
+    assert_eq!(me.1["metricset"], serde_json::json!({}));
+    let dynamic = [
+        "@timestamp",
+        "timestamp.us",
+        "source.port",
+        "source.ip",
+        "client.ip",
+    ];
+    let p = compare_events(
+        &evs,
+        "TestRUMRoutingIntegration.approved.json",
+        &dynamic,
+        &|f| first_str(f, "data_stream.dataset") == Some("apm.rum"),
+    );
+    assert!(p.is_empty(), "{}", p.join("\n"));
+}
+
+#[test]
+fn v3_messages() {
+    let meta = r#"{"m":{"se":{"n":"svc","a":{"n":"rum-js","ve":"1"}}}}"#;
+    let err = |l: &str| {
+        decode_one(meta, l, true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        err(r#"{"x":{"id":"a","tid":"b","t":"p","yc":{"sd":1}}}"#),
+        "validation error: x: 'd' required"
+    );
+    assert_eq!(
+        err(
+            r#"{"x":{"id":"a","tid":"b","t":"p","d":1,"yc":{"sd":1},"y":[{"id":"s","n":"n","t":"t","d":1}]}}"#
+        ),
+        "validation error: x: y: 's' required"
+    );
+    assert_eq!(
+        err(r#"{"e":{"id":"a"}}"#),
+        "validation error: e: requires at least one of the fields 'ex;log'"
+    );
+    let mut d = Decoder::new(DecodeConfig::default());
+    assert_eq!(
+        d.decode_metadata(br#"{"m":{"se":{"n":"svc"}}}"#, &base(true))
+            .err()
+            .unwrap()
+            .to_string(),
+        "validation error: m: se: 'a' required"
+    );
+    // v2 keys are accepted after v3 metadata and vice versa
+    assert!(decode_one(meta, r#"{"log":{"message":"x"}}"#, true).is_ok());
+    assert!(decode_one(META, r#"{"e":{"id":"a","log":{"mg":"x"}}}"#, false).is_ok());
+}
+
+#[test]
+fn integer_and_float_formatting() {
+    let (_, doc) = doc_of(
+        r#"{"span":{"id":"x","trace_id":"t","parent_id":"p","name":"n","type":"db.pg.q","start":1.5,"duration":0.988,"sample_rate":0.3,"context":{"db":{"rows_affected":-12}}}}"#,
+        false,
+    );
+    assert_eq!(doc["span"]["db"]["rows_affected"], -12);
+    assert_eq!(doc["event"]["duration"], 988000);
+    assert_eq!(doc["span"]["subtype"], "pg");
+    assert_eq!(doc["span"]["representative_count"].as_f64(), Some(1.0 / 0.3));
+    assert_eq!(doc["timestamp"]["us"], (T_NS + 1_500_000) / 1000);
 }

@@ -54,7 +54,7 @@ fn name_version(
     }))
 }
 
-fn str_field(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<String> {
+pub(crate) fn str_field(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<String> {
     let s = opt_str(o, k)?;
     ctx.max1024(k, s);
     Ok(s.unwrap_or_default().to_owned())
@@ -360,7 +360,7 @@ pub(crate) fn decode_event(
     Ok(())
 }
 
-fn merge_labels(ev: &mut Event, l: Option<Labels>) {
+pub(crate) fn merge_labels(ev: &mut Event, l: Option<Labels>) {
     if let Some(l) = l {
         if l.is_empty() {
             return;
@@ -476,7 +476,7 @@ fn parse_addr(s: &str) -> Option<(IpAddr, Option<u16>)> {
     inner.parse::<IpAddr>().ok().map(|ip| (ip, None))
 }
 
-fn header<'h>(h: &'h Headers, name: &str) -> Option<&'h [String]> {
+pub(crate) fn header<'h>(h: &'h Headers, name: &str) -> Option<&'h [String]> {
     h.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_slice())
