@@ -45,14 +45,25 @@ async fn events_reach_elasticsearch() {
     let url = format!("{}/intake/v2/events", srv.url);
     let mut accepted = 0;
     for i in 0..5 {
-        let r = post(&url, gzip(&errors_payload(20, &format!("svc{i}"), "python")), &[NDJSON, ("content-encoding", "gzip")]).await;
+        let r = post(
+            &url,
+            gzip(&errors_payload(20, &format!("svc{i}"), "python")),
+            &[NDJSON, ("content-encoding", "gzip")],
+        )
+        .await;
         assert_eq!(r.status, 202, "{}", r.body);
         accepted += 20;
     }
-    wait_for("documents in the double", Duration::from_secs(10), || es.doc_count() == accepted).await;
+    wait_for("documents in the double", Duration::from_secs(10), || {
+        es.doc_count() == accepted
+    })
+    .await;
     let t = Instant::now();
     while publish_ready(&srv.url).await != Some(true) {
-        assert!(t.elapsed() < Duration::from_secs(10), "publish_ready stays false");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "publish_ready stays false"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let indices = es.indices();
@@ -61,12 +72,16 @@ async fn events_reach_elasticsearch() {
         "data stream names: {indices:?}"
     );
     let log = es.bulk_log();
-    assert!(log.iter().all(|b| b.gzip && b.query.contains("require_data_stream=true")));
+    assert!(log
+        .iter()
+        .all(|b| b.gzip && b.query.contains("require_data_stream=true")));
     let telemetry = std::sync::Arc::clone(&srv.server.as_ref().expect("running").telemetry);
     assert!(srv.shutdown().await);
     let a = telemetry.accounting();
     assert_eq!((a.indexed, a.failed), (accepted, 0), "{a:?}");
-    assert!(telemetry.render().contains("apm_rs_output_es_bulk_requests_total{outcome=\"ok\"}"));
+    assert!(telemetry
+        .render()
+        .contains("apm_rs_output_es_bulk_requests_total{outcome=\"ok\"}"));
     assert_eq!(es.doc_count(), accepted, "nothing lost, nothing twice");
 }
 
@@ -91,7 +106,12 @@ async fn slow_elasticsearch_gives_503_within_queue_wait_and_loses_nothing() {
     let mut saw_503 = false;
     for i in 0..60 {
         let t0 = Instant::now();
-        let r = post(&url, errors_payload(10, &format!("svc{i}"), "go"), &[NDJSON]).await;
+        let r = post(
+            &url,
+            errors_payload(10, &format!("svc{i}"), "go"),
+            &[NDJSON],
+        )
+        .await;
         let took = t0.elapsed();
         accepted += r.accepted();
         if r.status == 503 {
@@ -107,10 +127,17 @@ async fn slow_elasticsearch_gives_503_within_queue_wait_and_loses_nothing() {
         // give the indexer time to fill the bulk slot
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    assert!(saw_503, "a slow Elasticsearch must lead to 503 queue is full");
+    assert!(
+        saw_503,
+        "a slow Elasticsearch must lead to 503 queue is full"
+    );
     es.clear_faults();
     assert!(srv.shutdown().await, "drained in time");
-    assert_eq!(es.doc_count(), accepted, "every accepted event indexed once");
+    assert_eq!(
+        es.doc_count(),
+        accepted,
+        "every accepted event indexed once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,10 +154,16 @@ async fn starts_while_elasticsearch_is_down_then_delivers() {
     )
     .await;
     assert_eq!(r.status, 202, "accepted while Elasticsearch is down");
-    wait_for("delivery after the outage", Duration::from_secs(15), || es.doc_count() == 15).await;
+    wait_for("delivery after the outage", Duration::from_secs(15), || {
+        es.doc_count() == 15
+    })
+    .await;
     let t = Instant::now();
     while publish_ready(&srv.url).await != Some(true) {
-        assert!(t.elapsed() < Duration::from_secs(10), "publish_ready stays false");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "publish_ready stays false"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let telemetry = std::sync::Arc::clone(&srv.server.as_ref().expect("running").telemetry);
