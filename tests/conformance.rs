@@ -5,8 +5,9 @@
 //! documents (`conformance/compare.rs`). The intake-response approvals are
 //! compared with live responses (`conformance/responses.rs`).
 //!
-//! Documents are collected from the file sink (same `_source` documents as
-//! the bulk request would carry). Output: one `PASS <name>` / `FAIL <name>`
+//! Documents go through the real Elasticsearch output into the
+//! Elasticsearch double (`es-double`), which keeps their `_source` per data
+//! stream. Output: one `PASS <name>` / `FAIL <name>`
 //! line per approval (with a diff), `SKIP <name>: <reason>` for approvals
 //! that are not produced from intake payloads, then `N passed, M failed`.
 //!
@@ -27,6 +28,7 @@ mod responses;
 
 use common::{gzip, send, zlib, TestServer};
 use emulate::Fields;
+use es_double::EsDouble;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -83,9 +85,46 @@ fn load_approval(corpus: &Path, name: &str) -> Result<Vec<Fields>, String> {
         .collect()
 }
 
+/// Stores a recipe's source map in the double's `.apm-source-map`.
+async fn store_sourcemap(es: &EsDouble, sm: &recipes::SourceMap) -> Result<(), String> {
+    let (id, doc) = sm.document()?;
+    let body = format!(
+        "{}\n{}\n",
+        serde_json::json!({"create": {"_index": ".apm-source-map", "_id": id}}),
+        doc
+    );
+    let r = send(
+        reqwest::Method::POST,
+        &format!("{}/_bulk?refresh=true", es.url()),
+        body.into_bytes(),
+        &[("content-type", "application/x-ndjson")],
+    )
+    .await;
+    match r.status {
+        200 if !r.body.contains("\"errors\":true") => Ok(()),
+        s => Err(format!(
+            "storing the source map in the double: {s} {}",
+            r.body
+        )),
+    }
+}
+
 async fn run_recipe(corpus: &Path, r: &recipes::Recipe) -> Vec<(String, Outcome)> {
-    let mut srv = TestServer::start(&r.config);
     let mut problems = Vec::new();
+    // Documents go through the real Elasticsearch output into the double.
+    let es = EsDouble::start();
+    if let Some(sm) = &r.sourcemap {
+        if let Err(e) = store_sourcemap(&es, sm).await {
+            problems.push(e);
+        }
+    }
+    let mut overrides = vec![
+        format!("output.elasticsearch.hosts=[\"{}\"]", es.host()),
+        "output.elasticsearch.flush_interval=50ms".to_string(),
+    ];
+    overrides.extend(r.config.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let mut srv = TestServer::start(&refs);
     for s in &r.sends {
         let headers: Vec<(&str, &str)> = s.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let url = format!("{}{}", srv.url, s.path);
@@ -97,12 +136,21 @@ async fn run_recipe(corpus: &Path, r: &recipes::Recipe) -> Vec<(String, Outcome)
             ));
         }
     }
-    srv.shutdown().await;
+    // Graceful shutdown drains the pipeline and flushes the output.
+    if !srv.shutdown().await {
+        problems.push("server did not shut down cleanly".into());
+    }
     let mut ours: Vec<(String, Fields)> = Vec::new();
-    for (index, doc) in srv.docs() {
-        match emulate::fields_view(&index, &doc) {
-            Ok(f) => ours.push((index, f)),
-            Err(e) => problems.push(format!("cannot emulate ES for a document in {index}: {e}")),
+    let mut indices = es.indices();
+    indices.sort();
+    for index in indices.iter().filter(|i| !i.starts_with('.')) {
+        for doc in es.docs(index) {
+            match emulate::fields_view(index, &doc) {
+                Ok(f) => ours.push((index.clone(), f)),
+                Err(e) => {
+                    problems.push(format!("cannot emulate ES for a document in {index}: {e}"))
+                }
+            }
         }
     }
     r.checks

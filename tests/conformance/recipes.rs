@@ -34,6 +34,46 @@ pub struct Recipe {
     pub checks: Vec<Check>,
     /// Printed with a failure: why the recipe cannot pass yet.
     pub note: Option<&'static str>,
+    /// A source map stored in `.apm-source-map` before the server starts.
+    pub sourcemap: Option<SourceMap>,
+}
+
+/// A source map as Kibana stores it (sourcemap.md §4.1).
+pub struct SourceMap {
+    pub service_name: &'static str,
+    pub service_version: &'static str,
+    /// Bundle path as Kibana stores it (absolute URLs normalised).
+    pub bundle_filepath: &'static str,
+    /// The map (`sourcemap/bundle.js.map`).
+    pub content: Vec<u8>,
+}
+
+impl SourceMap {
+    /// `(document id, document)` of the `.apm-source-map` entry: `content`
+    /// is base64 of the zlib-compressed map, `content_sha256` the hex
+    /// SHA-256 of the compressed bytes.
+    pub fn document(&self) -> Result<(String, Value), String> {
+        use base64::Engine;
+        use sha2::Digest;
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&self.content)
+            .and_then(|_| z.finish())
+            .map_err(|e| format!("zlib: {e}"))
+            .map(|compressed| {
+                let id = format!(
+                    "{}-{}-{}",
+                    self.service_name, self.service_version, self.bundle_filepath
+                );
+                let doc = serde_json::json!({
+                    "service": {"name": self.service_name, "version": self.service_version},
+                    "file": {"path": self.bundle_filepath},
+                    "content": base64::engine::general_purpose::STANDARD.encode(&compressed),
+                    "content_sha256": hex::encode(sha2::Sha256::digest(&compressed)),
+                });
+                (id, doc)
+            })
+    }
 }
 
 /// The Go test client's user agent; the approvals' `user_agent.*` of RUM
@@ -129,6 +169,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
                 dynamic,
             }],
             note: None,
+            sourcemap: None,
         });
     }
 
@@ -192,6 +233,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
             })
             .collect(),
         note: None,
+        sourcemap: None,
     });
 
     // TestErrorIngest
@@ -209,6 +251,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
             dynamic: vec![],
         }],
         note: None,
+        sourcemap: None,
     });
 
     // TestApprovedMetrics
@@ -228,6 +271,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
             dynamic: vec![],
         }],
         note: None,
+        sourcemap: None,
     });
 
     // TestRUMRoutingIntegration: RUM v3.
@@ -249,6 +293,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
             ],
         }],
         note: None,
+        sourcemap: None,
     });
 
     // TestRUMXForwardedFor: inline payload, X-Forwarded-For.
@@ -281,6 +326,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
             .concat(),
         }],
         note: None,
+        sourcemap: None,
     });
 
     // TestDropUnsampled: (a) a sampled Go-agent transaction (reconstructed
@@ -328,16 +374,26 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
             ],
         }],
         note: None,
+        sourcemap: None,
     });
 
-    // Source-map recipes. The upstream tests upload `bundle.js.map` through
-    // Kibana into `.apm-source-map`; apm-rs reads maps from Elasticsearch
-    // and this harness writes to the file sink, so no map is available:
-    // the RUM payloads are sent as is (no mapping happens).
-    const SM_NOTE: &str = "needs a source map in .apm-source-map (ES output + uploaded \
-                           bundle.js.map); sent without a map store";
-    let sm_dyn = vec!["@timestamp", "timestamp.us", "source.port"];
-    for case in ["absolute_bundle_filepath", "relative_bundle_filepath"] {
+    // Source-map recipes: the map is stored in the double's
+    // `.apm-source-map` the way Kibana stores an upload (absolute bundle
+    // URLs normalised, relative paths verbatim), then the RUM payload is
+    // posted.
+    const SM_NOTE: &str = "needs source mapping of RUM error frames (sourcemap.md)";
+    let map = read(corpus, "sourcemap/bundle.js.map")?;
+    for (case, path) in [
+        (
+            "absolute_bundle_filepath",
+            // uploaded as http://localhost:8000/test/e2e/../e2e/general-usecase/bundle.js.map
+            "http://localhost:8000/test/e2e/general-usecase/bundle.js.map",
+        ),
+        (
+            "relative_bundle_filepath",
+            "/test/e2e/general-usecase/bundle.js.map",
+        ),
+    ] {
         out.push(Recipe {
             config: vec!["apm-server.rum.enabled=true"],
             sends: vec![send(
@@ -356,19 +412,39 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
                 ],
             }],
             note: Some(SM_NOTE),
+            sourcemap: Some(SourceMap {
+                service_name: "apm-agent-js",
+                service_version: "1.0.1",
+                bundle_filepath: path,
+                content: map.clone(),
+            }),
         });
     }
-    for (approval, note) in [
-        ("TestRUMSpanSourcemapping/minimal_config", Some(SM_NOTE)),
+    // Span source mapping only changes `span.stacktrace`, which is not
+    // indexed, so these approvals cannot tell mapped from unmapped frames.
+    for (approval, config, version) in [
+        (
+            "TestRUMSpanSourcemapping/minimal_config",
+            vec!["apm-server.rum.enabled=true"],
+            "1.0.0",
+        ),
         (
             "TestRUMSpanSourcemapping/max_source_map_size_specified",
-            Some(SM_NOTE),
+            vec![
+                "apm-server.rum.enabled=true",
+                "apm-server.rum.source_mapping.max_sourcemap_size=10MiB",
+            ],
+            "1.0.0",
         ),
-        // No map matches version 2.0 upstream, so "no map" is the same input.
-        ("TestNoMatchingSourcemap", None),
+        // A map for another version: no map matches.
+        (
+            "TestNoMatchingSourcemap",
+            vec!["apm-server.rum.enabled=true"],
+            "2.0",
+        ),
     ] {
         out.push(Recipe {
-            config: vec!["apm-server.rum.enabled=true"],
+            config,
             sends: vec![send(
                 "/intake/v2/rum/events",
                 read(corpus, "intake-v2/transactions_spans_rum_2.ndjson")?,
@@ -379,9 +455,15 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
                     index_matches("traces-apm*", idx)
                         && first_str(d, "processor.event") == Some("span")
                 }),
-                dynamic: sm_dyn.clone(),
+                dynamic: vec!["@timestamp", "timestamp.us", "source.port"],
             }],
-            note,
+            note: None,
+            sourcemap: Some(SourceMap {
+                service_name: "apm-agent-js",
+                service_version: version,
+                bundle_filepath: "http://localhost:8000/test/e2e/general-usecase/bundle.js.map",
+                content: map.clone(),
+            }),
         });
     }
     Ok(out)
