@@ -11,6 +11,9 @@
 //! line per approval (with a diff), `SKIP <name>: <reason>` for approvals
 //! that are not produced from intake payloads, then `N passed, M failed`.
 //!
+//! Set `CONFORMANCE_RECEIVED=<dir>` to get our documents written as
+//! `<dir>/<approval>.received.json`.
+//!
 //! `conformance/known_failures.txt` lists approvals expected to fail. The
 //! test fails on any other failure (a regression) and on any listed
 //! approval that now passes (remove it from the list).
@@ -178,6 +181,7 @@ async fn run_recipe(corpus: &Path, r: &recipes::Recipe) -> Vec<(String, Outcome)
                             f
                         })
                         .collect();
+                    write_received(&c.approval, &selected);
                     lines.extend(compare::compare(selected, approved));
                 }
             }
@@ -194,6 +198,28 @@ async fn run_recipe(corpus: &Path, r: &recipes::Recipe) -> Vec<(String, Outcome)
             (c.approval.clone(), out)
         })
         .collect()
+}
+
+/// With `CONFORMANCE_RECEIVED=<dir>`, writes our documents (fields view,
+/// sorted, dynamic fields replaced) to `<dir>/<approval>.received.json`,
+/// like upstream's `*.received.json`, for diffing by hand.
+fn write_received(approval: &str, docs: &[Fields]) {
+    let Some(dir) = std::env::var_os("CONFORMANCE_RECEIVED") else {
+        return;
+    };
+    let mut docs = docs.to_vec();
+    docs.sort_by(compare::cmp_docs);
+    let path = Path::new(&dir).join(format!("{approval}.received.json"));
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| {
+            let text = serde_json::to_string_pretty(&docs).unwrap_or_default();
+            std::fs::write(&path, text)
+        });
+    if let Err(e) = written {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
 }
 
 async fn run_response(corpus: &Path, c: &responses::Case) -> Outcome {

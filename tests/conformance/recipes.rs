@@ -329,14 +329,18 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
         sourcemap: None,
     });
 
-    // TestDropUnsampled: (a) a sampled Go-agent transaction (reconstructed
-    // from the approval: the Go test uses the Go agent with a fixed
-    // tracer environment), (b) an unsampled backend transaction (dropped),
-    // (c) an unsampled RUM transaction (kept).
+    // TestDropUnsampled: (a) a sampled Go-agent transaction, (b) an
+    // unsampled backend transaction (dropped), (c) an unsampled RUM
+    // transaction (kept). (a) is what the Go agent sends for the upstream
+    // test's `StartTransactionOptions("sampled", "TestDropUnsampled",
+    // {Start: time.Unix(0, 0)})` with a one-second duration: note the
+    // explicit `"timestamp":0`. Its metadata (service `systemtest`, host
+    // `beowulf`, …) is taken from the approval; the agent reports it from
+    // the test's fixed tracer environment.
     let go = concat!(
         r#"{"metadata":{"service":{"name":"systemtest","agent":{"name":"go","version":"0.0.0"},"language":{"name":"go","version":"2.0"},"runtime":{"name":"gc","version":"2.0"}},"process":{"pid":1,"title":"systemtest.test"},"system":{"architecture":"i386","detected_hostname":"beowulf","platform":"minix"}}}"#,
         "\n",
-        r#"{"transaction":{"trace_id":"0123456789abcdef0123456789abcdef","id":"0123456789abcdef","name":"sampled","type":"TestDropUnsampled","duration":1000,"outcome":"success","sampled":true,"span_count":{"started":0,"dropped":0}}}"#,
+        r#"{"transaction":{"trace_id":"0123456789abcdef0123456789abcdef","id":"0123456789abcdef","name":"sampled","type":"TestDropUnsampled","timestamp":0,"duration":1000,"outcome":"success","sampled":true,"span_count":{"started":0,"dropped":0}}}"#,
         "\n"
     );
     let unsampled = |agent: &str, trace: &str, id: &str| {
