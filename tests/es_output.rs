@@ -552,3 +552,90 @@ fn no_openssl_or_native_tls_in_dependency_tree() {
         );
     }
 }
+
+/// Cost of idempotent ids (deterministic `_id` per document), measured, not
+/// asserted. Run: `cargo test --test es_output -- --ignored --nocapture measure_idempotent_ids_cost`
+#[test]
+#[ignore]
+fn measure_idempotent_ids_cost() {
+    use apm_rs::output::elasticsearch::request_builder::BulkBuffer;
+    // an agent-like document: the approved error document, made unique per event
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/corpus/approvals/TestErrorIngest.approved.json"
+    ))
+    .ok()
+    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    .and_then(|v| v.get(0).cloned())
+    .unwrap_or_else(|| serde_json::json!({"message": "x".repeat(1500)}));
+    let docs: Vec<Vec<u8>> = (0..20_000u64)
+        .map(|i| {
+            let mut d = template.clone();
+            d["trace.id"] =
+                serde_json::json!(format!("{:032x}", i.wrapping_mul(0x9E3779B97F4A7C15)));
+            d["event.sequence"] = serde_json::json!(i);
+            let mut line = format!("{{\"create\":{{\"_index\":\"{INDEX}\"}}}}\n").into_bytes();
+            line.extend(serde_json::to_vec(&d).expect("json"));
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    let raw: usize = docs.iter().map(Vec::len).sum();
+    let budget = MemoryBudget::new(1 << 30);
+    for ids in [false, true] {
+        let t = Instant::now();
+        let mut buf = BulkBuffer::new(5, 1 << 20, ids);
+        let (mut gz, mut uncompressed) = (0usize, 0usize);
+        for d in &docs {
+            let ack = Arc::new(budget.try_acquire(1).expect("budget"));
+            if buf.push(d, ack).is_err() {
+                panic!("push");
+            }
+            if buf.raw_len() >= 1 << 20 {
+                uncompressed += buf.raw_len();
+                gz += buf.take().ok().flatten().map_or(0, |b| b.bytes.len());
+            }
+        }
+        uncompressed += buf.raw_len();
+        gz += buf.take().ok().flatten().map_or(0, |b| b.bytes.len());
+        let el = t.elapsed();
+        println!(
+            "idempotent_ids={ids}: {} docs, avg doc {} B; bulk bytes/doc uncompressed {:.1}, gzip(5) {:.1}; append+gzip {:.2} µs/doc (debug build)",
+            docs.len(),
+            raw / docs.len(),
+            uncompressed as f64 / docs.len() as f64,
+            gz as f64 / docs.len() as f64,
+            el.as_secs_f64() * 1e6 / docs.len() as f64
+        );
+    }
+}
+
+/// Output throughput into the fast-mode double, measured, not asserted (debug build numbers).
+/// Run: `cargo test --test es_output -- --ignored --nocapture measure_output_throughput`
+#[test]
+#[ignore]
+fn measure_output_throughput() {
+    let es = EsDouble::start_fast();
+    let r = rig(&es, &["output.elasticsearch.flush_bytes=1mib"]);
+    let docs: Vec<Vec<u8>> = (0..100_000).map(doc).collect();
+    let t = Instant::now();
+    let mut out = r.factory.build(0, Arc::clone(&r.telemetry)).expect("build");
+    for d in &docs {
+        out.append(d, r.ack());
+    }
+    assert_eq!(
+        out.close(Instant::now() + Duration::from_secs(60))
+            .undelivered,
+        0
+    );
+    let el = t.elapsed();
+    r.assert_balanced(docs.len() as u64);
+    assert_eq!(es.doc_count(), docs.len() as u64);
+    println!(
+        "{} docs of {} B through one output instance into the fast double: {:.0} docs/s, {} bulks",
+        docs.len(),
+        docs[0].len(),
+        docs.len() as f64 / el.as_secs_f64(),
+        es.bulk_requests()
+    );
+}
