@@ -571,7 +571,8 @@ fn measure_idempotent_ids_cost() {
     let docs: Vec<Vec<u8>> = (0..20_000u64)
         .map(|i| {
             let mut d = template.clone();
-            d["trace.id"] = serde_json::json!(format!("{:032x}", i.wrapping_mul(0x9E3779B97F4A7C15)));
+            d["trace.id"] =
+                serde_json::json!(format!("{:032x}", i.wrapping_mul(0x9E3779B97F4A7C15)));
             d["event.sequence"] = serde_json::json!(i);
             let mut line = format!("{{\"create\":{{\"_index\":\"{INDEX}\"}}}}\n").into_bytes();
             line.extend(serde_json::to_vec(&d).expect("json"));
@@ -622,7 +623,11 @@ fn measure_output_throughput() {
     for d in &docs {
         out.append(d, r.ack());
     }
-    assert_eq!(out.close(Instant::now() + Duration::from_secs(60)).undelivered, 0);
+    assert_eq!(
+        out.close(Instant::now() + Duration::from_secs(60))
+            .undelivered,
+        0
+    );
     let el = t.elapsed();
     r.assert_balanced(docs.len() as u64);
     assert_eq!(es.doc_count(), docs.len() as u64);
