@@ -639,3 +639,85 @@ fn measure_output_throughput() {
         es.bulk_requests()
     );
 }
+
+fn corpus_tls(test: &str) -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("APM_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
+        })
+        .join("tls");
+    if p.join("ca.crt.pem").is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "\n*** SKIPPED {test}: corpus TLS files not found at {} ***\n",
+            p.display()
+        );
+        None
+    }
+}
+
+fn tls_double(dir: &std::path::Path) -> EsDouble {
+    EsDouble::start_with(es_double::Options {
+        tls: Some(es_double::TlsFiles {
+            certificate: dir.join("certificate.pem"),
+            key: dir.join("key.pem"),
+        }),
+        ..Default::default()
+    })
+    .expect("tls double")
+}
+
+/// The corpus certificate is for DNS name `apm-server` (not 127.0.0.1), signed by `ca.crt.pem`.
+#[test]
+fn tls_with_ca_and_verification_modes() {
+    let Some(dir) = corpus_tls("tls_with_ca_and_verification_modes") else {
+        return;
+    };
+    let es = tls_double(&dir);
+    let ca = dir.join("ca.crt.pem").display().to_string();
+    let host = format!("output.elasticsearch.hosts=[\"https://{}\"]", es.host());
+
+    // trusted CA, host name not checked → delivered over TLS
+    let r = rig(
+        &es,
+        &[
+            &host,
+            &format!("output.elasticsearch.ssl.certificate_authorities=[\"{ca}\"]"),
+            "output.elasticsearch.ssl.verification_mode=certificate",
+        ],
+    );
+    assert_eq!(r.send(0, 30, Duration::from_secs(10)), 0);
+    r.assert_balanced(30);
+    assert_eq!(r.indexed(), 30);
+
+    // verification off → delivered
+    let r = rig(
+        &es,
+        &[&host, "output.elasticsearch.ssl.verification_mode=none"],
+    );
+    assert_eq!(r.send(100, 30, Duration::from_secs(10)), 0);
+    assert_eq!(r.indexed(), 30);
+
+    // full verification: 127.0.0.1 is not in the certificate → refused, counted failed
+    let r = rig(
+        &es,
+        &[
+            &host,
+            &format!("output.elasticsearch.ssl.certificate_authorities=[\"{ca}\"]"),
+            "output.elasticsearch.max_retries=1",
+        ],
+    );
+    assert_eq!(r.send(200, 10, Duration::from_secs(10)), 0);
+    r.assert_balanced(10);
+    assert_eq!(r.failed(fail::RETRIES_EXHAUSTED), 10);
+
+    // unknown CA (system roots only) → refused
+    let r = rig(&es, &[&host, "output.elasticsearch.max_retries=1"]);
+    assert_eq!(r.send(300, 10, Duration::from_secs(10)), 0);
+    assert_eq!(r.failed(fail::RETRIES_EXHAUSTED), 10);
+
+    assert_eq!(es.doc_count(), 60);
+    assert_no_duplicates(&es);
+}
