@@ -721,3 +721,64 @@ fn tls_with_ca_and_verification_modes() {
     assert_eq!(es.doc_count(), 60);
     assert_no_duplicates(&es);
 }
+
+#[test]
+fn begin_shutdown_unblocks_appends_waiting_for_a_slot() {
+    let es = EsDouble::start();
+    es.set_faults(Faults {
+        request_status: Some(503),
+        ..Default::default()
+    });
+    // long retry budget: without a shutdown signal, b would wait minutes for the slot
+    let s = settings(
+        &es,
+        &[
+            "output.elasticsearch.max_requests=1",
+            "output.elasticsearch.backoff.max=60s",
+        ],
+    );
+    let factory = Arc::new(ElasticsearchFactory::new(s).expect("factory"));
+    let telemetry = Arc::new(Telemetry::new());
+    let budget = MemoryBudget::new(1 << 30);
+    let mut a = factory.build(0, Arc::clone(&telemetry)).expect("a");
+    for i in 0..60 {
+        a.append(&doc(i), Arc::new(budget.try_acquire(100).expect("budget")));
+    }
+    assert_eq!(
+        factory.free_slots(),
+        0,
+        "a's bulk holds the only slot, retrying"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let budget2 = Arc::clone(&budget);
+    let mut b = factory.build(1, Arc::clone(&telemetry)).expect("b");
+    let h = std::thread::spawn(move || {
+        for i in 1000..1060 {
+            b.append(&doc(i), Arc::new(budget2.try_acquire(100).expect("budget")));
+        }
+        let _ = tx.send(());
+        b.close(Instant::now() + Duration::from_secs(1))
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "b is blocked"
+    );
+    let t = Instant::now();
+    factory.begin_shutdown(Instant::now() + Duration::from_millis(300));
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("b's append gives up at the deadline");
+    let rb = h.join().expect("join");
+    let ra = a.close(Instant::now() + Duration::from_secs(1));
+    assert!(t.elapsed() < Duration::from_secs(4));
+    let a_ = telemetry.accounting();
+    assert_eq!(a_.indexed + a_.failed, 120, "{a_:?}");
+    assert_eq!(
+        telemetry
+            .events_failed
+            .with_label_values(&[fail::SHUTDOWN])
+            .get(),
+        120 - a_.indexed
+    );
+    assert!(ra.undelivered + rb.undelivered >= 60);
+    assert_eq!(budget.in_use(), 0);
+}
