@@ -131,7 +131,16 @@ impl EsDouble {
             .name("es-double".into())
             .spawn(move || {
                 let sys = actix_rt::System::new();
-                sys.block_on(serve(listener, addr, st, ctl, rx, workers, tls, ready_tx));
+                sys.block_on(serve(Serve {
+                    listener,
+                    addr,
+                    state: st,
+                    ctl,
+                    rx,
+                    workers,
+                    tls,
+                    ready: ready_tx,
+                }));
             })?;
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
@@ -295,16 +304,29 @@ fn bind_again(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
 }
 
-async fn serve(
+/// Everything the server thread needs.
+struct Serve {
     listener: TcpListener,
     addr: SocketAddr,
     state: Arc<State>,
     ctl: UnboundedSender<Ctl>,
-    mut rx: UnboundedReceiver<Ctl>,
+    rx: UnboundedReceiver<Ctl>,
     workers: usize,
     tls: Option<rustls::ServerConfig>,
     ready: std::sync::mpsc::Sender<std::io::Result<()>>,
-) {
+}
+
+async fn serve(s: Serve) {
+    let Serve {
+        listener,
+        addr,
+        state,
+        ctl,
+        mut rx,
+        workers,
+        tls,
+        ready,
+    } = s;
     let mut listener = Some(listener);
     let mut ready = Some(ready);
     loop {
