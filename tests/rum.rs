@@ -85,7 +85,12 @@ async fn allow_service_checks_every_event() {
         r#"{"transaction":{"id":"0123456789abcdef","trace_id":"0123456789abcdef0123456789abcdef","type":"page-load","duration":10,"span_count":{"started":0},"context":{"service":{"name":"disallowed"}}}}"#,
         "\n",
     );
-    let r = post(&url, body.as_bytes().to_vec(), &[NDJSON]).await;
+    let r = post(
+        &url,
+        body.as_bytes().to_vec(),
+        &[NDJSON, ("accept", "text/plain")],
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert_eq!(
         r.body.trim_end(),

@@ -1302,6 +1302,9 @@ fn integer_and_float_formatting() {
     assert_eq!(doc["span"]["db"]["rows_affected"], -12);
     assert_eq!(doc["event"]["duration"], 988000);
     assert_eq!(doc["span"]["subtype"], "pg");
-    assert_eq!(doc["span"]["representative_count"].as_f64(), Some(1.0 / 0.3));
+    assert_eq!(
+        doc["span"]["representative_count"].as_f64(),
+        Some(1.0 / 0.3)
+    );
     assert_eq!(doc["timestamp"]["us"], (T_NS + 1_500_000) / 1000);
 }
