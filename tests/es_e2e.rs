@@ -145,7 +145,8 @@ async fn starts_while_elasticsearch_is_down_then_delivers() {
     let es = EsDouble::start();
     es.down_for(Duration::from_secs(3));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut srv = start(&es, &[]);
+    // retry budget 5 × 1 s outlasts the 3 s outage
+    let mut srv = start(&es, &["output.elasticsearch.backoff.max=1s"]);
     assert_eq!(publish_ready(&srv.url).await, Some(false));
     let r = post(
         &format!("{}/intake/v2/events", srv.url),
