@@ -374,8 +374,17 @@ async fn anonymous_service_denied_o123() {
     assert_eq!(r.body, "{\"a\":\"b\"}\n");
 }
 
+fn api_key(id: &str, key: &str) -> String {
+    use base64::Engine;
+    format!(
+        "ApiKey {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{key}"))
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_matrix_r151_token_and_anonymous() {
+async fn auth_matrix_r151() {
+    use es_double::ApiKeyAnswer;
     let es = EsDouble::start();
     es.put_doc(
         INDEX,
@@ -388,21 +397,59 @@ async fn auth_matrix_r151_token_and_anonymous() {
             json!({"transaction_sample_rate": "0.1", "sanitize_field_names": "foo,bar,baz"}),
         ),
     );
+    for (id, privs) in [
+        (
+            "all",
+            &["event:write", "sourcemap:write", "config_agent:read"][..],
+        ),
+        ("sourcemap", &["sourcemap:write"][..]),
+        ("ingest", &["event:write"][..]),
+        ("agentconfig", &["config_agent:read"][..]),
+    ] {
+        es.set_api_key(id, "secret", ApiKeyAnswer::granted("u", privs));
+    }
+    let api_hosts = format!(
+        "apm-server.auth.api_key.elasticsearch.hosts=[\"{}\"]",
+        es.url()
+    );
     let s = anon_server(
         &es,
-        &["apm-server.auth.anonymous.allow_agent=[\"apm-agent-js\", \"rum-js\"]"],
+        &[
+            "apm-server.auth.anonymous.allow_agent=[\"apm-agent-js\", \"rum-js\"]",
+            "apm-server.auth.api_key.enabled=true",
+            &api_hosts,
+        ],
     );
+    const FULL: &str =
+        "{\"sanitize_field_names\":\"foo,bar,baz\",\"transaction_sample_rate\":\"0.1\"}\n";
+    const DENIED: &str =
+        "{\"error\":\"unauthorized: API Key not permitted action \\\"config_agent:read\\\"\"}\n";
+    let keys: Vec<(&str, String)> = ["all", "sourcemap", "ingest", "agentconfig"]
+        .iter()
+        .map(|id| (*id, api_key(id, "secret")))
+        .collect();
     for path in ["/config/v1/agents", "/config/v1/rum/agents"] {
         let url = format!("{}{path}?service.name=systemtest_service", s.url);
         let r = ready(&url, &[]).await;
         assert_eq!(r.status, 200, "{path}");
-        assert_eq!(r.body, "{\"transaction_sample_rate\":\"0.1\"}\n");
-        let r = get(&url, &[("Authorization", "Bearer 1234")]).await;
-        assert_eq!(r.status, 200);
         assert_eq!(
-            r.body,
-            "{\"sanitize_field_names\":\"foo,bar,baz\",\"transaction_sample_rate\":\"0.1\"}\n"
+            r.body, "{\"transaction_sample_rate\":\"0.1\"}\n",
+            "anonymous"
         );
+        let r = get(&url, &[("Authorization", "Bearer 1234")]).await;
+        assert_eq!((r.status, r.body.as_str()), (200, FULL), "token");
+        for (id, key) in &keys {
+            let r = get(&url, &[("Authorization", key.as_str())]).await;
+            match *id {
+                "all" | "agentconfig" => {
+                    assert_eq!((r.status, r.body.as_str()), (200, FULL), "{id}")
+                }
+                _ => {
+                    assert_eq!((r.status, r.body.as_str()), (403, DENIED), "{id}");
+                    assert_eq!(header(&r, "cache-control"), Some(CC_ERR));
+                }
+            }
+        }
     }
 }
 
