@@ -155,8 +155,16 @@ impl<'a> W<'a> {
     }
     fn key(&mut self, k: &str) {
         self.sep();
-        escape_into(self.out, k);
-        self.out.push(b':');
+        let b = k.as_bytes();
+        if b.iter().all(|&c| !byte_needs_escape(c)) {
+            self.out.reserve(b.len() + 3);
+            self.out.push(b'"');
+            self.out.extend_from_slice(b);
+            self.out.extend_from_slice(b"\":");
+        } else {
+            escape_into(self.out, k);
+            self.out.push(b':');
+        }
     }
     fn push_level(&mut self, start: usize, parent_was_empty: bool, open: u8) {
         self.out.push(open);
@@ -449,92 +457,32 @@ fn common(w: &mut W<'_>, ev: &Event) {
     w.close();
 
     let sh = &ev.shared;
-    w.open("host");
-    w.str("hostname", &sh.host_hostname);
-    w.str("name", &sh.host_name);
-    w.str("id", &sh.host_id);
-    w.str("architecture", &sh.host_architecture);
-    w.open("os");
-    w.str("platform", &sh.host_os_platform);
-    w.close();
-    if let Some(ip) = sh.host_ip {
-        w.key("ip");
-        let _ = write!(w.out, "[\"{ip}\"]");
-    }
-    w.close();
-
-    w.open("process");
-    w.opt_i64("pid", sh.process_pid);
-    w.open("parent");
-    w.opt_i64("pid", sh.process_ppid);
-    w.close();
-    w.str("title", &sh.process_title);
-    w.str_list("args", &sh.process_args);
-    if let Body::Log(l) = &ev.body {
-        w.open("thread");
-        w.str("name", &l.thread_name);
-        w.close();
-    }
-    w.close();
-
-    w.open("container");
-    w.str("id", &sh.container_id);
-    w.close();
-    w.open("kubernetes");
-    w.str("namespace", &sh.k8s_namespace);
-    w.open("node");
-    w.str("name", &sh.k8s_node_name);
-    w.close();
-    w.open("pod");
-    w.str("name", &sh.k8s_pod_name);
-    w.str("uid", &sh.k8s_pod_uid);
-    w.close();
-    w.close();
-
-    let c = &sh.cloud;
-    w.open("cloud");
-    w.open("account");
-    w.str("id", &c.account_id);
-    w.str("name", &c.account_name);
-    w.close();
-    w.str("availability_zone", &c.availability_zone);
-    w.open("instance");
-    w.str("id", &c.instance_id);
-    w.str("name", &c.instance_name);
-    w.close();
-    w.open("machine");
-    w.str("type", &c.machine_type);
-    w.close();
-    w.open("project");
-    w.str("id", &c.project_id);
-    w.str("name", &c.project_name);
-    w.close();
-    w.str("provider", &c.provider);
-    w.str("region", &c.region);
-    w.open("service");
-    w.str("name", &c.service_name);
-    w.close();
-    if let Body::Transaction(t) = &ev.body {
-        if let Some([acc, prov, reg, svc]) = &t.cloud_origin {
-            w.open("origin");
-            w.open("account");
-            w.str("id", acc);
-            w.close();
-            w.str("provider", prov);
-            w.str("region", reg);
-            w.open("service");
-            w.str("name", svc);
-            w.close();
-            w.close();
+    let thread_name = match &ev.body {
+        Body::Log(l) => l.thread_name.as_str(),
+        _ => "",
+    };
+    let cloud_origin = match &ev.body {
+        Body::Transaction(t) => t.cloud_origin.as_ref(),
+        _ => None,
+    };
+    if thread_name.is_empty() && cloud_origin.is_none() {
+        // identical for every event of the request: encode once, splice after
+        let frag = sh.encoded.get_or_init(|| {
+            let mut tmp = Vec::with_capacity(256);
+            let mut w2 = W::new(&mut tmp);
+            shared_part(&mut w2, sh, "", None);
+            w2.finish();
+            tmp.get(1..tmp.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_vec()
+        });
+        if !frag.is_empty() {
+            w.sep();
+            w.out.extend_from_slice(frag);
         }
+    } else {
+        shared_part(w, sh, thread_name, cloud_origin);
     }
-    w.close();
-
-    w.open("network");
-    w.open("connection");
-    w.str("type", &sh.network_connection_type);
-    w.close();
-    w.close();
 
     let u = &ev.user;
     w.open("user");
@@ -638,6 +586,96 @@ fn common(w: &mut W<'_>, ev: &Event) {
     w.close();
     w.open("parent");
     w.str("id", &ev.parent_id);
+    w.close();
+}
+
+/// host, process, container, kubernetes, cloud and network (metadata-only parts).
+fn shared_part(w: &mut W<'_>, sh: &Shared, thread_name: &str, cloud_origin: Option<&[String; 4]>) {
+    w.open("host");
+    w.str("hostname", &sh.host_hostname);
+    w.str("name", &sh.host_name);
+    w.str("id", &sh.host_id);
+    w.str("architecture", &sh.host_architecture);
+    w.open("os");
+    w.str("platform", &sh.host_os_platform);
+    w.close();
+    if let Some(ip) = sh.host_ip {
+        w.key("ip");
+        let _ = write!(w.out, "[\"{ip}\"]");
+    }
+    w.close();
+
+    w.open("process");
+    w.opt_i64("pid", sh.process_pid);
+    w.open("parent");
+    w.opt_i64("pid", sh.process_ppid);
+    w.close();
+    w.str("title", &sh.process_title);
+    w.str_list("args", &sh.process_args);
+    if !thread_name.is_empty() {
+        w.open("thread");
+        w.str("name", thread_name);
+        w.close();
+    }
+    w.close();
+
+    w.open("container");
+    w.str("id", &sh.container_id);
+    w.close();
+    w.open("kubernetes");
+    w.str("namespace", &sh.k8s_namespace);
+    w.open("node");
+    w.str("name", &sh.k8s_node_name);
+    w.close();
+    w.open("pod");
+    w.str("name", &sh.k8s_pod_name);
+    w.str("uid", &sh.k8s_pod_uid);
+    w.close();
+    w.close();
+
+    let c = &sh.cloud;
+    w.open("cloud");
+    w.open("account");
+    w.str("id", &c.account_id);
+    w.str("name", &c.account_name);
+    w.close();
+    w.str("availability_zone", &c.availability_zone);
+    w.open("instance");
+    w.str("id", &c.instance_id);
+    w.str("name", &c.instance_name);
+    w.close();
+    w.open("machine");
+    w.str("type", &c.machine_type);
+    w.close();
+    w.open("project");
+    w.str("id", &c.project_id);
+    w.str("name", &c.project_name);
+    w.close();
+    w.str("provider", &c.provider);
+    w.str("region", &c.region);
+    w.open("service");
+    w.str("name", &c.service_name);
+    w.close();
+    {
+        if let Some([acc, prov, reg, svc]) = cloud_origin {
+            w.open("origin");
+            w.open("account");
+            w.str("id", acc);
+            w.close();
+            w.str("provider", prov);
+            w.str("region", reg);
+            w.open("service");
+            w.str("name", svc);
+            w.close();
+            w.close();
+        }
+    }
+    w.close();
+
+    w.open("network");
+    w.open("connection");
+    w.str("type", &sh.network_connection_type);
+    w.close();
     w.close();
 }
 

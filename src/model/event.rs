@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     pub(crate) k8s_pod_uid: String,
     pub(crate) cloud: Cloud,
     pub(crate) network_connection_type: String,
+    /// Encoded JSON fragment of these fields (filled on first encode; the
+    /// struct is immutable once shared).
+    pub(crate) encoded: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// `cloud.*` from metadata.
