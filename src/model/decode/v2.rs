@@ -28,7 +28,7 @@ pub(crate) enum Kind {
 
 fn name_version(
     ctx: &mut Ctx,
-    o: &Obj<'_>,
+    o: Obj<'_>,
     k: &'static str,
     name_req: bool,
     ver_req: bool,
@@ -54,13 +54,13 @@ fn name_version(
     }))
 }
 
-pub(crate) fn str_field(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<String> {
+pub(crate) fn str_field(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<String> {
     let s = opt_str(o, k)?;
     ctx.max1024(k, s);
     Ok(s.unwrap_or_default().to_owned())
 }
 
-fn nested_str(ctx: &mut Ctx, o: &Obj<'_>, outer: &'static str, k: &'static str) -> R<String> {
+fn nested_str(ctx: &mut Ctx, o: Obj<'_>, outer: &'static str, k: &'static str) -> R<String> {
     let Some(m) = set_obj(o, outer)? else {
         return Ok(String::new());
     };
@@ -70,7 +70,7 @@ fn nested_str(ctx: &mut Ctx, o: &Obj<'_>, outer: &'static str, k: &'static str) 
     Ok(s)
 }
 
-fn decode_user(ctx: &mut Ctx, u: &Obj<'_>) -> R<User> {
+fn decode_user(ctx: &mut Ctx, u: Obj<'_>) -> R<User> {
     let domain = str_field(ctx, u, "domain")?;
     let id = str_or_int(ctx, u, "id")?.unwrap_or_default();
     let email = str_field(ctx, u, "email")?;
@@ -85,7 +85,7 @@ fn decode_user(ctx: &mut Ctx, u: &Obj<'_>) -> R<User> {
 
 /// Decodes a v2 metadata root (`{"metadata": …}`).
 pub(crate) fn decode_metadata(
-    root: &Obj<'_>,
+    root: Obj<'_>,
     base: &RequestBase,
     cfg: &DecodeConfig,
 ) -> R<Metadata> {
@@ -327,7 +327,7 @@ pub(crate) fn finalize(ev: &mut Event, cfg: &DecodeConfig) {
 /// Decodes one v2 event line and appends the result to `out`.
 pub(crate) fn decode_event(
     kind: Kind,
-    root: &Obj<'_>,
+    root: Obj<'_>,
     meta: &Metadata,
     cfg: &DecodeConfig,
     out: &mut Vec<Event>,
@@ -375,7 +375,7 @@ pub(crate) fn merge_labels(ev: &mut Event, l: Option<Labels>) {
     }
 }
 
-fn links(ctx: &mut Ctx, o: &Obj<'_>) -> R<Vec<Link>> {
+fn links(ctx: &mut Ctx, o: Obj<'_>) -> R<Vec<Link>> {
     let Some(a) = arr(o, "links")? else {
         return Ok(Vec::new());
     };
@@ -405,7 +405,7 @@ fn links(ctx: &mut Ctx, o: &Obj<'_>) -> R<Vec<Link>> {
     Ok(out)
 }
 
-fn faas(o: &Obj<'_>) -> R<Option<Box<Faas>>> {
+fn faas(o: Obj<'_>) -> R<Option<Box<Faas>>> {
     let Some(f) = set_obj(o, "faas")? else {
         return Ok(None);
     };
@@ -424,7 +424,7 @@ fn faas(o: &Obj<'_>) -> R<Option<Box<Faas>>> {
     Ok(Some(Box::new(out)))
 }
 
-fn frames(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
+fn frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
     let Some(a) = arr(o, k)? else {
         return Ok(Vec::new());
     };
@@ -529,7 +529,7 @@ fn service_target_derive(resource: &str) -> (String, String) {
 }
 
 /// `context.service` (§5.4). Returns whether `target.type` was sent.
-fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
+fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bool> {
     let Some(s) = set_obj(c, "service")? else {
         return Ok(false);
     };
@@ -639,7 +639,7 @@ fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
 
 type OptNv = Option<(Option<String>, Option<String>)>;
 
-fn name_version_opt(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<OptNv> {
+fn name_version_opt(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<OptNv> {
     let Some(m) = set_obj(o, k)? else {
         return Ok(None);
     };
@@ -652,7 +652,7 @@ fn name_version_opt(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<OptNv> {
     Ok(Some((n.map(str::to_owned), v.map(str::to_owned))))
 }
 
-fn message_ctx(ctx: &mut Ctx, c: &Obj<'_>) -> R<Option<Message>> {
+fn message_ctx(ctx: &mut Ctx, c: Obj<'_>) -> R<Option<Message>> {
     let Some(m) = set_obj(c, "message")? else {
         return Ok(None);
     };
@@ -673,7 +673,7 @@ fn message_ctx(ctx: &mut Ctx, c: &Obj<'_>) -> R<Option<Message>> {
     Ok(Some(out))
 }
 
-fn url_port(ctx: &mut Ctx, u: &Obj<'_>) -> R<Option<i64>> {
+fn url_port(ctx: &mut Ctx, u: Obj<'_>) -> R<Option<i64>> {
     match get(u, "port") {
         None => Ok(None),
         Some(V::String(s)) => {
@@ -686,8 +686,8 @@ fn url_port(ctx: &mut Ctx, u: &Obj<'_>) -> R<Option<i64>> {
                 }
             }
         }
-        Some(V::Static(StaticNode::I64(i))) => Ok(Some(*i)),
-        Some(V::Static(StaticNode::U64(i))) => Ok(i64::try_from(*i).ok()),
+        Some(V::Static(StaticNode::I64(i))) => Ok(Some(i)),
+        Some(V::Static(StaticNode::U64(i))) => Ok(i64::try_from(i).ok()),
         Some(_) => {
             ctx.fail(|| "'port': validation rule 'inputTypes(string;int)' violated ".into());
             Ok(None)
@@ -716,7 +716,7 @@ pub(crate) fn page_url(raw: &str) -> Url {
 }
 
 /// Transaction/error `context` (§5.4–§5.7). Returns (response status code, message ctx, custom).
-fn context(ctx: &mut Ctx, o: &Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<Json>)> {
+fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<Json>)> {
     let Some(c) = set_obj(o, "context")? else {
         return Ok((None, None));
     };
@@ -892,7 +892,7 @@ fn message_slot(ev: &mut Event, m: Message) {
 
 /// OTel bridge attributes (§6.1, partial): returns (span_kind, profiler ids) and folds
 /// remaining attributes into labels.
-fn otel(o: &Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
+fn otel(o: Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
     let Some(ot) = set_obj(o, "otel")? else {
         return Ok(None);
     };
@@ -911,9 +911,9 @@ fn otel(o: &Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
             match v {
                 V::String(s) => l.set_string(&key, s.to_string()),
                 V::Static(StaticNode::Bool(b)) => l.set_string(&key, b.to_string()),
-                V::Static(StaticNode::I64(i)) => l.set_number(&key, *i as f64),
-                V::Static(StaticNode::U64(i)) => l.set_number(&key, *i as f64),
-                V::Static(StaticNode::F64(f)) => l.set_number(&key, *f),
+                V::Static(StaticNode::I64(i)) => l.set_number(&key, i as f64),
+                V::Static(StaticNode::U64(i)) => l.set_number(&key, i as f64),
+                V::Static(StaticNode::F64(f)) => l.set_number(&key, f),
                 _ => {}
             }
         }
@@ -922,7 +922,7 @@ fn otel(o: &Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
     Ok(Some((kind, ids)))
 }
 
-fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn transaction(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Transaction(Box::default()));
     let mut tx = Transaction {
         span_id_from_id: true,
@@ -938,9 +938,9 @@ fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
             let mut ms = Vec::new();
             for (k, v) in m.iter() {
                 match v {
-                    V::Static(StaticNode::I64(i)) => ms.push((k.to_string(), *i as f64)),
-                    V::Static(StaticNode::U64(i)) => ms.push((k.to_string(), *i as f64)),
-                    V::Static(StaticNode::F64(f)) => ms.push((k.to_string(), *f)),
+                    V::Static(StaticNode::I64(i)) => ms.push((k.to_string(), i as f64)),
+                    V::Static(StaticNode::U64(i)) => ms.push((k.to_string(), i as f64)),
+                    V::Static(StaticNode::F64(f)) => ms.push((k.to_string(), f)),
                     V::Static(StaticNode::Null) => {}
                     _ => return Err(LineError::Decode("marks: expected number".into())),
                 }
@@ -1144,7 +1144,7 @@ pub(crate) fn span_types(
     (if t.is_empty() { "unknown".into() } else { t }, s, a)
 }
 
-fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn span(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Span(Box::default()));
     let mut sp = Span::default();
     let ts = timestamp(o, "timestamp")?;
@@ -1324,7 +1324,7 @@ fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     Ok(ev)
 }
 
-fn exception(ctx: &mut Ctx, x: &Obj<'_>, parent: Option<usize>, out: &mut Vec<Exception>) -> R<()> {
+fn exception(ctx: &mut Ctx, x: Obj<'_>, parent: Option<usize>, out: &mut Vec<Exception>) -> R<()> {
     if get(x, "message").is_none() && get(x, "type").is_none() {
         ctx.fail(|| "requires at least one of the fields 'message;type'".into());
     }
@@ -1367,7 +1367,7 @@ fn exception(ctx: &mut Ctx, x: &Obj<'_>, parent: Option<usize>, out: &mut Vec<Ex
     Ok(())
 }
 
-fn error(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn error(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Error(Box::default()));
     let mut er = ErrorEvent::default();
     if let Some(ts) = timestamp(o, "timestamp")? {
@@ -1456,7 +1456,7 @@ fn error(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     Ok(ev)
 }
 
-fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
+fn metricset(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
     let mut ev = Event::new(meta, Body::Metricset(Box::default()));
     let mut ms = Metricset::default();
     if let Some(ts) = timestamp(o, "timestamp")? {
@@ -1495,8 +1495,8 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
                         Some(a) => a
                             .iter()
                             .map(|v| match v {
-                                V::Static(StaticNode::I64(i)) => Ok(*i),
-                                V::Static(StaticNode::U64(i)) => Ok(*i as i64),
+                                V::Static(StaticNode::I64(i)) => Ok(i),
+                                V::Static(StaticNode::U64(i)) => Ok(i as i64),
                                 _ => Err(LineError::Decode("counts: expected integer".into())),
                             })
                             .collect::<R<Vec<i64>>>()?,
@@ -1597,7 +1597,7 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
 
 /// A log field sent flat (`"a.b"`) or nested (`{"a":{"b":…}}`); nested wins
 /// when it has the right type (§10).
-fn log_str(o: &Obj<'_>, flat: &str, nested: &[&str]) -> R<Option<String>> {
+fn log_str(o: Obj<'_>, flat: &str, nested: &[&str]) -> R<Option<String>> {
     let mut v = opt_str(o, flat)?.map(str::to_owned);
     if let Some(V::String(s)) = nested_val(o, nested) {
         v = Some(s.to_string());
@@ -1605,7 +1605,7 @@ fn log_str(o: &Obj<'_>, flat: &str, nested: &[&str]) -> R<Option<String>> {
     Ok(v)
 }
 
-fn nested_val<'o, 'v>(o: &'o Obj<'v>, path: &[&str]) -> Option<&'o V<'v>> {
+fn nested_val<'v>(o: Obj<'v>, path: &[&str]) -> Option<V<'v>> {
     let (last, init) = path.split_last()?;
     let mut cur = o;
     for p in init {
@@ -1617,7 +1617,7 @@ fn nested_val<'o, 'v>(o: &'o Obj<'v>, path: &[&str]) -> Option<&'o V<'v>> {
     lookup(cur, last)
 }
 
-fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn log(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Log(Box::default()));
     let mut lg = LogEvent::default();
     // nested objects must be objects when present
@@ -1680,8 +1680,8 @@ fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
         log_str(o, "log.origin.function", &["log", "origin", "function"])?.unwrap_or_default();
     lg.origin_file_line = int(o, "log.origin.file.line")?;
     match nested_val(o, &["log", "origin", "file", "line"]) {
-        Some(V::Static(StaticNode::I64(i))) => lg.origin_file_line = Some(*i),
-        Some(V::Static(StaticNode::U64(i))) => lg.origin_file_line = Some(*i as i64),
+        Some(V::Static(StaticNode::I64(i))) => lg.origin_file_line = Some(i),
+        Some(V::Static(StaticNode::U64(i))) => lg.origin_file_line = Some(i as i64),
         Some(V::Static(StaticNode::F64(_))) => {
             return Err(LineError::Decode(
                 "log.origin.file.line: expected integer".into(),
