@@ -433,13 +433,22 @@ fn type_err(key: &str, want: &str) -> LineError {
 /// The value of the last `k` entry (duplicate keys: last wins, like the
 /// upstream decoder; simd-json keeps duplicates).
 pub(crate) fn lookup<'v>(o: Obj<'v>, k: &str) -> Option<V<'v>> {
-    let mut found = None;
-    for (key, v) in o.iter() {
-        if key == k {
-            found = Some(v);
+    let kb = k.as_bytes();
+    let mut nodes = o.nodes;
+    let mut left = o.len;
+    let mut found: Option<&'v [Node<'v>]> = None;
+    while left > 0 {
+        left -= 1;
+        let Some((Node::String(key), rest)) = nodes.split_first() else {
+            break;
+        };
+        let kk = key.as_bytes();
+        if kk.len() == kb.len() && kk.first() == kb.first() && kk == kb {
+            found = Some(rest);
         }
+        nodes = rest.get(node_count(rest.first())..).unwrap_or_default();
     }
-    found
+    found.map(view)
 }
 
 /// The value at `k`, `None` when absent or null.
