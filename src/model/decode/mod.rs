@@ -469,6 +469,59 @@ pub(crate) fn is_set(v: V<'_>) -> bool {
     }
 }
 
+/// Typed views of one value (`null` → `None`, wrong type → decode error).
+pub(crate) fn v_str<'v>(k: &str, v: V<'v>) -> R<Option<&'v str>> {
+    match v {
+        V::Static(StaticNode::Null) => Ok(None),
+        V::String(s) => Ok(Some(s)),
+        _ => Err(type_err(k, "string")),
+    }
+}
+
+pub(crate) fn v_int(k: &str, v: V<'_>) -> R<Option<i64>> {
+    match v {
+        V::Static(StaticNode::Null) => Ok(None),
+        V::Static(StaticNode::I64(i)) => Ok(Some(i)),
+        V::Static(StaticNode::U64(u)) => i64::try_from(u).map(Some).map_err(|_| type_err(k, "int")),
+        _ => Err(type_err(k, "integer")),
+    }
+}
+
+pub(crate) fn v_bool(k: &str, v: V<'_>) -> R<Option<bool>> {
+    match v {
+        V::Static(StaticNode::Null) => Ok(None),
+        V::Static(StaticNode::Bool(b)) => Ok(Some(b)),
+        _ => Err(type_err(k, "bool")),
+    }
+}
+
+pub(crate) fn v_str_arr(k: &str, v: V<'_>) -> R<Vec<String>> {
+    match v {
+        V::Static(StaticNode::Null) => Ok(Vec::new()),
+        V::Array(a) => {
+            let mut out = Vec::with_capacity(a.len());
+            for e in a {
+                match e {
+                    V::String(s) => out.push(s.to_owned()),
+                    V::Static(StaticNode::Null) => out.push(String::new()),
+                    _ => return Err(type_err(k, "array of strings")),
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(type_err(k, "array")),
+    }
+}
+
+pub(crate) fn v_json_obj(k: &str, v: V<'_>) -> R<Option<Json>> {
+    match v {
+        V::Static(StaticNode::Null) => Ok(None),
+        V::Object(m) if m.is_empty() => Ok(None),
+        V::Object(m) => Ok(Some(Json::Obj(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect()))),
+        _ => Err(type_err(k, "object")),
+    }
+}
+
 pub(crate) fn obj<'v>(o: Obj<'v>, k: &str) -> R<Option<Obj<'v>>> {
     match get(o, k) {
         None => Ok(None),

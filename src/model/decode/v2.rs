@@ -438,22 +438,35 @@ fn frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
             }
             _ => return Err(LineError::Decode(format!("{k}: expected object"))),
         };
-        let fr = Frame {
-            vars: json_obj(f, "vars")?,
-            filename: string(f, "filename")?,
-            abs_path: string(f, "abs_path")?,
-            classname: string(f, "classname")?,
-            context_line: string(f, "context_line")?,
-            function: string(f, "function")?,
-            module: string(f, "module")?,
-            post_context: str_arr(f, "post_context")?,
-            pre_context: str_arr(f, "pre_context")?,
-            lineno: int(f, "lineno")?,
-            colno: int(f, "colno")?,
-            library_frame: boolean(f, "library_frame")?.unwrap_or(false),
-            ..Default::default()
-        };
-        if get(f, "classname").is_none() && get(f, "filename").is_none() {
+        // one pass over the frame's keys (hot path); later duplicates win
+        let mut fr = Frame::default();
+        let (mut has_class, mut has_file) = (false, false);
+        for (key, v) in f.iter() {
+            match key {
+                "filename" => {
+                    let s = v_str(key, v)?;
+                    has_file = s.is_some();
+                    fr.filename = s.unwrap_or_default().to_owned();
+                }
+                "classname" => {
+                    let s = v_str(key, v)?;
+                    has_class = s.is_some();
+                    fr.classname = s.unwrap_or_default().to_owned();
+                }
+                "abs_path" => fr.abs_path = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "context_line" => fr.context_line = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "function" => fr.function = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "module" => fr.module = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "post_context" => fr.post_context = v_str_arr(key, v)?,
+                "pre_context" => fr.pre_context = v_str_arr(key, v)?,
+                "lineno" => fr.lineno = v_int(key, v)?,
+                "colno" => fr.colno = v_int(key, v)?,
+                "library_frame" => fr.library_frame = v_bool(key, v)?.unwrap_or(false),
+                "vars" => fr.vars = v_json_obj(key, v)?,
+                _ => {}
+            }
+        }
+        if !has_class && !has_file {
             ctx.push(k);
             ctx.fail(|| "requires at least one of the fields 'classname;filename'".into());
             ctx.pop();
