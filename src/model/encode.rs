@@ -423,16 +423,27 @@ fn name_version(w: &mut W<'_>, k: &str, nv: &NameVersion) {
     w.close();
 }
 
-fn common(w: &mut W<'_>, ev: &Event) {
-    let a = &ev.agent;
+/// Encodes `f`'s fields into a standalone fragment (no surrounding braces).
+fn fragment(f: impl FnOnce(&mut W<'_>)) -> Vec<u8> {
+    let mut tmp = Vec::with_capacity(128);
+    let mut w = W::new(&mut tmp);
+    f(&mut w);
+    w.finish();
+    tmp.get(1..tmp.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_vec()
+}
+
+fn agent_part(w: &mut W<'_>, a: &Agent) {
     w.open("agent");
     w.str("name", &a.name);
     w.str("version", &a.version);
     w.str("ephemeral_id", &a.ephemeral_id);
     w.str("activation_method", &a.activation_method);
     w.close();
+}
 
-    let s = &ev.service;
+fn service_part(w: &mut W<'_>, s: &Service) {
     w.open("service");
     w.str("name", &s.name);
     w.str("version", &s.version);
@@ -455,7 +466,22 @@ fn common(w: &mut W<'_>, ev: &Event) {
         w.close();
     }
     w.close();
+}
 
+fn common(w: &mut W<'_>, ev: &Event) {
+    for frag in [
+        ev.agent
+            .encoded
+            .get_or_init(|| fragment(|w| agent_part(w, &ev.agent))),
+        ev.service
+            .encoded
+            .get_or_init(|| fragment(|w| service_part(w, &ev.service))),
+    ] {
+        if !frag.is_empty() {
+            w.sep();
+            w.out.extend_from_slice(frag);
+        }
+    }
     let sh = &ev.shared;
     let thread_name = match &ev.body {
         Body::Log(l) => l.thread_name.as_str(),
@@ -485,12 +511,14 @@ fn common(w: &mut W<'_>, ev: &Event) {
     }
 
     let u = &ev.user;
-    w.open("user");
-    w.str("id", &u.id);
-    w.str("name", &u.name);
-    w.str("email", &u.email);
-    w.str("domain", &u.domain);
-    w.close();
+    if !(u.id.is_empty() && u.name.is_empty() && u.email.is_empty() && u.domain.is_empty()) {
+        w.open("user");
+        w.str("id", &u.id);
+        w.str("name", &u.name);
+        w.str("email", &u.email);
+        w.str("domain", &u.domain);
+        w.close();
+    }
 
     if !ev.labels.is_empty() {
         w.open("labels");
@@ -506,25 +534,31 @@ fn common(w: &mut W<'_>, ev: &Event) {
     }
 
     let cl = &ev.client;
-    w.open("client");
-    w.ip("ip", cl.client_ip);
-    if let Some(p) = cl.client_port {
-        w.i64("port", p as i64);
+    if cl.client_ip.is_some()
+        || cl.source_ip.is_some()
+        || cl.nat_ip.is_some()
+        || cl.source_port.is_some()
+        || !cl.user_agent.is_empty()
+    {
+        w.open("client");
+        w.ip("ip", cl.client_ip);
+        if let Some(p) = cl.client_port {
+            w.i64("port", p as i64);
+        }
+        w.close();
+        w.open("source");
+        w.ip("ip", cl.source_ip);
+        if let Some(p) = cl.source_port {
+            w.i64("port", p as i64);
+        }
+        w.open("nat");
+        w.ip("ip", cl.nat_ip);
+        w.close();
+        w.close();
+        w.open("user_agent");
+        w.str("original", &cl.user_agent);
+        w.close();
     }
-    w.close();
-    w.open("source");
-    w.ip("ip", cl.source_ip);
-    if let Some(p) = cl.source_port {
-        w.i64("port", p as i64);
-    }
-    w.open("nat");
-    w.ip("ip", cl.nat_ip);
-    w.close();
-    w.close();
-    w.open("user_agent");
-    w.str("original", &cl.user_agent);
-    w.close();
-
     if let Some(h) = &ev.http {
         w.open("http");
         w.str("version", &h.version);

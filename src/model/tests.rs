@@ -1369,3 +1369,25 @@ fn escaping_matches_serde_json() {
         assert_eq!(back, s);
     }
 }
+
+#[test]
+fn cached_fragments_follow_overrides() {
+    let mut d = Decoder::new(DecodeConfig::default());
+    let m = d.decode_metadata(META.as_bytes(), &base(false)).unwrap();
+    let mut evs = Vec::new();
+    d.decode_event(br#"{"log":{"message":"a"}}"#, &m, &mut evs).unwrap();
+    let first = encode_all(&evs);
+    assert_eq!(first[0].1["service"]["name"], "1234_service-12a3");
+    d.decode_event(br#"{"log":{"message":"b","service.name":"other"}}"#, &m, &mut evs).unwrap();
+    d.decode_event(
+        br#"{"error":{"id":"x","log":{"message":"m"},"context":{"service":{"agent":{"name":"zz"}}}}}"#,
+        &m,
+        &mut evs,
+    )
+    .unwrap();
+    let docs = encode_all(&evs);
+    assert_eq!(docs[0].1["service"]["name"], "1234_service-12a3");
+    assert_eq!(docs[1].1["service"]["name"], "other");
+    assert_eq!(docs[2].1["agent"]["name"], "zz");
+    assert_eq!(docs[2].1["agent"]["version"], "3.14.0");
+}

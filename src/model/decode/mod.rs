@@ -517,7 +517,9 @@ pub(crate) fn v_json_obj(k: &str, v: V<'_>) -> R<Option<Json>> {
     match v {
         V::Static(StaticNode::Null) => Ok(None),
         V::Object(m) if m.is_empty() => Ok(None),
-        V::Object(m) => Ok(Some(Json::Obj(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect()))),
+        V::Object(m) => Ok(Some(Json::Obj(
+            m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect(),
+        ))),
         _ => Err(type_err(k, "object")),
     }
 }

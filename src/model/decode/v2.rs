@@ -313,11 +313,11 @@ pub(crate) fn finalize(ev: &mut Event, cfg: &DecodeConfig) {
     if ev.service.node_name.is_empty() {
         let d = node_default(&ev.shared);
         if !d.is_empty() {
-            Arc::make_mut(&mut ev.service).node_name = d;
+            Service::make_mut(&mut ev.service).node_name = d;
         }
     }
     if ev.service.environment.is_empty() && !cfg.default_service_environment.is_empty() {
-        Arc::make_mut(&mut ev.service).environment = cfg.default_service_environment.clone();
+        Service::make_mut(&mut ev.service).environment = cfg.default_service_environment.clone();
     }
 }
 
@@ -557,7 +557,7 @@ fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bool> {
         ctx.max1024("version", ver);
         ctx.pop();
         if eid.is_some() || name.is_some() || ver.is_some() {
-            let ag = Arc::make_mut(&mut ev.agent);
+            let ag = Agent::make_mut(&mut ev.agent);
             if let Some(v) = eid {
                 ag.ephemeral_id = v.to_owned();
             }
@@ -614,7 +614,7 @@ fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bool> {
     ctx.max1024("version", version);
     ctx.pop();
 
-    let sv = Arc::make_mut(&mut ev.service);
+    let sv = Service::make_mut(&mut ev.service);
     if let Some(n) = name {
         sv.name = n.to_owned();
         sv.version = version.unwrap_or_default().to_owned();
@@ -1316,7 +1316,7 @@ fn span(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     };
     if !target_type_sent {
         if let Some(r) = resource {
-            Arc::make_mut(&mut ev.service).target = Some(service_target_derive(&r));
+            Service::make_mut(&mut ev.service).target = Some(service_target_derive(&r));
         }
     }
     if let Some((kind, _)) = ot {
@@ -1568,7 +1568,7 @@ fn metricset(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
         ctx.max1024("version", version);
         ctx.pop();
         if let Some(n) = name {
-            let sv = Arc::make_mut(&mut ev.service);
+            let sv = Service::make_mut(&mut ev.service);
             sv.name = n.to_owned();
             sv.version = version.unwrap_or_default().to_owned();
         }
@@ -1709,7 +1709,7 @@ fn log(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
         .map(str::to_owned)
         .unwrap_or_else(|| lg.transaction_id.clone());
     if svc_name.is_some() || svc_version.is_some() || svc_env.is_some() || svc_node.is_some() {
-        let sv = Arc::make_mut(&mut ev.service);
+        let sv = Service::make_mut(&mut ev.service);
         if let Some(v) = svc_name {
             sv.name = v;
         }

@@ -277,7 +277,7 @@ fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<
         ctx.pop();
         if let Some((an, av)) = agent {
             if an.is_some() || av.is_some() {
-                let a = Arc::make_mut(&mut ev.agent);
+                let a = Agent::make_mut(&mut ev.agent);
                 if let Some(v) = an {
                     a.name = v;
                 }
@@ -286,7 +286,7 @@ fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<
                 }
             }
         }
-        let sv = Arc::make_mut(&mut ev.service);
+        let sv = Service::make_mut(&mut ev.service);
         if let Some(n) = n {
             sv.name = n.to_owned();
             sv.version = ve.unwrap_or_default().to_owned();
@@ -641,7 +641,7 @@ fn span(ctx: &mut Ctx, y: Obj<'_>, meta: &Metadata) -> R<(Event, Option<i64>)> {
             ctx.max1024("n", n);
             ctx.pop();
             if let Some(n) = n {
-                Arc::make_mut(&mut ev.service).name = n.to_owned();
+                Service::make_mut(&mut ev.service).name = n.to_owned();
             }
         }
         ctx.pop();
