@@ -1375,10 +1375,16 @@ fn cached_fragments_follow_overrides() {
     let mut d = Decoder::new(DecodeConfig::default());
     let m = d.decode_metadata(META.as_bytes(), &base(false)).unwrap();
     let mut evs = Vec::new();
-    d.decode_event(br#"{"log":{"message":"a"}}"#, &m, &mut evs).unwrap();
+    d.decode_event(br#"{"log":{"message":"a"}}"#, &m, &mut evs)
+        .unwrap();
     let first = encode_all(&evs);
     assert_eq!(first[0].1["service"]["name"], "1234_service-12a3");
-    d.decode_event(br#"{"log":{"message":"b","service.name":"other"}}"#, &m, &mut evs).unwrap();
+    d.decode_event(
+        br#"{"log":{"message":"b","service.name":"other"}}"#,
+        &m,
+        &mut evs,
+    )
+    .unwrap();
     d.decode_event(
         br#"{"error":{"id":"x","log":{"message":"m"},"context":{"service":{"agent":{"name":"zz"}}}}}"#,
         &m,
