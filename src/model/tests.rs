@@ -1008,8 +1008,15 @@ fn garbled_lines_never_panic() {
         seed ^= seed << 17;
         seed
     };
-    for entry in std::fs::read_dir(dir.join("intake-v2")).unwrap() {
-        let p = entry.unwrap().path();
+    let files: Vec<PathBuf> = ["intake-v2", "intake-v3"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(dir.join(d))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+        })
+        .collect();
+    for p in files {
         let data = std::fs::read(&p).unwrap();
         let lines: Vec<&[u8]> = data
             .split(|&b| b == b'\n')
@@ -1044,6 +1051,13 @@ fn garbled_lines_never_panic() {
                         let mut buf = Vec::new();
                         for ev in &out {
                             encode(ev, &ctx(), &mut buf);
+                        }
+                        for doc in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                            assert!(
+                                serde_json::from_slice::<Value>(doc).is_ok(),
+                                "invalid JSON: {}",
+                                String::from_utf8_lossy(doc)
+                            );
                         }
                     }
                 }
