@@ -1411,3 +1411,19 @@ fn cached_fragments_follow_overrides() {
     assert_eq!(docs[2].1["agent"]["name"], "zz");
     assert_eq!(docs[2].1["agent"]["version"], "3.14.0");
 }
+
+#[test]
+fn unknown_keys_do_not_make_a_root_set() {
+    let mut d = Decoder::new(DecodeConfig::default());
+    let e = d
+        .decode_metadata(br#"{"metadata":{"foo":1}}"#, &base(false))
+        .err()
+        .unwrap();
+    assert_eq!(e.to_string(), "validation error: 'metadata' required");
+    assert_eq!(
+        err_of(r#"{"span":{"bar":"x"}}"#),
+        "validation error: 'span' required"
+    );
+    // unknown keys are otherwise ignored
+    assert!(decode_one(META, r#"{"log":{"message":"x","whatever":{"a":1}}}"#, false).is_ok());
+}

@@ -524,6 +524,16 @@ pub(crate) fn v_json_obj(k: &str, v: V<'_>) -> R<Option<Json>> {
     }
 }
 
+/// "Set" over the schema's keys only: unknown keys do not make an event
+/// root set (`{"metadata":{"foo":1}}` is `'metadata' required`). `None`
+/// means every key counts (schema-less roots such as v2 logs).
+pub(crate) fn is_set_known(o: Obj<'_>, known: Option<&[&str]>) -> bool {
+    match known {
+        Some(keys) => o.iter().any(|(k, v)| keys.contains(&k) && is_set(v)),
+        None => o.values().any(is_set),
+    }
+}
+
 pub(crate) fn obj<'v>(o: Obj<'v>, k: &str) -> R<Option<Obj<'v>>> {
     match get(o, k) {
         None => Ok(None),

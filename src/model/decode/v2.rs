@@ -90,7 +90,16 @@ pub(crate) fn decode_metadata(
     cfg: &DecodeConfig,
 ) -> R<Metadata> {
     let m = match obj(root, "metadata")? {
-        Some(m) if m.values().any(is_set) => m,
+        Some(m)
+            if is_set_known(
+                m,
+                Some(&[
+                    "labels", "service", "cloud", "system", "user", "network", "process",
+                ]),
+            ) =>
+        {
+            m
+        }
         _ => return Err(LineError::Validation("'metadata' required".into())),
     };
     let mut ctx = Ctx::default();
@@ -339,8 +348,76 @@ pub(crate) fn decode_event(
         Kind::Metricset => "metricset",
         Kind::Log => "log",
     };
+    let known: Option<&[&str]> = match kind {
+        Kind::Transaction => Some(&[
+            "marks",
+            "timestamp",
+            "otel",
+            "links",
+            "trace_id",
+            "id",
+            "parent_id",
+            "name",
+            "type",
+            "result",
+            "dropped_spans_stats",
+            "outcome",
+            "faas",
+            "session",
+            "context",
+            "experience",
+            "span_count",
+            "sample_rate",
+            "duration",
+            "sampled",
+        ]),
+        Kind::Span => Some(&[
+            "timestamp",
+            "otel",
+            "id",
+            "trace_id",
+            "action",
+            "name",
+            "outcome",
+            "child_ids",
+            "parent_id",
+            "links",
+            "stacktrace",
+            "type",
+            "subtype",
+            "transaction_id",
+            "composite",
+            "context",
+            "start",
+            "sample_rate",
+            "duration",
+            "sync",
+        ]),
+        Kind::Error => Some(&[
+            "timestamp",
+            "log",
+            "culprit",
+            "id",
+            "parent_id",
+            "trace_id",
+            "transaction_id",
+            "exception",
+            "transaction",
+            "context",
+        ]),
+        Kind::Metricset => Some(&[
+            "timestamp",
+            "samples",
+            "span",
+            "tags",
+            "transaction",
+            "service",
+            "faas",
+        ]),
+        Kind::Log => None,
+    };
     let o = match obj(root, key)? {
-        Some(o) if o.values().any(is_set) => o,
+        Some(o) if is_set_known(o, known) => o,
         _ => return Err(LineError::Validation(format!("'{key}' required"))),
     };
     let mut ctx = Ctx::default();

@@ -71,7 +71,7 @@ pub(crate) fn decode_metadata(
     cfg: &DecodeConfig,
 ) -> R<Metadata> {
     let m = match obj(root, "m")? {
-        Some(m) if m.values().any(is_set) => m,
+        Some(m) if is_set_known(m, Some(&["se", "u", "l", "n"])) => m,
         _ => return Err(LineError::Validation("'m' required".into())),
     };
     let mut ctx = Ctx::default();
@@ -155,8 +155,27 @@ pub(crate) fn decode_event(
     out: &mut Vec<Event>,
 ) -> R<()> {
     let key = if is_tx { "x" } else { "e" };
+    let known: &[&str] = if is_tx {
+        &[
+            "id", "tid", "pid", "n", "t", "d", "rt", "o", "sm", "sr", "yc", "k", "ses", "exp", "c",
+            "y", "me",
+        ]
+    } else {
+        &[
+            "id",
+            "timestamp",
+            "tid",
+            "pid",
+            "xid",
+            "cl",
+            "x",
+            "ex",
+            "log",
+            "c",
+        ]
+    };
     let o = match obj(root, key)? {
-        Some(o) if o.values().any(is_set) => o,
+        Some(o) if is_set_known(o, Some(known)) => o,
         _ => return Err(LineError::Validation(format!("'{key}' required"))),
     };
     let mut ctx = Ctx::default();
