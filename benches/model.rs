@@ -177,7 +177,9 @@ fn benches(c: &mut Criterion) {
         });
     }
     g.finish();
-    cpu_time_report(&node_meta, &node_lines, &cx);
+    if std::env::args().any(|a| a == "--bench") {
+        cpu_time_report(&node_meta, &node_lines, &cx);
+    }
     let mut g = c.benchmark_group("mixed");
     g.throughput(Throughput::Elements(node_lines.len() as u64));
     g.bench_function("nodejs_decode_encode", |b| {
