@@ -17,7 +17,7 @@
 //! for the optional async Kibana fallback (`crate::agentcfg::kibana`).
 
 use super::error::msg;
-use super::{authenticate_and_limit, client_addr, guarded, response, rum_cors, AppState};
+use super::{backend_group, response, rum_group, AppState};
 use crate::agentcfg::{FetchError, Query};
 use crate::auth::{Action, Resource, Unauthorized};
 use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, IF_NONE_MATCH};
@@ -104,16 +104,7 @@ pub async fn backend(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let state = state.into_inner();
-    let mut resp = guarded(&req, async {
-        let addr = client_addr(&state, &req);
-        match authenticate_and_limit(&state, &req, &addr).await {
-            Err(r) => r,
-            Ok(auth) => handle(&state, &req, payload, auth).await,
-        }
-    })
-    .await;
-    state.headers.apply(&mut resp);
-    resp
+    backend_group(&req, &state, |auth, _| handle(&state, &req, payload, auth)).await
 }
 
 /// `GET|POST /config/v1/rum/agents`.
@@ -123,31 +114,7 @@ pub async fn rum(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let state = state.into_inner();
-    let mut resp = guarded(&req, async {
-        let allow_origin = match rum_cors(&state, &req) {
-            Ok(h) => h,
-            Err(r) => return r,
-        };
-        let addr = client_addr(&state, &req);
-        let mut r = match authenticate_and_limit(&state, &req, &addr).await {
-            Err(r) => r,
-            Ok(_) if !state.cfg.apm_server.rum.enabled => {
-                response::error(&req, StatusCode::FORBIDDEN, msg::RUM_DISABLED)
-            }
-            Ok(auth) => handle(&state, &req, payload, auth).await,
-        };
-        if let (Ok(k), Ok(v)) = (
-            actix_web::http::header::HeaderName::try_from(allow_origin.0),
-            HeaderValue::try_from(allow_origin.1),
-        ) {
-            r.headers_mut().insert(k, v);
-        }
-        r
-    })
-    .await;
-    state.headers.apply(&mut resp);
-    state.rum_headers.apply(&mut resp);
-    resp
+    rum_group(&req, &state, |auth, _| handle(&state, &req, payload, auth)).await
 }
 
 async fn handle(

@@ -245,16 +245,22 @@ pub fn rum_cors(
         .map_err(|text| response::error(req, StatusCode::FORBIDDEN, &text))
 }
 
-async fn backend_intake(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let state = state.into_inner();
-    let mut resp = guarded(&req, async {
-        let addr = client_addr(&state, &req);
-        match authenticate_and_limit(&state, &req, &addr).await {
-            Ok(auth) => run_intake(&state, &req, payload, auth, &addr, false).await,
+/// The backend route group (intake.md §3): panic guard, authentication
+/// (required), the anonymous per-IP token, then `handler`; global response
+/// headers on whatever it answers.
+pub async fn backend_group<F, Fut>(
+    req: &HttpRequest,
+    state: &Arc<AppState>,
+    handler: F,
+) -> HttpResponse
+where
+    F: FnOnce(AuthResult, ClientAddr) -> Fut,
+    Fut: std::future::Future<Output = HttpResponse>,
+{
+    let mut resp = guarded(req, async {
+        let addr = client_addr(state, req);
+        match authenticate_and_limit(state, req, &addr).await {
+            Ok(auth) => handler(auth, addr).await,
             Err(r) => r,
         }
     })
@@ -263,28 +269,30 @@ async fn backend_intake(
     resp
 }
 
-async fn rum_intake(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let state = state.into_inner();
-    let mut resp = guarded(&req, async {
-        let allow_origin = match rum_cors(&state, &req) {
+/// The RUM route group (intake.md §3): panic guard, CORS (preflights answered
+/// here), authentication, the anonymous per-IP token, the RUM kill switch,
+/// then `handler`; global then RUM response headers on the answer.
+pub async fn rum_group<F, Fut>(req: &HttpRequest, state: &Arc<AppState>, handler: F) -> HttpResponse
+where
+    F: FnOnce(AuthResult, ClientAddr) -> Fut,
+    Fut: std::future::Future<Output = HttpResponse>,
+{
+    let mut resp = guarded(req, async {
+        let (name, value) = match rum_cors(state, req) {
             Ok(h) => h,
             Err(r) => return r,
         };
-        let addr = client_addr(&state, &req);
-        let mut r = match authenticate_and_limit(&state, &req, &addr).await {
+        let addr = client_addr(state, req);
+        let mut r = match authenticate_and_limit(state, req, &addr).await {
             Err(r) => r,
             Ok(_) if !state.cfg.apm_server.rum.enabled => {
-                response::error(&req, StatusCode::FORBIDDEN, msg::RUM_DISABLED)
+                response::error(req, StatusCode::FORBIDDEN, msg::RUM_DISABLED)
             }
-            Ok(auth) => run_intake(&state, &req, payload, auth, &addr, true).await,
+            Ok(auth) => handler(auth, addr).await,
         };
         if let (Ok(k), Ok(v)) = (
-            actix_web::http::header::HeaderName::try_from(allow_origin.0),
-            actix_web::http::header::HeaderValue::try_from(allow_origin.1),
+            actix_web::http::header::HeaderName::try_from(name),
+            actix_web::http::header::HeaderValue::try_from(value),
         ) {
             r.headers_mut().insert(k, v);
         }
@@ -296,12 +304,36 @@ async fn rum_intake(
     resp
 }
 
+async fn backend_intake(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let state = state.into_inner();
+    backend_group(&req, &state, |auth, addr| {
+        run_intake(&state, &req, payload, auth, addr, false)
+    })
+    .await
+}
+
+async fn rum_intake(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let state = state.into_inner();
+    rum_group(&req, &state, |auth, addr| {
+        run_intake(&state, &req, payload, auth, addr, true)
+    })
+    .await
+}
+
 async fn run_intake(
     state: &Arc<AppState>,
     req: &HttpRequest,
     payload: web::Payload,
     auth: AuthResult,
-    addr: &ClientAddr,
+    addr: ClientAddr,
     rum: bool,
 ) -> HttpResponse {
     if let Err(e) = intake::precheck(req) {
@@ -317,7 +349,7 @@ async fn run_intake(
     else {
         return intake::timed_out(req);
     };
-    let base = request_base(state, req, addr, rum);
+    let base = request_base(state, req, &addr, rum);
     let rate_key = auth
         .is_anonymous()
         .then(|| crate::ratelimit::key_of(addr.client_ip));
