@@ -1,11 +1,558 @@
-//! Elasticsearch output (placeholder; see issue 3).
-use super::{OutputError, OutputFactory};
+//! Elasticsearch output: documents are gzip-compressed into a bulk buffer as
+//! they arrive, flushed by size or interval as `_bulk` `create` requests into
+//! data streams, and followed until every document is indexed or counted as
+//! failed.
+//!
+//! Shape (Vector style): [`config`] resolves the settings and builds the
+//! rustls HTTP client; [`request_builder`] is the on-the-fly gzip bulk
+//! buffer; [`service`] holds the host pool, the request slots and the HTTP
+//! call; [`retry`] the back-off and the retry budget; [`response`] per-item
+//! outcomes; [`metrics`] the output's counters.
+//!
+//! Why `reqwest` and not the `elasticsearch` crate's transport for the bulk
+//! path: its transport compresses the body itself when it sends (we stream
+//! gzip while the buffer fills, and resend the same compressed bytes), and
+//! its connection pools do not skip a failed node for a while; the bulk path
+//! needs neither its typed API nor its retries (ours are per item). reqwest
+//! with rustls is what the `elasticsearch` crate uses underneath anyway.
+//!
+//! Threads: each indexer instance (a plain OS thread) owns one
+//! [`EsOutputInstance`]. A flush takes one of the `max_requests` slots shared
+//! by all instances (blocking the indexer while none is free: that is the
+//! back-pressure) and hands the bulk to a task on the output's own small tokio
+//! runtime, which sends it, resends what must be resent, counts outcomes and
+//! releases the slot and the documents' acks.
+//!
+//! Invariants:
+//! * each document ends in exactly one of `events_indexed`,
+//!   `events_failed{rejected_by_output|retries_exhausted|shutdown|io|panic}`;
+//!   its ack is dropped only after it was counted;
+//! * per-item 429/5xx: resent up to `max_retries` times with back-off;
+//!   other per-item statuses: failed at once, logged grouped by (index, error type);
+//! * a whole-request failure (connection, timeout, 429, 5xx, unreadable
+//!   answer) is retried with exponential back-off while the retry budget
+//!   lasts ([`EsSettings::retry_budget`]), then its documents fail;
+//! * start-up never waits for Elasticsearch; [`OutputFactory::ready`] reports
+//!   a background reachability check.
+
+pub mod config;
+pub mod metrics;
+pub mod request_builder;
+pub mod response;
+pub mod retry;
+pub mod service;
+#[cfg(test)]
+mod tests;
+
+pub use config::{EsSettings, SettingsError};
+
+use super::{Ack, CloseReport, Output, OutputError, OutputFactory};
 use crate::config::Config;
-use std::sync::Arc;
+use crate::telemetry::{fail, Telemetry};
+use metrics::{outcome, EsMetrics};
+use parking_lot::Mutex;
+use request_builder::{BulkBody, BulkBuffer};
+use response::{Outcome, Rejections};
+use retry::{Backoff, Budget};
+use service::{HostPool, Service, SlotGuard, Slots};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Builds the Elasticsearch output factory from `output.elasticsearch`.
-pub fn factory(_cfg: &Config) -> Result<Arc<dyn OutputFactory>, OutputError> {
-    Err(OutputError::Config(
-        "the Elasticsearch output is not implemented yet".into(),
-    ))
+pub fn factory(cfg: &Config) -> Result<Arc<dyn OutputFactory>, OutputError> {
+    let es = cfg
+        .output
+        .elasticsearch
+        .as_ref()
+        .ok_or_else(|| OutputError::Config("output.elasticsearch is not configured".into()))?;
+    let settings = EsSettings::from_config(es).map_err(|e| OutputError::Config(e.to_string()))?;
+    Ok(Arc::new(ElasticsearchFactory::new(settings)?))
+}
+
+/// Owns the output's tokio runtime; shuts it down without blocking when dropped.
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+struct Shared {
+    service: Service,
+    slots: Arc<Slots>,
+    ready: AtomicBool,
+}
+
+/// The factory: shared client, hosts, request slots and runtime.
+pub struct ElasticsearchFactory {
+    shared: Arc<Shared>,
+    rt: Arc<Runtime>,
+    handle: tokio::runtime::Handle,
+    /// Metrics per telemetry registry (one server normally; several in tests).
+    metrics: Mutex<Vec<(Weak<Telemetry>, EsMetrics)>>,
+}
+
+impl ElasticsearchFactory {
+    /// Builds the client and starts the background reachability check; does not contact Elasticsearch.
+    pub fn new(settings: EsSettings) -> Result<Self, OutputError> {
+        let client = settings
+            .client()
+            .map_err(|e| OutputError::Config(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("apm-rs-es-output")
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let hosts = HostPool::new(&settings.hosts, settings.backoff_init, settings.backoff_max);
+        let shared = Arc::new(Shared {
+            slots: Slots::new(settings.max_requests),
+            service: Service {
+                settings,
+                client,
+                hosts,
+            },
+            ready: AtomicBool::new(false),
+        });
+        handle.spawn(ready_loop(Arc::downgrade(&shared)));
+        Ok(ElasticsearchFactory {
+            shared,
+            rt: Arc::new(Runtime(Some(rt))),
+            handle,
+            metrics: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &EsSettings {
+        &self.shared.service.settings
+    }
+
+    /// Free bulk request slots right now (tests, diagnostics).
+    pub fn free_slots(&self) -> usize {
+        self.shared.slots.free()
+    }
+
+    fn metrics_for(&self, telemetry: &Arc<Telemetry>) -> EsMetrics {
+        let mut all = self.metrics.lock();
+        all.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, m)) = all
+            .iter()
+            .find(|(w, _)| w.upgrade().is_some_and(|t| Arc::ptr_eq(&t, telemetry)))
+        {
+            return m.clone();
+        }
+        let m = EsMetrics::new(&telemetry.registry);
+        all.push((Arc::downgrade(telemetry), m.clone()));
+        m
+    }
+}
+
+async fn ready_loop(shared: Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let ok = s.service.reachable().await;
+        let was = s.ready.swap(ok, Ordering::Relaxed);
+        if ok != was {
+            if ok {
+                tracing::info!("elasticsearch is reachable");
+            } else {
+                tracing::warn!("elasticsearch is not reachable");
+            }
+        }
+        let every = s.service.settings.ready_check_interval;
+        let wait = if ok {
+            every
+        } else {
+            every.min(Duration::from_secs(1))
+        };
+        drop(s);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+impl OutputFactory for ElasticsearchFactory {
+    fn build(
+        &self,
+        instance: usize,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Box<dyn Output>, OutputError> {
+        let metrics = self.metrics_for(&telemetry);
+        let s = &self.shared.service.settings;
+        let (done_tx, done_rx) = mpsc::channel();
+        let (cancel, _) = watch::channel(false);
+        Ok(Box::new(EsOutputInstance {
+            buffer: BulkBuffer::new(
+                s.compression_level,
+                s.flush_bytes.min(64 << 20),
+                s.idempotent_ids,
+            ),
+            shared: Arc::clone(&self.shared),
+            _rt: Arc::clone(&self.rt),
+            handle: self.handle.clone(),
+            telemetry,
+            metrics,
+            done_tx,
+            done_rx,
+            inflight: 0,
+            cancel,
+            closed: false,
+            instance,
+        }))
+    }
+
+    fn flush_interval(&self) -> Duration {
+        (self.settings().flush_interval / 2).max(Duration::from_millis(5))
+    }
+
+    fn ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// One indexer instance's view of the output.
+pub struct EsOutputInstance {
+    buffer: BulkBuffer,
+    shared: Arc<Shared>,
+    _rt: Arc<Runtime>,
+    handle: tokio::runtime::Handle,
+    telemetry: Arc<Telemetry>,
+    metrics: EsMetrics,
+    /// Each bulk task reports, when done, how many documents it abandoned at shutdown.
+    done_tx: mpsc::Sender<u64>,
+    done_rx: mpsc::Receiver<u64>,
+    inflight: usize,
+    cancel: watch::Sender<bool>,
+    closed: bool,
+    instance: usize,
+}
+
+impl EsOutputInstance {
+    fn reap(&mut self) -> u64 {
+        let mut n = 0;
+        while let Ok(u) = self.done_rx.try_recv() {
+            self.inflight = self.inflight.saturating_sub(1);
+            n += u;
+        }
+        n
+    }
+
+    /// Sends the buffer. Blocks for a free slot (until `deadline` if given);
+    /// returns the documents failed because no slot came in time.
+    fn flush(&mut self, deadline: Option<Instant>) -> u64 {
+        if self.buffer.is_empty() {
+            return 0;
+        }
+        let waited = Instant::now();
+        let slot = self.shared.slots.acquire(deadline);
+        self.metrics
+            .slot_wait_ns
+            .inc_by(waited.elapsed().as_nanos() as u64);
+        let body = match self.buffer.take() {
+            Ok(Some(b)) => b,
+            Ok(None) => return 0,
+            Err((e, acks)) => {
+                tracing::error!(documents = acks.len(), error = %e, "cannot finish bulk body; documents counted as failed");
+                self.telemetry.fail(fail::IO, acks.len());
+                return 0;
+            }
+        };
+        let Some(slot) = slot else {
+            let n = body.docs();
+            self.telemetry.fail(fail::SHUTDOWN, n);
+            return n as u64;
+        };
+        self.reap();
+        self.inflight += 1;
+        let task = Task {
+            shared: Arc::clone(&self.shared),
+            telemetry: Arc::clone(&self.telemetry),
+            metrics: self.metrics.clone(),
+            remaining: Arc::new(AtomicU64::new(body.docs() as u64)),
+        };
+        let done = self.done_tx.clone();
+        let cancel = self.cancel.subscribe();
+        self.handle.spawn(async move {
+            use futures_util::FutureExt;
+            let remaining = Arc::clone(&task.remaining);
+            let telemetry = Arc::clone(&task.telemetry);
+            let r = std::panic::AssertUnwindSafe(task.deliver(body, slot, cancel))
+                .catch_unwind()
+                .await;
+            let abandoned = match r {
+                Ok(n) => n,
+                Err(_) => {
+                    let n = remaining.load(Ordering::Relaxed);
+                    tracing::error!(documents = n, "bulk task panicked; documents counted as failed");
+                    telemetry.fail(fail::PANIC, n as usize);
+                    0
+                }
+            };
+            let _ = done.send(abandoned);
+        });
+        0
+    }
+}
+
+impl Output for EsOutputInstance {
+    fn append(&mut self, doc: &[u8], ack: Ack) {
+        if self.closed {
+            tracing::warn!("document appended after close; counted as failed");
+            self.telemetry.fail(fail::SHUTDOWN, 1);
+            return;
+        }
+        if let Err((e, _ack)) = self.buffer.push(doc, ack) {
+            tracing::error!(error = %e, instance = self.instance, "cannot add document to bulk; counted as failed");
+            self.telemetry.fail(fail::IO, 1);
+            return;
+        }
+        if self.buffer.raw_len() >= self.shared.service.settings.flush_bytes {
+            self.flush(None);
+        }
+    }
+
+    fn tick(&mut self) {
+        self.reap();
+        let due = self
+            .buffer
+            .started()
+            .is_some_and(|t| t.elapsed() >= self.shared.service.settings.flush_interval);
+        if due {
+            self.flush(None);
+        }
+    }
+
+    fn close(&mut self, deadline: Instant) -> CloseReport {
+        if self.closed {
+            return CloseReport::default();
+        }
+        self.closed = true;
+        let mut undelivered = self.flush(Some(deadline));
+        undelivered += self.reap();
+        while self.inflight > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.done_rx.recv_timeout(deadline - now) {
+                Ok(n) => {
+                    self.inflight -= 1;
+                    undelivered += n;
+                }
+                Err(_) => break,
+            }
+        }
+        if self.inflight > 0 {
+            // Deadline reached: tasks count what they still hold as failed (shutdown).
+            let _ = self.cancel.send(true);
+            let grace = Instant::now() + Duration::from_secs(2);
+            while self.inflight > 0 {
+                let now = Instant::now();
+                if now >= grace {
+                    break;
+                }
+                match self.done_rx.recv_timeout(grace - now) {
+                    Ok(n) => {
+                        self.inflight -= 1;
+                        undelivered += n;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.inflight > 0 {
+                tracing::error!(
+                    bulks = self.inflight,
+                    "bulk requests did not stop after the shutdown deadline"
+                );
+            }
+        }
+        if undelivered > 0 {
+            tracing::warn!(
+                documents = undelivered,
+                instance = self.instance,
+                "documents not delivered to elasticsearch by the shutdown deadline; counted as failed (shutdown)"
+            );
+        }
+        CloseReport { undelivered }
+    }
+}
+
+impl Drop for EsOutputInstance {
+    fn drop(&mut self) {
+        if !self.closed {
+            let timeout = self.shared.service.settings.timeout;
+            self.close(Instant::now() + timeout);
+        }
+    }
+}
+
+/// One bulk's journey, from first send to the last document resolved.
+struct Task {
+    shared: Arc<Shared>,
+    telemetry: Arc<Telemetry>,
+    metrics: EsMetrics,
+    /// Documents not yet counted (read if the task panics).
+    remaining: Arc<AtomicU64>,
+}
+
+/// Resolves when `cancel` turns true (or its sender is gone).
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    let _ = cancel.wait_for(|c| *c).await;
+}
+
+impl Task {
+    fn count(&self, reason: Option<&str>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        match reason {
+            None => self.telemetry.events_indexed.inc_by(n as u64),
+            Some(r) => self.telemetry.fail(r, n),
+        }
+        self.remaining.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
+    fn abandon(&self, body: BulkBody) -> u64 {
+        let n = body.docs();
+        self.count(Some(fail::SHUTDOWN), n);
+        self.metrics.bulk(outcome::SHUTDOWN);
+        drop(body);
+        n as u64
+    }
+
+    /// Returns the documents abandoned at shutdown (already counted).
+    async fn deliver(
+        self,
+        mut body: BulkBody,
+        slot: SlotGuard,
+        mut cancel: watch::Receiver<bool>,
+    ) -> u64 {
+        let _slot = slot;
+        self.metrics.in_flight.inc();
+        struct Dec(prometheus::IntGauge);
+        impl Drop for Dec {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        let _dec = Dec(self.metrics.in_flight.clone());
+
+        let s = &self.shared.service.settings;
+        let backoff = Backoff {
+            init: s.backoff_init,
+            max: s.backoff_max,
+        };
+        let idempotent = s.idempotent_ids;
+        let max_retries = s.max_retries;
+        let mut budget = Budget::new(s.retry_budget, max_retries);
+        let mut resends = vec![0u32; body.docs()];
+        let mut item_round = 0u32;
+        loop {
+            if *cancel.borrow() {
+                return self.abandon(body);
+            }
+            let sent = tokio::select! {
+                r = self.shared.service.send_bulk(body.bytes.clone(), body.gzip, &self.metrics.host_down) => r,
+                _ = cancelled(&mut cancel) => return self.abandon(body),
+            };
+            let failure = match sent {
+                Ok(resp) => match response::parse(&resp) {
+                    Ok(items) => {
+                        self.shared.ready.store(true, Ordering::Relaxed);
+                        self.metrics.bulk(outcome::OK);
+                        let mut keep = Vec::new();
+                        let mut keep_resends = Vec::new();
+                        let mut rejections = Rejections::default();
+                        let (mut indexed, mut exhausted) = (0usize, 0usize);
+                        for (i, tries) in resends.iter().enumerate() {
+                            let item = items.get(i);
+                            if item.and_then(|it| it.failure_store.as_deref()) == Some("used") {
+                                self.metrics.failure_store.inc();
+                            }
+                            match response::outcome(item, idempotent) {
+                                Outcome::Indexed => indexed += 1,
+                                Outcome::Retry if *tries < max_retries => {
+                                    keep.push(i);
+                                    keep_resends.push(tries + 1);
+                                }
+                                Outcome::Retry => exhausted += 1,
+                                Outcome::Rejected {
+                                    index,
+                                    kind,
+                                    reason,
+                                } => rejections.add(index, kind, reason),
+                            }
+                        }
+                        self.count(None, indexed);
+                        self.count(Some(fail::REJECTED), rejections.total() as usize);
+                        rejections.log();
+                        if exhausted > 0 {
+                            tracing::warn!(
+                                documents = exhausted,
+                                max_retries,
+                                "elasticsearch kept rejecting documents (429/5xx); retries exhausted, counted as failed"
+                            );
+                            self.count(Some(fail::RETRIES_EXHAUSTED), exhausted);
+                        }
+                        if keep.is_empty() {
+                            return 0;
+                        }
+                        body = match body.subset(&keep) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::error!(documents = keep.len(), error = %e, "cannot rebuild bulk for resend; counted as failed");
+                                self.count(Some(fail::IO), keep.len());
+                                return 0;
+                            }
+                        };
+                        resends = keep_resends;
+                        self.metrics.docs_resent.inc_by(keep.len() as u64);
+                        item_round += 1;
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff.delay(item_round)) => {},
+                            _ = cancelled(&mut cancel) => return self.abandon(body),
+                        }
+                        continue;
+                    }
+                    Err(e) => service::SendError::Transport {
+                        host: String::new(),
+                        reason: e.to_string(),
+                    },
+                },
+                Err(e) => e,
+            };
+            // The request failed as a whole.
+            let n = body.docs();
+            if !failure.retryable() {
+                tracing::error!(documents = n, error = %failure, "bulk request refused by elasticsearch; documents counted as failed");
+                self.metrics.bulk(outcome::FAILED);
+                self.count(Some(fail::REJECTED), n);
+                return 0;
+            }
+            if !budget.fail() {
+                tracing::error!(
+                    documents = n,
+                    attempts = budget.failures,
+                    budget = ?s.retry_budget,
+                    error = %failure,
+                    "bulk request kept failing; retry budget spent, documents counted as failed"
+                );
+                self.metrics.bulk(outcome::FAILED);
+                self.count(Some(fail::RETRIES_EXHAUSTED), n);
+                return 0;
+            }
+            self.metrics.bulk(outcome::RETRIED);
+            let delay = backoff.delay(budget.failures);
+            tracing::warn!(documents = n, attempt = budget.failures, retry_in = ?delay, error = %failure, "bulk request failed; will retry");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {},
+                _ = cancelled(&mut cancel) => return self.abandon(body),
+            }
+        }
+    }
 }

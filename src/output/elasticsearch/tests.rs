@@ -1,0 +1,182 @@
+//! Unit tests of the Elasticsearch output pieces: bulk buffer (gzip on the
+//! fly, subsets, idempotent ids), response parsing, host pool and slots,
+//! settings resolution.
+
+use super::config::{EsSettings, BULK_QUERY};
+use super::request_builder::BulkBuffer;
+use super::response::{self, Outcome};
+use super::service::{HostPool, Slots};
+use crate::output::Ack;
+use crate::pipeline::budget::MemoryBudget;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn ack(b: &Arc<MemoryBudget>) -> Ack {
+    Arc::new(b.try_acquire(10).expect("budget"))
+}
+
+fn doc(i: usize) -> Vec<u8> {
+    format!("{{\"create\":{{\"_index\":\"logs-apm.app-default\"}}}}\n{{\"i\":{i}}}\n").into_bytes()
+}
+
+fn gunzip(b: &[u8]) -> String {
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(b)
+        .read_to_string(&mut s)
+        .expect("gzip");
+    s
+}
+
+#[test]
+fn buffer_gzip_and_subset() {
+    let budget = MemoryBudget::new(1000);
+    let mut buf = BulkBuffer::new(5, 1024, false);
+    for i in 0..5 {
+        buf.push(&doc(i), ack(&budget)).map_err(|(e, _)| e).expect("push");
+    }
+    assert_eq!(budget.in_use(), 50);
+    let mut body = buf.take().expect("take").expect("some");
+    assert!(buf.is_empty());
+    assert!(body.gzip);
+    let all: String = (0..5).map(|i| String::from_utf8(doc(i)).expect("utf8")).collect();
+    assert_eq!(gunzip(&body.bytes), all);
+    let sub = body.subset(&[1, 3]).expect("subset");
+    // acks of documents 0, 2, 4 released
+    assert_eq!(budget.in_use(), 20);
+    assert_eq!(sub.docs(), 2);
+    let want: String = [1, 3].iter().map(|&i| String::from_utf8(doc(i)).expect("utf8")).collect();
+    assert_eq!(gunzip(&sub.bytes), want);
+    drop(sub);
+    assert_eq!(budget.in_use(), 0);
+}
+
+#[test]
+fn buffer_plain_and_malformed() {
+    let budget = MemoryBudget::new(1000);
+    let mut buf = BulkBuffer::new(0, 1024, false);
+    assert!(buf.push(b"{\"create\":{}}", ack(&budget)).is_err());
+    assert!(buf.push(b"no newline at end\n{}", ack(&budget)).is_err());
+    buf.push(&doc(1), ack(&budget)).map_err(|(e, _)| e).expect("push");
+    let body = buf.take().expect("take").expect("some");
+    assert!(!body.gzip);
+    assert_eq!(&body.bytes[..], &doc(1)[..]);
+    assert!(buf.take().expect("take").is_none());
+}
+
+#[test]
+fn idempotent_ids_stable_across_resend() {
+    let budget = MemoryBudget::new(1000);
+    let mut buf = BulkBuffer::new(1, 1024, true);
+    for i in 0..3 {
+        buf.push(&doc(i), ack(&budget)).map_err(|(e, _)| e).expect("push");
+    }
+    let mut body = buf.take().expect("take").expect("some");
+    let text = gunzip(&body.bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let a: serde_json::Value = serde_json::from_str(lines[2]).expect("json");
+    let id = a["create"]["_id"].as_str().expect("id").to_string();
+    assert_eq!(id.len(), 22);
+    assert_eq!(a["create"]["_index"], "logs-apm.app-default");
+    let sub = body.subset(&[1]).expect("subset");
+    let text2 = gunzip(&sub.bytes);
+    assert!(text2.contains(&id), "resend repeats the id");
+}
+
+#[test]
+fn response_outcomes() {
+    let body = br#"{"items":[
+        {"create":{"_index":"a","status":201}},
+        {"create":{"_index":"a","status":429,"error":{"type":"es_rejected_execution_exception","reason":"r"}}},
+        {"create":{"_index":"b","status":400,"error":{"type":"document_parsing_exception","reason":"bad"}}},
+        {"create":{"_index":"a","status":409,"error":{"type":"version_conflict_engine_exception","reason":"dup"}}},
+        {"create":{"_index":"a","status":503}}
+    ]}"#;
+    let items = response::parse(body).expect("parse");
+    assert_eq!(response::outcome(items.first(), false), Outcome::Indexed);
+    assert_eq!(response::outcome(items.get(1), false), Outcome::Retry);
+    assert!(matches!(
+        response::outcome(items.get(2), false),
+        Outcome::Rejected { ref kind, .. } if kind == "document_parsing_exception"
+    ));
+    assert!(matches!(response::outcome(items.get(3), false), Outcome::Rejected { .. }));
+    assert_eq!(response::outcome(items.get(3), true), Outcome::Indexed);
+    assert_eq!(response::outcome(items.get(4), false), Outcome::Retry);
+    assert_eq!(response::outcome(items.get(5), false), Outcome::Retry, "missing item");
+    assert!(response::parse(b"not json").is_err());
+    assert!(response::parse(b"{}").expect("empty").is_empty());
+    assert!(response::parse(br#"{"items":[{}]}"#).is_ok());
+}
+
+#[test]
+fn host_pool_round_robin_and_skip() {
+    let urls: Vec<url::Url> = ["http://a:9200", "http://b:9200", "http://c:9200"]
+        .iter()
+        .map(|u| url::Url::parse(u).expect("url"))
+        .collect();
+    let p = HostPool::new(&urls, Duration::from_secs(10), Duration::from_secs(60));
+    let picks: Vec<usize> = (0..6).map(|_| p.pick()).collect();
+    assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    p.mark_failed(1);
+    assert!((0..6).all(|_| p.pick() != 1), "failed host skipped");
+    p.mark_failed(0);
+    p.mark_failed(2);
+    // all down: still returns one (the soonest back)
+    let _ = p.pick();
+    p.mark_ok(1);
+    assert_eq!(p.pick(), 1);
+    assert_eq!(
+        p.bulk_url(0).map(|u| u.as_str().to_string()),
+        Some(format!("http://a:9200/_bulk?{BULK_QUERY}"))
+    );
+}
+
+#[test]
+fn slots_block_and_release() {
+    let s = Slots::new(2);
+    let a = s.acquire(None).expect("a");
+    let _b = s.acquire(None).expect("b");
+    let t = Instant::now();
+    assert!(s.acquire(Some(t + Duration::from_millis(50))).is_none());
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    let s2 = Arc::clone(&s);
+    let h = std::thread::spawn(move || s2.acquire(None).is_some());
+    std::thread::sleep(Duration::from_millis(30));
+    drop(a);
+    assert!(h.join().expect("join"));
+}
+
+#[test]
+fn settings_resolution() {
+    let cfg = crate::config::from_overrides([
+        "output.elasticsearch.hosts=[\"es1\", \"https://es2:9243\", \"http://es3/prefix/\"]",
+        "output.elasticsearch.path=/base",
+        "output.elasticsearch.compression_level=0",
+        "output.elasticsearch.flush_bytes=100b",
+        "output.elasticsearch.backoff.max=2s",
+    ])
+    .expect("config");
+    let s = EsSettings::from_config(cfg.output.elasticsearch.as_ref().expect("es")).expect("settings");
+    let hosts: Vec<String> = s.hosts.iter().map(|u| u.to_string()).collect();
+    assert_eq!(
+        hosts,
+        vec!["http://es1:9200/base", "https://es2:9243/base", "http://es3:9200/prefix"]
+    );
+    assert_eq!(s.flush_bytes, 100);
+    assert_eq!(s.retry_budget, Duration::from_secs(10));
+    assert_eq!(s.timeout, Duration::from_secs(5));
+    assert_eq!(
+        s.headers.get("x-elastic-product-origin").and_then(|v| v.to_str().ok()),
+        Some("observability")
+    );
+    assert!(s.headers.get("authorization").is_none());
+    s.client().expect("client");
+
+    let cfg = crate::config::from_overrides([
+        "output.elasticsearch.hosts=[\"es1\"]",
+        "output.elasticsearch.ssl.certificate_authorities=[\"/nonexistent/ca.pem\"]",
+    ])
+    .expect("config");
+    let s = EsSettings::from_config(cfg.output.elasticsearch.as_ref().expect("es")).expect("settings");
+    assert!(s.client().is_err(), "missing CA file is a start-up error");
+}
