@@ -18,6 +18,7 @@ pub mod error;
 pub mod intake;
 pub mod response;
 pub mod root;
+pub mod sourcemap_upload;
 pub mod tls;
 
 use crate::auth::{AuthError, AuthResult, Authenticator};
@@ -70,6 +71,7 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/intake/v2/events", web::route().to(backend_intake))
             .route("/intake/v2/rum/events", web::route().to(rum_intake))
             .route("/intake/v3/rum/events", web::route().to(rum_intake))
+            .route("/assets/v1/sourcemaps", web::route().to(sourcemap_upload::handle))
             .default_service(web::route().to(not_found));
     }
 }
