@@ -43,10 +43,27 @@ pub struct Resolved {
 
 impl ParsedMap {
     /// Parses source-map JSON.
+    /// Like go-sourcemap, requires `"version": 3` and non-empty mappings.
     pub fn parse(json: &[u8]) -> Result<ParsedMap, SourcemapError> {
-        SourceMap::from_slice(json)
-            .map(|sm| ParsedMap { sm })
-            .map_err(|e| SourcemapError::Malformed(e.to_string()))
+        #[derive(serde::Deserialize)]
+        struct Version {
+            version: Option<serde_json::Value>,
+        }
+        let sm = SourceMap::from_slice(json)
+            .map_err(|e| SourcemapError::Malformed(e.to_string()))?;
+        let v: Version = serde_json::from_slice(json)
+            .map_err(|e| SourcemapError::Malformed(e.to_string()))?;
+        if v.version.as_ref().and_then(serde_json::Value::as_u64) != Some(3) {
+            return Err(SourcemapError::Malformed(
+                "sourcemap: only 3rd version is supported".into(),
+            ));
+        }
+        if sm.get_token_count() == 0 {
+            return Err(SourcemapError::Malformed(
+                "sourcemap: mappings are empty".into(),
+            ));
+        }
+        Ok(ParsedMap { sm })
     }
 
     /// Decodes a stored `content` field: base64 → zlib → JSON, at most
