@@ -111,7 +111,10 @@ fn q142_log_frame_context() {
 fn q143_function_names_shift_by_one_frame() {
     let Some(map) = bundle_map() else { return };
     let src = in_memory(&map);
-    let mut f = vec![frame("bundle.js", 1, 67, "a"), frame("bundle.js", 1, 67, "b")];
+    let mut f = vec![
+        frame("bundle.js", 1, 67, "a"),
+        frame("bundle.js", 1, 67, "b"),
+    ];
     assert_eq!(apply_sourcemaps(&mut f, "service", "1", &src, soon()), 2);
     for x in &f {
         assert_eq!((x.lineno, x.colno), (Some(13), Some(0)));
@@ -127,7 +130,9 @@ fn q143_function_names_shift_by_one_frame() {
     apply_sourcemaps(&mut f, "service", "1", &src, soon());
     assert_eq!(f[2].function, "<anonymous>");
     assert_eq!(f[1].function, "keep");
-    assert!(f[1].sourcemap_error.starts_with("unable to find sourcemap.url"));
+    assert!(f[1]
+        .sourcemap_error
+        .starts_with("unable to find sourcemap.url"));
     assert_eq!(f[0].function, "exports");
 }
 
@@ -151,7 +156,12 @@ fn q149_q150_library_and_exclude_flags() {
     p.mark_exclude(&mut f);
     let lib: Vec<(bool, Option<bool>)> = f
         .iter()
-        .map(|x| (x.library_frame, x.original.as_ref().and_then(|o| o.library_frame)))
+        .map(|x| {
+            (
+                x.library_frame,
+                x.original.as_ref().and_then(|o| o.library_frame),
+            )
+        })
         .collect();
     assert_eq!(
         lib,
@@ -253,7 +263,9 @@ fn store_malformed_content_is_cached_error() {
     let mut frames = vec![frame("http://h/bad.js", 1, 1, "f")];
     apply_sourcemaps(&mut frames, "app", "1", &store, soon());
     assert!(
-        frames[0].sourcemap_error.starts_with("sourcemap malformed: "),
+        frames[0]
+            .sourcemap_error
+            .starts_with("sourcemap malformed: "),
         "{}",
         frames[0].sourcemap_error
     );
@@ -288,7 +300,8 @@ fn q144_unreachable_es_errors_every_frame() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let store = Store::start(&store_config(&format!("127.0.0.1:{port}"), &[]), None).expect("store");
+    let store =
+        Store::start(&store_config(&format!("127.0.0.1:{port}"), &[]), None).expect("store");
     for _ in 0..2 {
         for _span in 0..2 {
             let mut frames = vec![frame("/a.js", 1, 1, "f"), frame("/b.js", 2, 2, "g")];
@@ -392,17 +405,17 @@ async fn upload(srv: &TestServer, bundle: &str, map: &[u8], auth: Option<&str>) 
 }
 
 fn approval_field(c: &std::path::Path, test: &str, field: &str) -> Option<String> {
-    let v: Value = serde_json::from_slice(
-        &std::fs::read(c.join("approvals").join(test)).ok()?,
-    )
-    .ok()?;
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(c.join("approvals").join(test)).ok()?).ok()?;
     let docs = v.as_array().cloned().unwrap_or_else(|| vec![v]);
     docs.iter()
         .find_map(|d| d.get(field)?.get(0)?.as_str().map(str::to_string))
 }
 
 async fn error_mapping_via_http(bundle: &str, approval: &str) {
-    let Some(c) = corpus("sourcemap_upload_then_rum_error") else { return };
+    let Some(c) = corpus("sourcemap_upload_then_rum_error") else {
+        return;
+    };
     let map = std::fs::read(c.join("sourcemap/bundle.js.map")).expect("map");
     let es = EsDouble::start();
     let mut srv = rum_server(&es, &[]);
@@ -427,10 +440,17 @@ async fn error_mapping_via_http(bundle: &str, approval: &str) {
         .expect("error document");
     let want_culprit = approval_field(&c, approval, "error.culprit").expect("approved culprit");
     let want_key = approval_field(&c, approval, "error.grouping_key").expect("approved key");
-    assert_eq!(err.pointer("/error/culprit").and_then(Value::as_str), Some(want_culprit.as_str()));
-    assert_eq!(err.pointer("/error/grouping_key").and_then(Value::as_str), Some(want_key.as_str()));
     assert_eq!(
-        err.pointer("/error/exception/0/message").and_then(Value::as_str),
+        err.pointer("/error/culprit").and_then(Value::as_str),
+        Some(want_culprit.as_str())
+    );
+    assert_eq!(
+        err.pointer("/error/grouping_key").and_then(Value::as_str),
+        Some(want_key.as_str())
+    );
+    assert_eq!(
+        err.pointer("/error/exception/0/message")
+            .and_then(Value::as_str),
         approval_field(&c, approval, "error.exception.message").as_deref()
     );
     let frames = err
@@ -441,14 +461,15 @@ async fn error_mapping_via_http(bundle: &str, approval: &str) {
         assert_eq!(f.pointer("/sourcemap/updated"), Some(&json!(true)), "{f}");
         assert!(f.pointer("/original/abs_path").is_some(), "{f}");
     }
-    let log = err
-        .pointer("/error/log/stacktrace/0")
-        .expect("log frame");
+    let log = err.pointer("/error/log/stacktrace/0").expect("log frame");
     assert_eq!(
         log.get("filename").and_then(Value::as_str),
         Some("webpack:///webpack/bootstrap 6002740481c9666b0d38")
     );
-    assert_eq!(log.get("function").and_then(Value::as_str), Some("<anonymous>"));
+    assert_eq!(
+        log.get("function").and_then(Value::as_str),
+        Some("<anonymous>")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,10 +492,13 @@ async fn upload_relative_then_rum_error_matches_approval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rum_spans_without_map_get_sourcemap_error() {
-    let Some(c) = corpus("rum_spans_without_map") else { return };
+    let Some(c) = corpus("rum_spans_without_map") else {
+        return;
+    };
     let es = EsDouble::start();
     let mut srv = rum_server(&es, &[]);
-    let payload = std::fs::read(c.join("intake-v2/transactions_spans_rum_2.ndjson")).expect("payload");
+    let payload =
+        std::fs::read(c.join("intake-v2/transactions_spans_rum_2.ndjson")).expect("payload");
     let r = post(
         &format!("{}/intake/v2/rum/events", srv.url),
         payload,
@@ -489,8 +513,14 @@ async fn rum_spans_without_map_get_sourcemap_error() {
         if let Some(frames) = d.pointer("/span/stacktrace").and_then(Value::as_array) {
             for f in frames {
                 if f.get("abs_path").is_some() && f.pointer("/line/column").is_some() {
-                    let e = f.pointer("/sourcemap/error").and_then(Value::as_str).unwrap_or("");
-                    assert!(e.starts_with("unable to find sourcemap.url for service.name=apm-agent-js"), "{f}");
+                    let e = f
+                        .pointer("/sourcemap/error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    assert!(
+                        e.starts_with("unable to find sourcemap.url for service.name=apm-agent-js"),
+                        "{f}"
+                    );
                     seen += 1;
                 }
             }
@@ -517,9 +547,20 @@ async fn upload_validation_and_auth() {
     assert_eq!(r.status, 401, "{}", r.body);
     let auth = "Bearer s3cret";
     // wrong content type
-    let r = post(&url, b"{}".to_vec(), &[("authorization", auth), ("content-type", "application/json")]).await;
+    let r = post(
+        &url,
+        b"{}".to_vec(),
+        &[
+            ("authorization", auth),
+            ("content-type", "application/json"),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"], "data decoding error: invalid content type: application/json");
+    assert_eq!(
+        r.json()["error"],
+        "data decoding error: invalid content type: application/json"
+    );
     // missing fields
     let ct = ct();
     let r = post(
@@ -541,7 +582,13 @@ async fn upload_validation_and_auth() {
         .unwrap_or("")
         .starts_with("data validation error: error validating sourcemap: sourcemap malformed"));
     // method
-    let r = common::send(reqwest::Method::GET, &url, vec![], &[("authorization", auth)]).await;
+    let r = common::send(
+        reqwest::Method::GET,
+        &url,
+        vec![],
+        &[("authorization", auth)],
+    )
+    .await;
     assert_eq!(r.status, 405);
     assert!(es.docs(".apm-source-map").is_empty());
     // success, stored in Kibana's format
@@ -551,9 +598,14 @@ async fn upload_validation_and_auth() {
     assert_eq!(docs.len(), 1);
     let (id, d) = &docs[0];
     assert_eq!(id, "apm-agent-js-1.0.1-http://localhost:8000/b.js");
-    assert_eq!(d.pointer("/file/path"), Some(&json!("http://localhost:8000/b.js")));
+    assert_eq!(
+        d.pointer("/file/path"),
+        Some(&json!("http://localhost:8000/b.js"))
+    );
     let content = d["content"].as_str().expect("content");
-    let raw = base64::engine::general_purpose::STANDARD.decode(content).expect("b64");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(content)
+        .expect("b64");
     let sha = d["content_sha256"].as_str().expect("sha");
     use sha2::Digest;
     assert_eq!(sha, hex::encode(sha2::Sha256::digest(&raw)));
@@ -565,10 +617,20 @@ async fn upload_validation_and_auth() {
 async fn upload_too_large_and_disabled() {
     let Some(map) = bundle_map() else { return };
     let es = EsDouble::start();
-    let srv = rum_server(&es, &["apm-server.rum.source_mapping.max_sourcemap_size=1000"]);
+    let srv = rum_server(
+        &es,
+        &["apm-server.rum.source_mapping.max_sourcemap_size=1000"],
+    );
     let r = upload(&srv, "/b.js", &map, None).await;
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.json()["error"].as_str().unwrap_or("").contains("exceeds limit"), "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exceeds limit"),
+        "{}",
+        r.body
+    );
     let srv2 = rum_server(&es, &["apm-server.rum.source_mapping.enabled=false"]);
     let r = upload(&srv2, "/b.js", &map, None).await;
     assert_eq!(r.status, 403, "{}", r.body);

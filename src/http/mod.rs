@@ -71,7 +71,10 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/intake/v2/events", web::route().to(backend_intake))
             .route("/intake/v2/rum/events", web::route().to(rum_intake))
             .route("/intake/v3/rum/events", web::route().to(rum_intake))
-            .route("/assets/v1/sourcemaps", web::route().to(sourcemap_upload::handle))
+            .route(
+                "/assets/v1/sourcemaps",
+                web::route().to(sourcemap_upload::handle),
+            )
             .default_service(web::route().to(not_found));
     }
 }

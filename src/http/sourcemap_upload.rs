@@ -166,7 +166,11 @@ async fn upload(req: &HttpRequest, payload: web::Payload, state: &Arc<AppState>)
         Err(_) => return response::error(req, StatusCode::REQUEST_TIMEOUT, msg::TIMED_OUT),
         Ok(Err(FormError::TooLarge(_))) => return too_large(max_map),
         Ok(Err(FormError::Decode(e))) => {
-            return response::error(req, StatusCode::BAD_REQUEST, &format!("data decoding error: {e}"))
+            return response::error(
+                req,
+                StatusCode::BAD_REQUEST,
+                &format!("data decoding error: {e}"),
+            )
         }
         Ok(Ok(b)) => b,
     };
@@ -174,7 +178,11 @@ async fn upload(req: &HttpRequest, payload: web::Payload, state: &Arc<AppState>)
         Ok(f) => f,
         Err(FormError::TooLarge(l)) => return too_large(l),
         Err(FormError::Decode(e)) => {
-            return response::error(req, StatusCode::BAD_REQUEST, &format!("data decoding error: {e}"))
+            return response::error(
+                req,
+                StatusCode::BAD_REQUEST,
+                &format!("data decoding error: {e}"),
+            )
         }
     };
     if form.service_name.is_empty()
@@ -190,7 +198,11 @@ async fn upload(req: &HttpRequest, payload: web::Payload, state: &Arc<AppState>)
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "source-map store unavailable");
-            return response::error(req, StatusCode::SERVICE_UNAVAILABLE, msg::SERVICE_UNAVAILABLE);
+            return response::error(
+                req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                msg::SERVICE_UNAVAILABLE,
+            );
         }
     };
     match store

@@ -104,7 +104,13 @@ impl RumProcessor {
             let version = ev.service_version().to_owned();
             for st in ev.stacktraces_mut() {
                 if let Some(src) = &self.source {
-                    apply_sourcemaps(st.as_mut_slice(), &service, &version, src.as_ref(), deadline);
+                    apply_sourcemaps(
+                        st.as_mut_slice(),
+                        &service,
+                        &version,
+                        src.as_ref(),
+                        deadline,
+                    );
                 }
                 if !skip_flags {
                     self.settings.patterns.mark_library(st.as_mut_slice());
@@ -128,7 +134,11 @@ pub struct SourcemapApplier {
 }
 
 impl SourcemapApplier {
-    pub fn new(next: Sender<EventBatch>, telemetry: Arc<Telemetry>, rum: Arc<RumProcessor>) -> Self {
+    pub fn new(
+        next: Sender<EventBatch>,
+        telemetry: Arc<Telemetry>,
+        rum: Arc<RumProcessor>,
+    ) -> Self {
         SourcemapApplier {
             next,
             telemetry,

@@ -194,7 +194,10 @@ impl SourcemapEs {
         format!("{base}{path_and_query}")
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, SourcemapError> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SourcemapError> {
         req.headers(self.headers.clone())
             .send()
             .await
@@ -221,7 +224,8 @@ impl SourcemapEs {
             .await?;
         if resp.status().as_u16() == 404 {
             let v = Self::json_of(resp).await.unwrap_or(Value::Null);
-            if v.pointer("/error/type").and_then(Value::as_str) == Some("index_not_found_exception") {
+            if v.pointer("/error/type").and_then(Value::as_str) == Some("index_not_found_exception")
+            {
                 return Ok(Vec::new());
             }
             return Err(SourcemapError::Unavailable(format!("404 Not Found: {v}")));
@@ -246,11 +250,19 @@ impl SourcemapEs {
             }
             for h in hits {
                 if out.len() >= MAX_ENTRIES {
-                    tracing::warn!(max = MAX_ENTRIES, "too many stored source maps; ignoring the rest");
+                    tracing::warn!(
+                        max = MAX_ENTRIES,
+                        "too many stored source maps; ignoring the rest"
+                    );
                     break;
                 }
                 let src = h.get("_source").unwrap_or(&Value::Null);
-                let s = |p: &str| src.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+                let s = |p: &str| {
+                    src.pointer(p)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
                 let e = MetaEntry {
                     service: s("/service/name"),
                     version: s("/service/version"),
@@ -298,7 +310,10 @@ impl SourcemapEs {
     /// The `content` of document `id`; `None` when the document is not found.
     pub async fn get_content(&self, id: &str) -> Result<Option<String>, SourcemapError> {
         let resp = self
-            .send(self.http.get(self.url(&format!("/{INDEX}/_doc/{}", escape_segment(id)))))
+            .send(
+                self.http
+                    .get(self.url(&format!("/{INDEX}/_doc/{}", escape_segment(id)))),
+            )
             .await?;
         let status = resp.status().as_u16();
         if status == 404 {
@@ -326,7 +341,10 @@ impl SourcemapEs {
         let resp = self
             .send(
                 self.http
-                    .put(self.url(&format!("/{INDEX}/_doc/{}?refresh=true", escape_segment(id))))
+                    .put(self.url(&format!(
+                        "/{INDEX}/_doc/{}?refresh=true",
+                        escape_segment(id)
+                    )))
                     .body(doc.to_string()),
             )
             .await?;

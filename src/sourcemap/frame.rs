@@ -252,8 +252,9 @@ impl FrameAccess for StackFrame {
         self.library_frame
     }
     fn mark_library_frame(&mut self, is_library: bool) {
-        self.original.get_or_insert_with(Default::default).library_frame =
-            Some(self.library_frame);
+        self.original
+            .get_or_insert_with(Default::default)
+            .library_frame = Some(self.library_frame);
         self.library_frame = is_library;
     }
     fn set_exclude_from_grouping(&mut self, v: bool) {

@@ -49,10 +49,10 @@ impl ParsedMap {
         struct Version {
             version: Option<serde_json::Value>,
         }
-        let sm = SourceMap::from_slice(json)
-            .map_err(|e| SourcemapError::Malformed(e.to_string()))?;
-        let v: Version = serde_json::from_slice(json)
-            .map_err(|e| SourcemapError::Malformed(e.to_string()))?;
+        let sm =
+            SourceMap::from_slice(json).map_err(|e| SourcemapError::Malformed(e.to_string()))?;
+        let v: Version =
+            serde_json::from_slice(json).map_err(|e| SourcemapError::Malformed(e.to_string()))?;
         if v.version.as_ref().and_then(serde_json::Value::as_u64) != Some(3) {
             return Err(SourcemapError::Malformed(
                 "sourcemap: only 3rd version is supported".into(),

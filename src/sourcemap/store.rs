@@ -237,7 +237,10 @@ impl Store {
     }
 
     /// The store of the server instance owning `telemetry`, started on first use.
-    pub fn for_instance(cfg: &Config, telemetry: &Arc<Telemetry>) -> Result<Arc<Store>, StoreError> {
+    pub fn for_instance(
+        cfg: &Config,
+        telemetry: &Arc<Telemetry>,
+    ) -> Result<Arc<Store>, StoreError> {
         let mut all = INSTANCES.lock();
         all.retain(|(t, _)| t.strong_count() > 0);
         if let Some((_, s)) = all
@@ -301,7 +304,11 @@ impl Store {
         deadline: Instant,
     ) -> Result<Option<Arc<ParsedMap>>, SourcemapError> {
         self.wait_ready(deadline)?;
-        let key = self.inner.meta.read().resolve(&Key::new(service, version, path))?;
+        let key = self
+            .inner
+            .meta
+            .read()
+            .resolve(&Key::new(service, version, path))?;
         if let Some(c) = self.inner.cache.lock().get(&key).cloned() {
             self.inner.hits.inc();
             return match c {
@@ -464,9 +471,14 @@ mod tests {
     #[test]
     fn lookup_aliases_q147() {
         let m = meta(&["/bundle/path"]);
-        assert_eq!(resolve(&m, "/bundle/path").ok().as_deref(), Some("/bundle/path"));
         assert_eq!(
-            resolve(&m, "http://example.com/bundle/path").ok().as_deref(),
+            resolve(&m, "/bundle/path").ok().as_deref(),
+            Some("/bundle/path")
+        );
+        assert_eq!(
+            resolve(&m, "http://example.com/bundle/path")
+                .ok()
+                .as_deref(),
             Some("/bundle/path")
         );
         let m = meta(&["http://example.com/bundle/path"]);
@@ -484,9 +496,12 @@ mod tests {
             );
         }
         assert_eq!(
-            resolve(&m, &paths::clean("http://example.com/.././bundle/././path/../path"))
-                .ok()
-                .as_deref(),
+            resolve(
+                &m,
+                &paths::clean("http://example.com/.././bundle/././path/../path")
+            )
+            .ok()
+            .as_deref(),
             Some("http://example.com/bundle/path")
         );
         assert_eq!(
@@ -512,13 +527,21 @@ mod tests {
         inner.apply(vec![e("/a", "1"), e("/b", "1")]);
         let dummy = Cached::Err(SourcemapError::Malformed("x".into()));
         for p in ["/a", "/b"] {
-            inner.cache.lock().put(Key::new("app", "1", p), dummy.clone());
+            inner
+                .cache
+                .lock()
+                .put(Key::new("app", "1", p), dummy.clone());
         }
         // /a changed, /b removed, /c added
         inner.apply(vec![e("/a", "2"), e("/c", "1")]);
         assert_eq!(inner.cache.lock().len(), 0);
         let m = inner.meta.read();
-        assert_eq!(m.entries.get(&Key::new("app", "1", "/a")).map(String::as_str), Some("2"));
+        assert_eq!(
+            m.entries
+                .get(&Key::new("app", "1", "/a"))
+                .map(String::as_str),
+            Some("2")
+        );
         assert!(!m.entries.contains_key(&Key::new("app", "1", "/b")));
         assert!(m.entries.contains_key(&Key::new("app", "1", "/c")));
     }
