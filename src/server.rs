@@ -8,6 +8,8 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::http::client_ip::TrustedProxies;
+use crate::http::cors::Cors;
 use crate::http::response::ExtraHeaders;
 use crate::http::{self, AppState, ServerInfo};
 use crate::model::EncodeContext;
@@ -91,6 +93,9 @@ impl ServerBuilder {
             0 => 2048,
             n => n,
         };
+        if cfg.anonymous_enabled() && cfg.apm_server.auth.anonymous.trusted_proxies.is_empty() {
+            tracing::warn!("anonymous access is on and apm-server.auth.anonymous.trusted_proxies is empty: Forwarded/X-Real-Ip/X-Forwarded-For are trusted from any client, so a client can choose its rate-limit bucket");
+        }
         if cfg.auth_configured() && cfg.tls().is_none() {
             tracing::warn!("secret token or API keys are configured but TLS is off: credentials travel in clear text");
         }
@@ -99,7 +104,8 @@ impl ServerBuilder {
             telemetry: Arc::clone(&telemetry),
             intake: pipeline.intake.clone(),
             budget: Arc::clone(&pipeline.budget),
-            authenticator: Authenticator::new(&cfg),
+            authenticator: Authenticator::try_new(&cfg)
+                .map_err(|e| StartError::Config(e.to_string()))?,
             decoders: Arc::new(tokio::sync::Semaphore::new(max_decoders)),
             headers: ExtraHeaders::from_config(&cfg.apm_server.response_headers)
                 .map_err(StartError::Config)?,
@@ -111,9 +117,23 @@ impl ServerBuilder {
                 build_sha: env!("APM_RS_BUILD_SHA").into(),
             },
             ready: Arc::new(move || ready_output.ready()),
+            limiter: Arc::clone(&pipeline.limiter),
+            cors: Cors::new(
+                &cfg.apm_server.rum.allow_origins,
+                &cfg.apm_server.rum.allow_headers,
+            ),
+            trusted: TrustedProxies::new(&cfg.apm_server.auth.anonymous.trusted_proxies)
+                .map_err(|e| StartError::Config(e.to_string()))?,
             cfg: Arc::clone(&cfg),
         });
 
+        let tls = match cfg.tls() {
+            Some(t) => Some(
+                crate::http::tls::server_config(t)
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let addr = cfg.listen_addr();
         let (tx, rx) = std::sync::mpsc::channel();
         let http_cfg = Arc::clone(&cfg);
@@ -140,7 +160,11 @@ impl ServerBuilder {
                             .unwrap_or(1);
                         server = server.max_connections((a.max_connections / workers).max(1));
                     }
-                    let server = match server.bind(&addr) {
+                    let bound = match &tls {
+                        Some(t) => server.bind_rustls_0_23(&addr, t.clone()),
+                        None => server.bind(&addr),
+                    };
+                    let server = match bound {
                         Ok(s) => s,
                         Err(source) => {
                             let _ = tx.send(Err(StartError::Bind { addr, source }));

@@ -74,6 +74,24 @@ fn sanitize_key(k: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 fn write_f64(out: &mut Vec<u8>, f: f64) {
     if f.is_finite() {
         let _ = write!(out, "{f}");
@@ -87,7 +105,11 @@ impl<'a> W<'a> {
         out.push(b'{');
         W {
             out,
-            stack: vec![Level { start: 0, empty: true, parent_was_empty: true }],
+            stack: vec![Level {
+                start: 0,
+                empty: true,
+                parent_was_empty: true,
+            }],
         }
     }
     fn finish(self) {
@@ -108,7 +130,11 @@ impl<'a> W<'a> {
     }
     fn push_level(&mut self, start: usize, parent_was_empty: bool, open: u8) {
         self.out.push(open);
-        self.stack.push(Level { start, empty: true, parent_was_empty });
+        self.stack.push(Level {
+            start,
+            empty: true,
+            parent_was_empty,
+        });
     }
     /// Opens `"k":{`; dropped again by [`Self::close`] when nothing was written.
     fn open(&mut self, k: &str) {
@@ -166,7 +192,7 @@ impl<'a> W<'a> {
     }
     fn i64(&mut self, k: &str, v: i64) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        write_i64(self.out, v);
     }
     fn opt_i64(&mut self, k: &str, v: Option<i64>) {
         if let Some(v) = v {
@@ -184,7 +210,8 @@ impl<'a> W<'a> {
     }
     fn bool(&mut self, k: &str, v: bool) {
         self.key(k);
-        self.out.extend_from_slice(if v { b"true" } else { b"false" });
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
     }
     fn opt_bool(&mut self, k: &str, v: Option<bool>) {
         if let Some(v) = v {
@@ -196,10 +223,6 @@ impl<'a> W<'a> {
             self.key(k);
             let _ = write!(self.out, "\"{ip}\"");
         }
-    }
-    fn raw(&mut self, k: &str, raw: &[u8]) {
-        self.key(k);
-        self.out.extend_from_slice(raw);
     }
     fn str_list(&mut self, k: &str, v: &[String]) {
         if v.is_empty() {
@@ -263,7 +286,8 @@ impl<'a> W<'a> {
             Json::Null => {}
             Json::Bool(b) => {
                 self.sep();
-                self.out.extend_from_slice(if *b { b"true" } else { b"false" });
+                self.out
+                    .extend_from_slice(if *b { b"true" } else { b"false" });
             }
             Json::Num(n) => {
                 self.sep();
@@ -304,15 +328,29 @@ pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
         }
     }
     let (ty, dataset) = route(ev);
-    out.extend_from_slice(b"{\"create\":{\"_index\":");
-    escape_into(out, &format!("{ty}-{dataset}-{}", ctx.namespace));
-    out.extend_from_slice(b"}}\n");
+    out.extend_from_slice(b"{\"create\":{\"_index\":\"");
+    out.extend_from_slice(ty.as_bytes());
+    out.push(b'-');
+    for part in [dataset.as_ref(), "-", ctx.namespace.as_str()] {
+        if part.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.extend_from_slice(part.as_bytes());
+        } else {
+            let start = out.len();
+            escape_into(out, part);
+            out.pop();
+            out.remove(start);
+        }
+    }
+    out.extend_from_slice(b"\"}}\n");
     let mut w = W::new(out);
     {
         w.key("@timestamp");
         write_timestamp(w.out, ev.timestamp_ns);
     }
-    if matches!(ev.body, Body::Transaction(_) | Body::Span(_) | Body::Error(_)) {
+    if matches!(
+        ev.body,
+        Body::Transaction(_) | Body::Span(_) | Body::Error(_)
+    ) {
         w.open("timestamp");
         w.i64("us", ev.timestamp_ns.div_euclid(1000));
         w.close();
@@ -390,7 +428,8 @@ fn common(w: &mut W<'_>, ev: &Event) {
     w.str("platform", &sh.host_os_platform);
     w.close();
     if let Some(ip) = sh.host_ip {
-        w.raw("ip", format!("[\"{ip}\"]").as_bytes());
+        w.key("ip");
+        let _ = write!(w.out, "[\"{ip}\"]");
     }
     w.close();
 
@@ -859,7 +898,7 @@ fn metricset(w: &mut W<'_>, ev: &Event, m: &Metricset) {
                 w.open_arr("counts");
                 for c in &s.counts {
                     w.sep();
-                    let _ = write!(w.out, "{c}");
+                    write_i64(w.out, *c);
                 }
                 w.close_arr();
             } else if s.type_ == "summary" && !erase {
@@ -899,7 +938,10 @@ fn log(w: &mut W<'_>, l: &LogEvent) {
     w.open("log");
     w.str("level", &l.level);
     w.str("logger", &l.logger);
-    if !l.origin_function.is_empty() || !l.origin_file_name.is_empty() || l.origin_file_line.is_some() {
+    if !l.origin_function.is_empty()
+        || !l.origin_file_name.is_empty()
+        || l.origin_file_line.is_some()
+    {
         w.open("origin");
         w.open("file");
         w.str("name", &l.origin_file_name);

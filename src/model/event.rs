@@ -610,7 +610,9 @@ impl Frame {
     /// Sets `library_frame`, keeping the agent's value as `original.library_frame` (§13.1).
     pub fn mark_library_frame(&mut self, is_library: bool) {
         let orig = self.library_frame;
-        self.original.get_or_insert_with(Default::default).library_frame = Some(orig);
+        self.original
+            .get_or_insert_with(Default::default)
+            .library_frame = Some(orig);
         self.library_frame = is_library;
     }
     pub fn set_exclude_from_grouping(&mut self, v: bool) {

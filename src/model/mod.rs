@@ -17,9 +17,9 @@ mod encode;
 mod event;
 mod grouping;
 mod routing;
-mod timestamp;
 #[cfg(test)]
 mod tests;
+mod timestamp;
 
 pub use decode::Decoder;
 pub use encode::{encode, EncodeContext};

@@ -94,12 +94,17 @@ impl Decoder {
     }
 
     /// Parses the first JSON value of `line` and hands the root object to `f`.
-    fn with_root<T>(&mut self, line: &[u8], f: impl FnOnce(&Obj<'_>, &DecodeConfig) -> R<T>) -> R<T> {
+    fn with_root<T>(
+        &mut self,
+        line: &[u8],
+        f: impl FnOnce(&Obj<'_>, &DecodeConfig) -> R<T>,
+    ) -> R<T> {
         let n = first_value_len(line);
         self.scratch.clear();
         self.scratch.extend_from_slice(&line[..n.min(line.len())]);
-        let v = simd_json::value::borrowed::to_value_with_buffers(&mut self.scratch, &mut self.buffers)
-            .map_err(|e| LineError::Decode(e.to_string()))?;
+        let v =
+            simd_json::value::borrowed::to_value_with_buffers(&mut self.scratch, &mut self.buffers)
+                .map_err(|e| LineError::Decode(e.to_string()))?;
         match &v {
             V::Object(o) => f(o, &self.cfg),
             _ => Err(LineError::Decode("expected a JSON object".into())),
@@ -107,7 +112,11 @@ impl Decoder {
     }
 
     /// Decodes the first line of a stream (root key `metadata`, or `m` for RUM v3).
-    pub fn decode_metadata(&mut self, line: &[u8], base: &RequestBase) -> Result<Metadata, LineError> {
+    pub fn decode_metadata(
+        &mut self,
+        line: &[u8],
+        base: &RequestBase,
+    ) -> Result<Metadata, LineError> {
         match root_key(line) {
             Some(b"metadata") => self.with_root(line, |o, cfg| v2::decode_metadata(o, base, cfg)),
             Some(b"m") => self.with_root(line, |o, cfg| v3::decode_metadata(o, base, cfg)),
@@ -116,7 +125,12 @@ impl Decoder {
     }
 
     /// Decodes one later line into zero or more events appended to `out`.
-    pub fn decode_event(&mut self, line: &[u8], meta: &Metadata, out: &mut Vec<Event>) -> Result<(), LineError> {
+    pub fn decode_event(
+        &mut self,
+        line: &[u8],
+        meta: &Metadata,
+        out: &mut Vec<Event>,
+    ) -> Result<(), LineError> {
         let key = root_key(line).unwrap_or_default();
         match key {
             b"transaction" | b"span" | b"error" | b"metricset" | b"log" => {
@@ -133,7 +147,9 @@ impl Decoder {
                 let is_tx = key == b"x";
                 self.with_root(line, |o, cfg| v3::decode_event(is_tx, o, meta, cfg, out))
             }
-            _ => Err(LineError::UnknownType(String::from_utf8_lossy(key).into_owned())),
+            _ => Err(LineError::UnknownType(
+                String::from_utf8_lossy(key).into_owned(),
+            )),
         }
     }
 }
@@ -212,8 +228,14 @@ impl Ctx {
     /// service name pattern `^[a-zA-Z0-9 _-]+$` (checked only when non-empty).
     pub(crate) fn service_name_pattern(&mut self, key: &str, v: Option<&str>) {
         if let Some(v) = v {
-            if !v.is_empty() && !v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'_' | b'-')) {
-                self.fail(|| format!("'{key}': validation rule 'pattern(patternAlphaNumericExt)' violated"));
+            if !v.is_empty()
+                && !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'_' | b'-'))
+            {
+                self.fail(|| {
+                    format!("'{key}': validation rule 'pattern(patternAlphaNumericExt)' violated")
+                });
             }
         }
     }
@@ -285,7 +307,9 @@ pub(crate) fn int(o: &Obj<'_>, k: &str) -> R<Option<i64>> {
     match get(o, k) {
         None => Ok(None),
         Some(V::Static(StaticNode::I64(i))) => Ok(Some(*i)),
-        Some(V::Static(StaticNode::U64(u))) => i64::try_from(*u).map(Some).map_err(|_| type_err(k, "int")),
+        Some(V::Static(StaticNode::U64(u))) => {
+            i64::try_from(*u).map(Some).map_err(|_| type_err(k, "int"))
+        }
         Some(_) => Err(type_err(k, "integer")),
     }
 }
@@ -353,12 +377,16 @@ pub(crate) fn timestamp(o: &Obj<'_>, k: &str) -> R<Option<i64>> {
     match get(o, k) {
         None => Ok(None),
         Some(V::Static(StaticNode::I64(i))) => Ok(Some(i.saturating_mul(1000))),
-        Some(V::Static(StaticNode::U64(u))) => Ok(Some(i64::try_from(*u).unwrap_or(i64::MAX).saturating_mul(1000))),
+        Some(V::Static(StaticNode::U64(u))) => Ok(Some(
+            i64::try_from(*u).unwrap_or(i64::MAX).saturating_mul(1000),
+        )),
         Some(V::Static(StaticNode::F64(f))) => Ok(Some((*f * 1000.0) as i64)),
-        Some(V::String(s)) => super::timestamp::parse_rfc3339(s)
-            .map(Some)
-            .ok_or_else(|| LineError::Decode(format!("{k}: failed to parse the provided time string"))),
-        Some(_) => Err(LineError::Decode(format!("{k}: invalid input type for timestamp"))),
+        Some(V::String(s)) => super::timestamp::parse_rfc3339(s).map(Some).ok_or_else(|| {
+            LineError::Decode(format!("{k}: failed to parse the provided time string"))
+        }),
+        Some(_) => Err(LineError::Decode(format!(
+            "{k}: invalid input type for timestamp"
+        ))),
     }
 }
 
@@ -368,7 +396,12 @@ pub(crate) fn ms_to_ns(ms: f64) -> i64 {
 }
 
 /// Decodes and validates a labels map (`labels`, `tags`) into `into` (§5.3).
-pub(crate) fn labels(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str, into: &mut Option<Labels>) -> R<()> {
+pub(crate) fn labels(
+    ctx: &mut Ctx,
+    o: &Obj<'_>,
+    k: &'static str,
+    into: &mut Option<Labels>,
+) -> R<()> {
     let Some(m) = obj(o, k)? else { return Ok(()) };
     if m.is_empty() {
         return Ok(());
@@ -411,23 +444,27 @@ pub(crate) fn to_json(v: &V<'_>) -> Json {
 
 /// An object-valued field as [`Json`], `None` when absent or empty.
 pub(crate) fn json_obj(o: &Obj<'_>, k: &str) -> R<Option<Json>> {
-    Ok(obj(o, k)?.filter(|m| !m.is_empty()).map(|m| {
-        Json::Obj(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect())
-    }))
+    Ok(obj(o, k)?
+        .filter(|m| !m.is_empty())
+        .map(|m| Json::Obj(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect())))
 }
 
 /// Canonical HTTP header name (Go `textproto.CanonicalMIMEHeaderKey`).
 pub(crate) fn canonical_header(k: &str) -> String {
-    let valid = k.bytes().all(|b| {
-        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-    });
+    let valid = k
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid || k.is_empty() {
         return k.to_owned();
     }
     let mut out = String::with_capacity(k.len());
     let mut upper = true;
     for c in k.chars() {
-        out.push(if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() });
+        out.push(if upper {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        });
         upper = c == '-';
     }
     out
@@ -435,7 +472,9 @@ pub(crate) fn canonical_header(k: &str) -> String {
 
 /// A headers object: values string or array of strings (else decode error).
 pub(crate) fn headers(o: &Obj<'_>, k: &str) -> R<Headers> {
-    let Some(m) = obj(o, k)? else { return Ok(Vec::new()) };
+    let Some(m) = obj(o, k)? else {
+        return Ok(Vec::new());
+    };
     let mut out: Headers = Vec::new();
     for (key, v) in m.iter() {
         let mut vals: Vec<String> = Vec::new();
