@@ -288,7 +288,10 @@ impl EsOutputInstance {
                 Ok(n) => n,
                 Err(_) => {
                     let n = remaining.load(Ordering::Relaxed);
-                    tracing::error!(documents = n, "bulk task panicked; documents counted as failed");
+                    tracing::error!(
+                        documents = n,
+                        "bulk task panicked; documents counted as failed"
+                    );
                     telemetry.fail(fail::PANIC, n as usize);
                     0
                 }
