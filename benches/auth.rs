@@ -7,9 +7,12 @@ use apm_rs::config;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    let cfg = config::from_overrides(["apm-server.auth.secret_token=0123456789abcdef0123456789abcdef"])
-        .expect("config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let cfg =
+        config::from_overrides(["apm-server.auth.secret_token=0123456789abcdef0123456789abcdef"])
+            .expect("config");
     let auth = Authenticator::new(&cfg);
     let header = Some("Bearer 0123456789abcdef0123456789abcdef");
     c.bench_function("auth/secret_token_valid", |b| {

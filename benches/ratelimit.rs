@@ -7,12 +7,17 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 fn ips(n: u32) -> Vec<IpAddr> {
-    (0..n).map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))).collect()
+    (0..n)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("ratelimit");
-    for (name, n_ips, ip_limit) in [("hot_1000_ips", 1000u32, 1000i64), ("churn_10000_ips_lru_1000", 10_000, 1000)] {
+    for (name, n_ips, ip_limit) in [
+        ("hot_1000_ips", 1000u32, 1000i64),
+        ("churn_10000_ips_lru_1000", 10_000, 1000),
+    ] {
         let addrs = ips(n_ips);
         g.throughput(Throughput::Elements(addrs.len() as u64));
         g.bench_function(format!("allow_{name}"), |b| {

@@ -145,7 +145,8 @@ async fn starts_while_elasticsearch_is_down_then_delivers() {
     let es = EsDouble::start();
     es.down_for(Duration::from_secs(3));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut srv = start(&es, &[]);
+    // retry budget 5 × 1 s outlasts the 3 s outage
+    let mut srv = start(&es, &["output.elasticsearch.backoff.max=1s"]);
     assert_eq!(publish_ready(&srv.url).await, Some(false));
     let r = post(
         &format!("{}/intake/v2/events", srv.url),
@@ -171,4 +172,42 @@ async fn starts_while_elasticsearch_is_down_then_delivers() {
     let a = telemetry.accounting();
     assert_eq!((a.accepted, a.indexed, a.failed), (15, 15, 0), "{a:?}");
     assert_eq!(es.doc_count(), 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storms_of_429_and_5xx_lose_nothing() {
+    let es = EsDouble::start();
+    es.set_faults(Faults {
+        item_429_fraction: 0.5,
+        item_fault_limit: Some(150),
+        request_status: Some(503),
+        request_fault_limit: Some(3),
+        ..Default::default()
+    });
+    let mut srv = start(&es, &["output.elasticsearch.max_retries=10"]);
+    let telemetry = std::sync::Arc::clone(&srv.server.as_ref().expect("running").telemetry);
+    let url = format!("{}/intake/v2/events", srv.url);
+    for i in 0..10 {
+        let r = post(
+            &url,
+            errors_payload(30, &format!("svc{i}"), "ruby"),
+            &[NDJSON],
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    wait_for("all 300 indexed", Duration::from_secs(20), || {
+        es.doc_count() >= 300
+    })
+    .await;
+    assert!(srv.shutdown().await);
+    let a = telemetry.accounting();
+    assert_eq!((a.accepted, a.indexed, a.failed), (300, 300, 0), "{a:?}");
+    assert_eq!(es.doc_count(), 300, "resends after 429/503 never duplicate");
+    assert!(
+        telemetry
+            .render()
+            .contains("apm_rs_output_es_documents_resent_total"),
+        "resend counter exported"
+    );
 }

@@ -639,3 +639,146 @@ fn measure_output_throughput() {
         es.bulk_requests()
     );
 }
+
+fn corpus_tls(test: &str) -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("APM_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
+        })
+        .join("tls");
+    if p.join("ca.crt.pem").is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "\n*** SKIPPED {test}: corpus TLS files not found at {} ***\n",
+            p.display()
+        );
+        None
+    }
+}
+
+fn tls_double(dir: &std::path::Path) -> EsDouble {
+    EsDouble::start_with(es_double::Options {
+        tls: Some(es_double::TlsFiles {
+            certificate: dir.join("certificate.pem"),
+            key: dir.join("key.pem"),
+        }),
+        ..Default::default()
+    })
+    .expect("tls double")
+}
+
+/// The corpus certificate is for DNS name `apm-server` (not 127.0.0.1), signed by `ca.crt.pem`.
+#[test]
+fn tls_with_ca_and_verification_modes() {
+    let Some(dir) = corpus_tls("tls_with_ca_and_verification_modes") else {
+        return;
+    };
+    let es = tls_double(&dir);
+    let ca = dir.join("ca.crt.pem").display().to_string();
+    let host = format!("output.elasticsearch.hosts=[\"https://{}\"]", es.host());
+
+    // trusted CA, host name not checked → delivered over TLS
+    let r = rig(
+        &es,
+        &[
+            &host,
+            &format!("output.elasticsearch.ssl.certificate_authorities=[\"{ca}\"]"),
+            "output.elasticsearch.ssl.verification_mode=certificate",
+        ],
+    );
+    assert_eq!(r.send(0, 30, Duration::from_secs(10)), 0);
+    r.assert_balanced(30);
+    assert_eq!(r.indexed(), 30);
+
+    // verification off → delivered
+    let r = rig(
+        &es,
+        &[&host, "output.elasticsearch.ssl.verification_mode=none"],
+    );
+    assert_eq!(r.send(100, 30, Duration::from_secs(10)), 0);
+    assert_eq!(r.indexed(), 30);
+
+    // full verification: 127.0.0.1 is not in the certificate → refused, counted failed
+    let r = rig(
+        &es,
+        &[
+            &host,
+            &format!("output.elasticsearch.ssl.certificate_authorities=[\"{ca}\"]"),
+            "output.elasticsearch.max_retries=1",
+        ],
+    );
+    assert_eq!(r.send(200, 10, Duration::from_secs(10)), 0);
+    r.assert_balanced(10);
+    assert_eq!(r.failed(fail::RETRIES_EXHAUSTED), 10);
+
+    // unknown CA (system roots only) → refused
+    let r = rig(&es, &[&host, "output.elasticsearch.max_retries=1"]);
+    assert_eq!(r.send(300, 10, Duration::from_secs(10)), 0);
+    assert_eq!(r.failed(fail::RETRIES_EXHAUSTED), 10);
+
+    assert_eq!(es.doc_count(), 60);
+    assert_no_duplicates(&es);
+}
+
+#[test]
+fn begin_shutdown_unblocks_appends_waiting_for_a_slot() {
+    let es = EsDouble::start();
+    es.set_faults(Faults {
+        request_status: Some(503),
+        ..Default::default()
+    });
+    // long retry budget: without a shutdown signal, b would wait minutes for the slot
+    let s = settings(
+        &es,
+        &[
+            "output.elasticsearch.max_requests=1",
+            "output.elasticsearch.backoff.max=60s",
+        ],
+    );
+    let factory = Arc::new(ElasticsearchFactory::new(s).expect("factory"));
+    let telemetry = Arc::new(Telemetry::new());
+    let budget = MemoryBudget::new(1 << 30);
+    let mut a = factory.build(0, Arc::clone(&telemetry)).expect("a");
+    for i in 0..60 {
+        a.append(&doc(i), Arc::new(budget.try_acquire(100).expect("budget")));
+    }
+    assert_eq!(
+        factory.free_slots(),
+        0,
+        "a's bulk holds the only slot, retrying"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let budget2 = Arc::clone(&budget);
+    let mut b = factory.build(1, Arc::clone(&telemetry)).expect("b");
+    let h = std::thread::spawn(move || {
+        for i in 1000..1060 {
+            b.append(&doc(i), Arc::new(budget2.try_acquire(100).expect("budget")));
+        }
+        let _ = tx.send(());
+        b.close(Instant::now() + Duration::from_secs(1))
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "b is blocked"
+    );
+    let t = Instant::now();
+    factory.begin_shutdown(Instant::now() + Duration::from_millis(300));
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("b's append gives up at the deadline");
+    let rb = h.join().expect("join");
+    let ra = a.close(Instant::now() + Duration::from_secs(1));
+    assert!(t.elapsed() < Duration::from_secs(4));
+    let a_ = telemetry.accounting();
+    assert_eq!(a_.indexed + a_.failed, 120, "{a_:?}");
+    assert_eq!(
+        telemetry
+            .events_failed
+            .with_label_values(&[fail::SHUTDOWN])
+            .get(),
+        120 - a_.indexed
+    );
+    assert!(ra.undelivered + rb.undelivered >= 60);
+    assert_eq!(budget.in_use(), 0);
+}

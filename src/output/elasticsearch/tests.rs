@@ -206,3 +206,40 @@ fn settings_resolution() {
         EsSettings::from_config(cfg.output.elasticsearch.as_ref().expect("es")).expect("settings");
     assert!(s.client().is_err(), "missing CA file is a start-up error");
 }
+
+#[test]
+fn client_certificate_settings() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/tls");
+    if !dir.join("key.pem").is_file() {
+        eprintln!("*** SKIPPED client_certificate_settings: no corpus TLS files ***");
+        return;
+    }
+    let cert = dir.join("certificate.pem").display().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    let ok = crate::config::from_overrides([
+        "output.elasticsearch.hosts=[\"https://es1\"]".to_string(),
+        format!("output.elasticsearch.ssl.certificate={cert}"),
+        format!("output.elasticsearch.ssl.key={key}"),
+        "output.elasticsearch.ssl.supported_protocols=[\"TLSv1.3\"]".to_string(),
+    ])
+    .expect("config");
+    let s =
+        EsSettings::from_config(ok.output.elasticsearch.as_ref().expect("es")).expect("settings");
+    s.client().expect("client with a client certificate");
+    let half = crate::config::from_overrides([
+        "output.elasticsearch.hosts=[\"https://es1\"]".to_string(),
+        format!("output.elasticsearch.ssl.certificate={cert}"),
+    ])
+    .expect("config");
+    let s =
+        EsSettings::from_config(half.output.elasticsearch.as_ref().expect("es")).expect("settings");
+    assert!(s.client().is_err(), "certificate without key");
+    let bad_mode = crate::config::from_overrides([
+        "output.elasticsearch.hosts=[\"https://es1\"]",
+        "output.elasticsearch.ssl.verification_mode=sometimes",
+    ])
+    .expect("config");
+    let s = EsSettings::from_config(bad_mode.output.elasticsearch.as_ref().expect("es"))
+        .expect("settings");
+    assert!(s.client().is_err());
+}
