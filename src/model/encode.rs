@@ -39,30 +39,60 @@ pub(crate) struct W<'a> {
     stack: Vec<Level>,
 }
 
+/// True when any byte of the 8-byte word needs JSON escaping
+/// (`< 0x20`, `"` or `\\`).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let lt_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (lt_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))) != 0
+}
+
+#[inline]
+fn byte_needs_escape(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\'
+}
+
+/// Index of the first byte at or after `from` that needs escaping.
+#[inline]
+fn next_escape(b: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[i..i + 8]);
+        if word_needs_escape(u64::from_le_bytes(a)) {
+            break;
+        }
+        i += 8;
+    }
+    while i < b.len() && !byte_needs_escape(b[i]) {
+        i += 1;
+    }
+    i
+}
+
 fn escape_into(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let b = s.as_bytes();
     let mut last = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => {
-                out.extend_from_slice(&b[last..i]);
-                let _ = write!(out, "\\u{:04x}", c);
-                last = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    loop {
+        let i = next_escape(b, last);
         out.extend_from_slice(&b[last..i]);
-        out.extend_from_slice(esc);
+        let Some(&c) = b.get(i) else { break };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                let _ = write!(out, "\\u{:04x}", c);
+            }
+        }
         last = i + 1;
     }
-    out.extend_from_slice(&b[last..]);
     out.push(b'"');
 }
 
@@ -756,7 +786,9 @@ fn frames(w: &mut W<'_>, k: &str, frames: &[Frame]) {
             w.str("function", &o.function);
             w.opt_i64("lineno", o.lineno);
             w.opt_i64("colno", o.colno);
-            w.opt_bool("library_frame", o.library_frame);
+            if o.library_frame == Some(true) {
+                w.bool("library_frame", true);
+            }
             w.close();
         }
         w.close();
@@ -971,4 +1003,9 @@ fn log(w: &mut W<'_>, l: &LogEvent) {
         w.str("grouping_key", "ef46db3751d8e999");
         w.close();
     }
+}
+
+#[cfg(test)]
+pub(crate) fn escape_for_test(out: &mut Vec<u8>, s: &str) {
+    escape_into(out, s)
 }

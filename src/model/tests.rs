@@ -1308,3 +1308,64 @@ fn integer_and_float_formatting() {
     );
     assert_eq!(doc["timestamp"]["us"], (T_NS + 1_500_000) / 1000);
 }
+
+#[test]
+fn rum_frame_rules_and_grouping() {
+    fn assert_traits<T: Send + Sync + Clone>() {}
+    assert_traits::<Metadata>();
+    fn assert_event<T: Send + Clone + std::fmt::Debug>() {}
+    assert_event::<Event>();
+    let rules = RumFrameRules::new("node_modules|bower_components|~", "^/webpack").unwrap();
+    let meta = r#"{"metadata":{"service":{"name":"svc","agent":{"name":"rum-js","version":"1"}}}}"#;
+    let line = r#"{"error":{"id":"e","exception":{"type":"T","stacktrace":[{"filename":"/webpack/a.js","function":"f"},{"filename":"node_modules/x.js","function":"g","library_frame":false}]}}}"#;
+    let mut evs = decode_one(meta, line, true).unwrap();
+    let before = match &evs[0].body {
+        event::Body::Error(e) => e.grouping_key.clone(),
+        _ => unreachable!(),
+    };
+    evs[0].apply_rum_frame_rules(&rules);
+    evs[0].apply_rum_frame_rules(&rules);
+    let doc = encode_all(&evs).remove(0).1;
+    let st = &doc["error"]["exception"][0]["stacktrace"];
+    assert_eq!(st[0]["exclude_from_grouping"], true);
+    assert_eq!(st[1]["library_frame"], true);
+    assert!(st[1]["original"].get("library_frame").is_none(), "{st}");
+    let after = doc["error"]["grouping_key"].as_str().unwrap();
+    assert_ne!(before, after, "excluded frame changes the key");
+    // errors with transaction_id are treated as spans: frames untouched
+    let line = r#"{"error":{"id":"e","trace_id":"t","parent_id":"p","transaction_id":"x","exception":{"type":"T","stacktrace":[{"filename":"/webpack/a.js"}]}}}"#;
+    let mut evs = decode_one(meta, line, true).unwrap();
+    evs[0].apply_rum_frame_rules(&rules);
+    let doc = encode_all(&evs).remove(0).1;
+    assert_eq!(
+        doc["error"]["exception"][0]["stacktrace"][0]["exclude_from_grouping"],
+        false
+    );
+}
+
+#[test]
+fn escaping_matches_serde_json() {
+    let samples = [
+        "plain ascii text that is long enough for words",
+        "quote\" backslash\\ newline\n tab\t cr\r ctrl\u{1}\u{1f} end",
+        "unicode é ü 日本語 \u{7f} \u{80} mixed \"x\"",
+        "",
+        "12345678\"",
+        "\\\\\\\\\\\\\\\\",
+    ];
+    for s in samples {
+        let mut ours = Vec::new();
+        encode::escape_for_test(&mut ours, s);
+        let back: String = serde_json::from_slice(&ours).unwrap();
+        assert_eq!(back, s);
+    }
+    for i in 0u32..2000 {
+        let s: String = (0..(i % 40))
+            .map(|k| char::from_u32((i * 7 + k * 13) % 140).unwrap_or('x'))
+            .collect();
+        let mut ours = Vec::new();
+        encode::escape_for_test(&mut ours, &s);
+        let back: String = serde_json::from_slice(&ours).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -24,6 +24,7 @@ pub(crate) type R<T> = Result<T, LineError>;
 pub struct Decoder {
     pub(crate) cfg: DecodeConfig,
     scratch: Vec<u8>,
+    retry: Vec<u8>,
     buffers: simd_json::Buffers,
 }
 
@@ -89,22 +90,40 @@ impl Decoder {
         Decoder {
             cfg,
             scratch: Vec::new(),
+            retry: Vec::new(),
             buffers: simd_json::Buffers::default(),
         }
     }
 
     /// Parses the first JSON value of `line` and hands the root object to `f`.
+    /// The whole line is tried first (the common case); only when that fails
+    /// is the line cut after its first value and parsed again, so trailing
+    /// bytes are ignored without scanning every line.
     fn with_root<T>(
         &mut self,
         line: &[u8],
         f: impl FnOnce(&Obj<'_>, &DecodeConfig) -> R<T>,
     ) -> R<T> {
-        let n = first_value_len(line);
         self.scratch.clear();
-        self.scratch.extend_from_slice(&line[..n.min(line.len())]);
-        let v =
-            simd_json::value::borrowed::to_value_with_buffers(&mut self.scratch, &mut self.buffers)
-                .map_err(|e| LineError::Decode(e.to_string()))?;
+        self.scratch.extend_from_slice(line);
+        let first =
+            simd_json::value::borrowed::to_value_with_buffers(&mut self.scratch, &mut self.buffers);
+        let v = match first {
+            Ok(v) => v,
+            Err(e) => {
+                let n = first_value_len(line);
+                if n >= line.len() {
+                    return Err(LineError::Decode(e.to_string()));
+                }
+                self.retry.clear();
+                self.retry.extend_from_slice(line.get(..n).unwrap_or(line));
+                simd_json::value::borrowed::to_value_with_buffers(
+                    &mut self.retry,
+                    &mut self.buffers,
+                )
+                .map_err(|e| LineError::Decode(e.to_string()))?
+            }
+        };
         match &v {
             V::Object(o) => f(o, &self.cfg),
             _ => Err(LineError::Decode("expected a JSON object".into())),
@@ -365,6 +384,10 @@ pub(crate) fn str_or_int(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<Optio
         }
         Some(V::Static(StaticNode::I64(i))) => Ok(Some(i.to_string())),
         Some(V::Static(StaticNode::U64(i))) => Ok(Some(i.to_string())),
+        Some(V::Static(StaticNode::F64(_))) => {
+            ctx.fail(|| format!("'{k}': validation rule 'inputTypes(string;int)' violated"));
+            Ok(None)
+        }
         Some(_) => {
             ctx.fail(|| format!("'{k}': validation rule 'inputTypes(string;int)' violated "));
             Ok(None)

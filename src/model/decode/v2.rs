@@ -488,8 +488,11 @@ fn forwarded_addr(h: &Headers) -> Option<(IpAddr, Option<u16>)> {
         let first = v.split(',').next().unwrap_or("");
         for part in first.split(';') {
             let part = part.trim();
-            if part.len() > 4 && part[..4].eq_ignore_ascii_case("for=") {
-                let val = part[4..].trim_matches('"');
+            let (Some(head), Some(rest)) = (part.get(..4), part.get(4..)) else {
+                continue;
+            };
+            if head.eq_ignore_ascii_case("for=") {
+                let val = rest.trim_matches('"');
                 if let Some(a) = parse_addr(val) {
                     return Some(a);
                 }
