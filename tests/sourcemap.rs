@@ -431,7 +431,26 @@ async fn error_mapping_via_http(bundle: &str, approval: &str) {
     )
     .await;
     assert_eq!(r.status, 202, "{}", r.body);
+    let telemetry = std::sync::Arc::clone(&srv.server.as_ref().expect("running").telemetry);
     assert!(srv.shutdown().await);
+    let cache: Vec<(String, f64)> = telemetry
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "apm_rs_sourcemap_cache_total")
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| {
+            (
+                m.get_label()[0].value().to_string(),
+                m.get_counter().get_value(),
+            )
+        })
+        .collect();
+    assert!(cache.contains(&("miss".to_string(), 1.0)), "{cache:?}");
+    assert!(
+        cache.iter().any(|(r, v)| r == "hit" && *v >= 5.0),
+        "{cache:?}"
+    );
     let docs = srv.docs();
     let err = docs
         .iter()
@@ -634,4 +653,46 @@ async fn upload_too_large_and_disabled() {
     let srv2 = rum_server(&es, &["apm-server.rum.source_mapping.enabled=false"]);
     let r = upload(&srv2, "/b.js", &map, None).await;
     assert_eq!(r.status, 403, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_with_api_keys_needs_sourcemap_write() {
+    let Some(map) = bundle_map() else { return };
+    let es = EsDouble::start();
+    es.set_api_key(
+        "writer",
+        "k",
+        es_double::ApiKeyAnswer::granted("u1", &["sourcemap:write"]),
+    );
+    es.set_api_key(
+        "ingest",
+        "k",
+        es_double::ApiKeyAnswer::granted("u2", &["event:write"]),
+    );
+    let srv = rum_server(
+        &es,
+        &[
+            "apm-server.auth.api_key.enabled=true",
+            &format!(
+                "apm-server.auth.api_key.elasticsearch.hosts=[\"{}\"]",
+                es.url()
+            ),
+        ],
+    );
+    let key = |id: &str| {
+        format!(
+            "ApiKey {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:k"))
+        )
+    };
+    let r = upload(&srv, "/b.js", &map, Some(&key("ingest"))).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.json()["error"],
+        "unauthorized: API Key not permitted action \"sourcemap:write\""
+    );
+    assert!(es.docs(".apm-source-map").is_empty());
+    let r = upload(&srv, "/b.js", &map, Some(&key("writer"))).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(es.docs(".apm-source-map").len(), 1);
 }

@@ -177,10 +177,11 @@ impl Drop for Store {
     }
 }
 
+/// `apm_rs_sourcemap_cache_total{result}` (the telemetry registry adds the `apm_rs_` prefix).
 fn cache_counter(registry: Option<&Registry>) -> IntCounterVec {
     let v = IntCounterVec::new(
         Opts::new(
-            "apm_rs_sourcemap_cache_total",
+            "sourcemap_cache_total",
             "Source-map cache lookups by result (hit or miss).",
         ),
         &["result"],
