@@ -196,19 +196,25 @@ fn cache_counter(registry: Option<&Registry>) -> IntCounterVec {
 }
 
 /// One store per server instance (keyed by its telemetry), so the pipeline
-/// stage and the upload handler share the metadata index and cache.
-static INSTANCES: Mutex<Vec<(Weak<Telemetry>, Arc<Store>)>> = Mutex::new(Vec::new());
+/// stage and the upload handler share the metadata index and cache. Held
+/// weakly: the pipeline's stage owns the store, which stops with it.
+#[allow(clippy::type_complexity)]
+static INSTANCES: Mutex<Vec<(Weak<Telemetry>, Weak<Store>, IntCounterVec)>> =
+    Mutex::new(Vec::new());
 
 impl Store {
     /// Starts a store: builds the client and begins the metadata sync.
     pub fn start(cfg: &Config, registry: Option<&Registry>) -> Result<Store, StoreError> {
+        Self::with_counter(cfg, cache_counter(registry))
+    }
+
+    fn with_counter(cfg: &Config, counter: IntCounterVec) -> Result<Store, StoreError> {
         let es = SourcemapEs::from_config(cfg)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sourcemap-es")
             .enable_all()
             .build()?;
-        let counter = cache_counter(registry);
         let inner = Arc::new(Inner {
             es,
             meta: RwLock::new(Meta::default()),
@@ -243,16 +249,27 @@ impl Store {
         telemetry: &Arc<Telemetry>,
     ) -> Result<Arc<Store>, StoreError> {
         let mut all = INSTANCES.lock();
-        all.retain(|(t, _)| t.strong_count() > 0);
-        if let Some((_, s)) = all
-            .iter()
-            .find(|(t, _)| t.upgrade().is_some_and(|t| Arc::ptr_eq(&t, telemetry)))
-        {
-            return Ok(Arc::clone(s));
+        all.retain(|(t, _, _)| t.strong_count() > 0);
+        let mine = all
+            .iter_mut()
+            .find(|(t, _, _)| t.upgrade().is_some_and(|t| Arc::ptr_eq(&t, telemetry)));
+        match mine {
+            Some((_, s, counter)) => {
+                if let Some(s) = s.upgrade() {
+                    return Ok(s);
+                }
+                // the previous store stopped; reuse the registered counters
+                let st = Arc::new(Store::with_counter(cfg, counter.clone())?);
+                *s = Arc::downgrade(&st);
+                Ok(st)
+            }
+            None => {
+                let counter = cache_counter(Some(&telemetry.registry));
+                let st = Arc::new(Store::with_counter(cfg, counter.clone())?);
+                all.push((Arc::downgrade(telemetry), Arc::downgrade(&st), counter));
+                Ok(st)
+            }
         }
-        let s = Arc::new(Store::start(cfg, Some(&telemetry.registry))?);
-        all.push((Arc::downgrade(telemetry), Arc::clone(&s)));
-        Ok(s)
     }
 
     /// Whether the first metadata sync succeeded.
