@@ -390,8 +390,19 @@ impl Store {
         bundle_filepath: &str,
         json: Vec<u8>,
     ) -> Result<(), UploadError> {
-        ParsedMap::parse(&json).map_err(UploadError::Invalid)?;
-        let (content, sha) = map::encode_stored(&json).map_err(UploadError::Invalid)?;
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| UploadError::Store(SourcemapError::Query("store closed".into())))?;
+        // parsing and compressing a large map is CPU work: off the caller's executor
+        let (content, sha) = rt
+            .spawn_blocking(move || {
+                ParsedMap::parse(&json)?;
+                map::encode_stored(&json)
+            })
+            .await
+            .map_err(|e| UploadError::Store(SourcemapError::Query(e.to_string())))?
+            .map_err(UploadError::Invalid)?;
         let key = Key::new(service, version, &paths::normalize_upload(bundle_filepath));
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -406,10 +417,6 @@ impl Store {
         });
         let inner = Arc::clone(&self.inner);
         let id = key.doc_id();
-        let rt = self
-            .rt
-            .as_ref()
-            .ok_or_else(|| UploadError::Store(SourcemapError::Query("store closed".into())))?;
         rt.spawn(async move { inner.es.put_doc(&id, &doc).await })
             .await
             .map_err(|e| UploadError::Store(SourcemapError::Query(e.to_string())))?
