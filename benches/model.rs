@@ -63,6 +63,57 @@ fn root_key(l: &[u8]) -> &[u8] {
 
 type Line = Vec<u8>;
 
+/// Thread CPU time in seconds (immune to other load on the machine).
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Prints decode+encode events per CPU-second over the Node.js capture,
+/// measured with the thread CPU clock (the machine is shared).
+fn cpu_time_report(meta_line: &[u8], lines: &[Line], cx: &EncodeContext) {
+    let mut dec = Decoder::new(DecodeConfig::default());
+    let mut out: Vec<Event> = Vec::with_capacity(16);
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut run = |dec: &mut Decoder, decode_only: bool| -> usize {
+        let mut n = 0;
+        let meta = dec.decode_metadata(meta_line, &base()).expect("metadata");
+        for l in lines {
+            out.clear();
+            if dec.decode_event(l, &meta, &mut out).is_ok() {
+                n += out.len();
+                if !decode_only {
+                    for ev in &out {
+                        encode(ev, cx, &mut buf);
+                    }
+                }
+            }
+            buf.clear();
+        }
+        n
+    };
+    for decode_only in [true, false] {
+        run(&mut dec, decode_only);
+        let t0 = thread_cpu_secs();
+        let mut n = 0;
+        while thread_cpu_secs() - t0 < 2.0 {
+            n += run(&mut dec, decode_only);
+        }
+        let rate = n as f64 / (thread_cpu_secs() - t0);
+        let what = if decode_only {
+            "decode"
+        } else {
+            "decode+encode"
+        };
+        eprintln!("CPU-time: nodejs {what}: {rate:.0} events per CPU-second");
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let Some(dir) = corpus() else { return };
     let node = dir.join("bench/apm-nodejs-traces-3.29.0.ndjson");
@@ -126,6 +177,9 @@ fn benches(c: &mut Criterion) {
         });
     }
     g.finish();
+    if std::env::args().any(|a| a == "--bench") {
+        cpu_time_report(&node_meta, &node_lines, &cx);
+    }
     let mut g = c.benchmark_group("mixed");
     g.throughput(Throughput::Elements(node_lines.len() as u64));
     g.bench_function("nodejs_decode_encode", |b| {

@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// glibc malloc was ~17% of decode+encode time in profiles; mimalloc is a
+// well-kept drop-in with thread-local free lists.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "apm-rs", version, about = "Elastic APM intake server")]
 struct Cli {

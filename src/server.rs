@@ -100,6 +100,29 @@ impl ServerBuilder {
             tracing::warn!("secret token or API keys are configured but TLS is off: credentials travel in clear text");
         }
         let ready_output = Arc::clone(&output);
+        // --- agent configuration and self-monitoring (agentcfg branch) ---
+        let kibana = crate::agentcfg::kibana::KibanaFetcher::from_config(&cfg)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let agent_configs = crate::agentcfg::AgentConfigs::with_fallback(kibana);
+        let es_source = crate::agentcfg::es::EsSource::from_config(&cfg)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        crate::agentcfg::es::spawn_refresher(
+            es_source,
+            &agent_configs,
+            crate::agentcfg::es::RefreshMetrics::new(&telemetry.registry),
+        )?;
+        let metrics = match cfg.monitoring.metrics_host.trim() {
+            "" => None,
+            host => Some(
+                http::metrics::start(host, Arc::clone(&telemetry), Arc::clone(&pipeline)).map_err(
+                    |source| StartError::Bind {
+                        addr: host.to_string(),
+                        source,
+                    },
+                )?,
+            ),
+        };
+        // --- end agentcfg ---
         let state = Arc::new(AppState {
             telemetry: Arc::clone(&telemetry),
             intake: pipeline.intake.clone(),
@@ -125,6 +148,7 @@ impl ServerBuilder {
             trusted: TrustedProxies::new(&cfg.apm_server.auth.anonymous.trusted_proxies)
                 .map_err(|e| StartError::Config(e.to_string()))?,
             cfg: Arc::clone(&cfg),
+            agent_configs: Arc::clone(&agent_configs),
         });
 
         let tls = match cfg.tls() {
@@ -194,6 +218,9 @@ impl ServerBuilder {
             handle,
             thread: Some(thread),
             shutdown_timeout: cfg.apm_server.shutdown_timeout.get(),
+            metrics_addr: metrics.as_ref().map(|m| m.addr),
+            metrics,
+            agent_configs,
         })
     }
 }
@@ -206,6 +233,11 @@ pub struct RunningServer {
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
     shutdown_timeout: Duration,
+    // --- agentcfg branch ---
+    /// Address of the `/metrics` listener (`monitoring.metrics_host`), if on.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics: Option<http::metrics::MetricsServer>,
+    agent_configs: Arc<crate::agentcfg::AgentConfigs>,
 }
 
 impl RunningServer {
@@ -224,8 +256,12 @@ impl RunningServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.agent_configs.stop();
         tracing::info!("shutting down: draining the pipeline");
         let ok = self.pipeline.shutdown(deadline);
+        if let Some(m) = self.metrics.take() {
+            m.stop();
+        }
         let acc = self.telemetry.accounting();
         tracing::info!(
             received = acc.received,

@@ -482,6 +482,11 @@ pub struct EsOutput {
     pub flush_interval: GoDuration,
     /// Bulk requests in flight at once (over all indexer instances).
     pub max_requests: usize,
+    /// How long a failing bulk is retried before its documents count as failed; 0 = 5 × `backoff.max`.
+    pub retry_budget: GoDuration,
+    /// Give each document an `_id` so a retried `create` cannot duplicate it
+    /// (a 409 counts as indexed). Off: time-series data streams reject client ids.
+    pub idempotent_ids: bool,
 }
 
 impl Default for EsOutput {
@@ -493,6 +498,8 @@ impl Default for EsOutput {
             flush_bytes: ByteSize::mib(1),
             flush_interval: GoDuration::secs(1),
             max_requests: 10,
+            retry_budget: GoDuration::secs(0),
+            idempotent_ids: false,
         }
     }
 }

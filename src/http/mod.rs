@@ -6,16 +6,21 @@
 //! * RUM (`/intake/v2|v3/rum/events`): response headers, CORS, authentication,
 //!   RUM kill switch, handler;
 //! * root (`/`): response headers, authentication (optional), server info;
+//! * agent config (`/config/v1/agents` backend group, `/config/v1/rum/agents`
+//!   RUM group): see [`agentcfg`]; `apm-server.expvar.url` when enabled (no
+//!   auth, see [`metrics`]);
 //! * anything else: `404 {"error":"404 page not found"}`.
 //!
 //! Every response carries `X-Content-Type-Options: nosniff`; a panic in a
 //! handler becomes `500 {"error":"panic handling request"}`.
 
+pub mod agentcfg;
 pub mod body;
 pub mod client_ip;
 pub mod cors;
 pub mod error;
 pub mod intake;
+pub mod metrics;
 pub mod response;
 pub mod root;
 pub mod sourcemap_upload;
@@ -70,21 +75,29 @@ pub struct AppState {
     pub cors: Cors,
     /// Proxies whose forwarding headers are believed.
     pub trusted: TrustedProxies,
+    // --- agent configuration (agentcfg branch) ---
+    /// Cached agent configurations (intake.md §8), refreshed in the background.
+    pub agent_configs: Arc<crate::agentcfg::AgentConfigs>,
 }
 
 /// Registers every route on an actix-web app.
 pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    let expvar = state.cfg.apm_server.expvar.clone();
     move |c: &mut web::ServiceConfig| {
         c.app_data(web::Data::from(state))
             .route("/", web::route().to(root::handle))
             .route("/intake/v2/events", web::route().to(backend_intake))
             .route("/intake/v2/rum/events", web::route().to(rum_intake))
             .route("/intake/v3/rum/events", web::route().to(rum_intake))
-            .route(
-                "/assets/v1/sourcemaps",
-                web::route().to(sourcemap_upload::handle),
-            )
-            .default_service(web::route().to(not_found));
+            .route("/assets/v1/sourcemaps", web::route().to(sourcemap_upload::handle));
+        // --- agent configuration and expvar (agentcfg branch) ---
+        c.route("/config/v1/agents", web::route().to(agentcfg::backend))
+            .route("/config/v1/rum/agents", web::route().to(agentcfg::rum));
+        if expvar.enabled {
+            c.route(&expvar.url, web::route().to(metrics::expvar));
+        }
+        // --- end agentcfg ---
+        c.default_service(web::route().to(not_found));
     }
 }
 

@@ -27,6 +27,36 @@ pub struct EncodeContext {
 // ---------------------------------------------------------------------------
 // JSON writer
 
+/// A key known at compile time, already quoted: `"name":`.
+#[derive(Clone, Copy)]
+struct Q(&'static str);
+
+/// `q!("name")` → the pre-quoted key `"name":`.
+macro_rules! q {
+    ($k:literal) => {
+        Q(concat!("\"", $k, "\":"))
+    };
+}
+
+/// Something that can be written as an object key.
+trait KeyArg: Copy {
+    fn write_key(self, out: &mut Vec<u8>);
+}
+
+impl KeyArg for Q {
+    #[inline]
+    fn write_key(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.as_bytes());
+    }
+}
+
+impl KeyArg for &str {
+    fn write_key(self, out: &mut Vec<u8>) {
+        escape_into(out, self);
+        out.push(b':');
+    }
+}
+
 struct Level {
     start: usize,
     empty: bool,
@@ -153,10 +183,10 @@ impl<'a> W<'a> {
             l.empty = false;
         }
     }
-    fn key(&mut self, k: &str) {
+    #[inline]
+    fn key(&mut self, k: impl KeyArg) {
         self.sep();
-        escape_into(self.out, k);
-        self.out.push(b':');
+        k.write_key(self.out);
     }
     fn push_level(&mut self, start: usize, parent_was_empty: bool, open: u8) {
         self.out.push(open);
@@ -167,13 +197,13 @@ impl<'a> W<'a> {
         });
     }
     /// Opens `"k":{`; dropped again by [`Self::close`] when nothing was written.
-    fn open(&mut self, k: &str) {
+    fn open(&mut self, k: impl KeyArg) {
         let start = self.out.len();
         let pe = self.stack.last().is_none_or(|l| l.empty);
         self.key(k);
         self.push_level(start, pe, b'{');
     }
-    fn open_arr(&mut self, k: &str) {
+    fn open_arr(&mut self, k: impl KeyArg) {
         let start = self.out.len();
         let pe = self.stack.last().is_none_or(|l| l.empty);
         self.key(k);
@@ -207,12 +237,12 @@ impl<'a> W<'a> {
     fn close_arr(&mut self) {
         self.close_with(b']', false)
     }
-    fn str(&mut self, k: &str, v: &str) {
+    fn str(&mut self, k: impl KeyArg, v: &str) {
         if !v.is_empty() {
             self.str_always(k, v);
         }
     }
-    fn str_always(&mut self, k: &str, v: &str) {
+    fn str_always(&mut self, k: impl KeyArg, v: &str) {
         self.key(k);
         escape_into(self.out, v);
     }
@@ -220,41 +250,41 @@ impl<'a> W<'a> {
         self.sep();
         escape_into(self.out, v);
     }
-    fn i64(&mut self, k: &str, v: i64) {
+    fn i64(&mut self, k: impl KeyArg, v: i64) {
         self.key(k);
         write_i64(self.out, v);
     }
-    fn opt_i64(&mut self, k: &str, v: Option<i64>) {
+    fn opt_i64(&mut self, k: impl KeyArg, v: Option<i64>) {
         if let Some(v) = v {
             self.i64(k, v);
         }
     }
-    fn f64(&mut self, k: &str, v: f64) {
+    fn f64(&mut self, k: impl KeyArg, v: f64) {
         self.key(k);
         write_f64(self.out, v);
     }
-    fn opt_f64(&mut self, k: &str, v: Option<f64>) {
+    fn opt_f64(&mut self, k: impl KeyArg, v: Option<f64>) {
         if let Some(v) = v {
             self.f64(k, v);
         }
     }
-    fn bool(&mut self, k: &str, v: bool) {
+    fn bool(&mut self, k: impl KeyArg, v: bool) {
         self.key(k);
         self.out
             .extend_from_slice(if v { b"true" } else { b"false" });
     }
-    fn opt_bool(&mut self, k: &str, v: Option<bool>) {
+    fn opt_bool(&mut self, k: impl KeyArg, v: Option<bool>) {
         if let Some(v) = v {
             self.bool(k, v);
         }
     }
-    fn ip(&mut self, k: &str, ip: Option<IpAddr>) {
+    fn ip(&mut self, k: impl KeyArg, ip: Option<IpAddr>) {
         if let Some(ip) = ip {
             self.key(k);
             let _ = write!(self.out, "\"{ip}\"");
         }
     }
-    fn str_list(&mut self, k: &str, v: &[String]) {
+    fn str_list(&mut self, k: impl KeyArg, v: &[String]) {
         if v.is_empty() {
             return;
         }
@@ -264,14 +294,14 @@ impl<'a> W<'a> {
         }
         self.close_arr();
     }
-    fn headers(&mut self, k: &str, h: &Headers) {
+    fn headers(&mut self, k: impl KeyArg, h: &Headers) {
         if h.is_empty() {
             return;
         }
         self.open(k);
         for (name, vals) in h {
             if !vals.is_empty() {
-                self.key(name);
+                self.key(name.as_str());
                 self.out.push(b'[');
                 for (i, v) in vals.iter().enumerate() {
                     if i > 0 {
@@ -285,7 +315,7 @@ impl<'a> W<'a> {
         self.close();
     }
     /// Writes a cleaned JSON value (empty containers and nulls dropped).
-    fn json(&mut self, k: &str, v: &Json, sanitize_top: bool) {
+    fn json(&mut self, k: impl KeyArg, v: &Json, sanitize_top: bool) {
         match v {
             Json::Null => {}
             Json::Bool(b) => self.bool(k, *b),
@@ -302,9 +332,9 @@ impl<'a> W<'a> {
                 self.open(k);
                 for (ck, cv) in o {
                     if sanitize_top {
-                        self.json(&sanitize_key(ck), cv, false);
+                        self.json(sanitize_key(ck).as_ref(), cv, false);
                     } else {
-                        self.json(ck, cv, false);
+                        self.json(ck.as_str(), cv, false);
                     }
                 }
                 self.close();
@@ -337,7 +367,7 @@ impl<'a> W<'a> {
             Json::Obj(o) => {
                 self.open_elem();
                 for (ck, cv) in o {
-                    self.json(ck, cv, false);
+                    self.json(ck.as_str(), cv, false);
                 }
                 self.close();
             }
@@ -374,26 +404,26 @@ pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
     out.extend_from_slice(b"\"}}\n");
     let mut w = W::new(out);
     {
-        w.key("@timestamp");
+        w.key(q!("@timestamp"));
         write_timestamp(w.out, ev.timestamp_ns);
     }
     if matches!(
         ev.body,
         Body::Transaction(_) | Body::Span(_) | Body::Error(_)
     ) {
-        w.open("timestamp");
-        w.i64("us", ev.timestamp_ns.div_euclid(1000));
+        w.open(q!("timestamp"));
+        w.i64(q!("us"), ev.timestamp_ns.div_euclid(1000));
         w.close();
     }
-    w.open("data_stream");
-    w.str("type", ty);
-    w.str("dataset", &dataset);
-    w.str("namespace", &ctx.namespace);
+    w.open(q!("data_stream"));
+    w.str(q!("type"), ty);
+    w.str(q!("dataset"), &dataset);
+    w.str(q!("namespace"), &ctx.namespace);
     w.close();
-    w.open("observer");
-    w.str("hostname", &ctx.observer_hostname);
-    w.str("type", "apm-server");
-    w.str("version", &ctx.observer_version);
+    w.open(q!("observer"));
+    w.str(q!("hostname"), &ctx.observer_hostname);
+    w.str(q!("type"), "apm-server");
+    w.str(q!("version"), &ctx.observer_version);
     w.close();
     common(&mut w, ev);
     match &ev.body {
@@ -408,260 +438,324 @@ pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
     true
 }
 
-fn name_version(w: &mut W<'_>, k: &str, nv: &NameVersion) {
+fn name_version(w: &mut W<'_>, k: Q, nv: &NameVersion) {
     w.open(k);
-    w.str("name", &nv.name);
-    w.str("version", &nv.version);
+    w.str(q!("name"), &nv.name);
+    w.str(q!("version"), &nv.version);
+    w.close();
+}
+
+/// Encodes `f`'s fields into a standalone fragment (no surrounding braces).
+fn fragment(f: impl FnOnce(&mut W<'_>)) -> Vec<u8> {
+    let mut tmp = Vec::with_capacity(128);
+    let mut w = W::new(&mut tmp);
+    f(&mut w);
+    w.finish();
+    tmp.get(1..tmp.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_vec()
+}
+
+fn agent_part(w: &mut W<'_>, a: &Agent) {
+    w.open(q!("agent"));
+    w.str(q!("name"), &a.name);
+    w.str(q!("version"), &a.version);
+    w.str(q!("ephemeral_id"), &a.ephemeral_id);
+    w.str(q!("activation_method"), &a.activation_method);
+    w.close();
+}
+
+fn service_part(w: &mut W<'_>, s: &Service) {
+    w.open(q!("service"));
+    w.str(q!("name"), &s.name);
+    w.str(q!("version"), &s.version);
+    w.str(q!("environment"), &s.environment);
+    w.open(q!("node"));
+    w.str(q!("name"), &s.node_name);
+    w.close();
+    name_version(w, q!("language"), &s.language);
+    name_version(w, q!("runtime"), &s.runtime);
+    name_version(w, q!("framework"), &s.framework);
+    w.open(q!("origin"));
+    w.str(q!("id"), &s.origin_id);
+    w.str(q!("name"), &s.origin_name);
+    w.str(q!("version"), &s.origin_version);
+    w.close();
+    if let Some((t, n)) = &s.target {
+        w.open(q!("target"));
+        w.str_always(q!("type"), t);
+        w.str(q!("name"), n);
+        w.close();
+    }
     w.close();
 }
 
 fn common(w: &mut W<'_>, ev: &Event) {
-    let a = &ev.agent;
-    w.open("agent");
-    w.str("name", &a.name);
-    w.str("version", &a.version);
-    w.str("ephemeral_id", &a.ephemeral_id);
-    w.str("activation_method", &a.activation_method);
-    w.close();
-
-    let s = &ev.service;
-    w.open("service");
-    w.str("name", &s.name);
-    w.str("version", &s.version);
-    w.str("environment", &s.environment);
-    w.open("node");
-    w.str("name", &s.node_name);
-    w.close();
-    name_version(w, "language", &s.language);
-    name_version(w, "runtime", &s.runtime);
-    name_version(w, "framework", &s.framework);
-    w.open("origin");
-    w.str("id", &s.origin_id);
-    w.str("name", &s.origin_name);
-    w.str("version", &s.origin_version);
-    w.close();
-    if let Some((t, n)) = &s.target {
-        w.open("target");
-        w.str_always("type", t);
-        w.str("name", n);
-        w.close();
-    }
-    w.close();
-
-    let sh = &ev.shared;
-    w.open("host");
-    w.str("hostname", &sh.host_hostname);
-    w.str("name", &sh.host_name);
-    w.str("id", &sh.host_id);
-    w.str("architecture", &sh.host_architecture);
-    w.open("os");
-    w.str("platform", &sh.host_os_platform);
-    w.close();
-    if let Some(ip) = sh.host_ip {
-        w.key("ip");
-        let _ = write!(w.out, "[\"{ip}\"]");
-    }
-    w.close();
-
-    w.open("process");
-    w.opt_i64("pid", sh.process_pid);
-    w.open("parent");
-    w.opt_i64("pid", sh.process_ppid);
-    w.close();
-    w.str("title", &sh.process_title);
-    w.str_list("args", &sh.process_args);
-    if let Body::Log(l) = &ev.body {
-        w.open("thread");
-        w.str("name", &l.thread_name);
-        w.close();
-    }
-    w.close();
-
-    w.open("container");
-    w.str("id", &sh.container_id);
-    w.close();
-    w.open("kubernetes");
-    w.str("namespace", &sh.k8s_namespace);
-    w.open("node");
-    w.str("name", &sh.k8s_node_name);
-    w.close();
-    w.open("pod");
-    w.str("name", &sh.k8s_pod_name);
-    w.str("uid", &sh.k8s_pod_uid);
-    w.close();
-    w.close();
-
-    let c = &sh.cloud;
-    w.open("cloud");
-    w.open("account");
-    w.str("id", &c.account_id);
-    w.str("name", &c.account_name);
-    w.close();
-    w.str("availability_zone", &c.availability_zone);
-    w.open("instance");
-    w.str("id", &c.instance_id);
-    w.str("name", &c.instance_name);
-    w.close();
-    w.open("machine");
-    w.str("type", &c.machine_type);
-    w.close();
-    w.open("project");
-    w.str("id", &c.project_id);
-    w.str("name", &c.project_name);
-    w.close();
-    w.str("provider", &c.provider);
-    w.str("region", &c.region);
-    w.open("service");
-    w.str("name", &c.service_name);
-    w.close();
-    if let Body::Transaction(t) = &ev.body {
-        if let Some([acc, prov, reg, svc]) = &t.cloud_origin {
-            w.open("origin");
-            w.open("account");
-            w.str("id", acc);
-            w.close();
-            w.str("provider", prov);
-            w.str("region", reg);
-            w.open("service");
-            w.str("name", svc);
-            w.close();
-            w.close();
+    for frag in [
+        ev.agent
+            .encoded
+            .get_or_init(|| fragment(|w| agent_part(w, &ev.agent))),
+        ev.service
+            .encoded
+            .get_or_init(|| fragment(|w| service_part(w, &ev.service))),
+    ] {
+        if !frag.is_empty() {
+            w.sep();
+            w.out.extend_from_slice(frag);
         }
     }
-    w.close();
-
-    w.open("network");
-    w.open("connection");
-    w.str("type", &sh.network_connection_type);
-    w.close();
-    w.close();
+    let sh = &ev.shared;
+    let thread_name = match &ev.body {
+        Body::Log(l) => l.thread_name.as_str(),
+        _ => "",
+    };
+    let cloud_origin = match &ev.body {
+        Body::Transaction(t) => t.cloud_origin.as_ref(),
+        _ => None,
+    };
+    if thread_name.is_empty() && cloud_origin.is_none() {
+        // identical for every event of the request: encode once, splice after
+        let frag = sh.encoded.get_or_init(|| {
+            let mut tmp = Vec::with_capacity(256);
+            let mut w2 = W::new(&mut tmp);
+            shared_part(&mut w2, sh, "", None);
+            w2.finish();
+            tmp.get(1..tmp.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_vec()
+        });
+        if !frag.is_empty() {
+            w.sep();
+            w.out.extend_from_slice(frag);
+        }
+    } else {
+        shared_part(w, sh, thread_name, cloud_origin);
+    }
 
     let u = &ev.user;
-    w.open("user");
-    w.str("id", &u.id);
-    w.str("name", &u.name);
-    w.str("email", &u.email);
-    w.str("domain", &u.domain);
-    w.close();
+    if !(u.id.is_empty() && u.name.is_empty() && u.email.is_empty() && u.domain.is_empty()) {
+        w.open(q!("user"));
+        w.str(q!("id"), &u.id);
+        w.str(q!("name"), &u.name);
+        w.str(q!("email"), &u.email);
+        w.str(q!("domain"), &u.domain);
+        w.close();
+    }
 
     if !ev.labels.is_empty() {
-        w.open("labels");
+        w.open(q!("labels"));
         for (k, v) in &ev.labels.strings {
-            w.str_always(&sanitize_key(k), v);
+            w.str_always(sanitize_key(k).as_ref(), v);
         }
         w.close();
-        w.open("numeric_labels");
+        w.open(q!("numeric_labels"));
         for (k, v) in &ev.labels.numbers {
-            w.f64(&sanitize_key(k), *v);
+            w.f64(sanitize_key(k).as_ref(), *v);
         }
         w.close();
     }
 
     let cl = &ev.client;
-    w.open("client");
-    w.ip("ip", cl.client_ip);
-    if let Some(p) = cl.client_port {
-        w.i64("port", p as i64);
+    if cl.client_ip.is_some()
+        || cl.source_ip.is_some()
+        || cl.nat_ip.is_some()
+        || cl.source_port.is_some()
+        || !cl.user_agent.is_empty()
+    {
+        w.open(q!("client"));
+        w.ip(q!("ip"), cl.client_ip);
+        if let Some(p) = cl.client_port {
+            w.i64(q!("port"), p as i64);
+        }
+        w.close();
+        w.open(q!("source"));
+        w.ip(q!("ip"), cl.source_ip);
+        if let Some(p) = cl.source_port {
+            w.i64(q!("port"), p as i64);
+        }
+        w.open(q!("nat"));
+        w.ip(q!("ip"), cl.nat_ip);
+        w.close();
+        w.close();
+        w.open(q!("user_agent"));
+        w.str(q!("original"), &cl.user_agent);
+        w.close();
     }
-    w.close();
-    w.open("source");
-    w.ip("ip", cl.source_ip);
-    if let Some(p) = cl.source_port {
-        w.i64("port", p as i64);
-    }
-    w.open("nat");
-    w.ip("ip", cl.nat_ip);
-    w.close();
-    w.close();
-    w.open("user_agent");
-    w.str("original", &cl.user_agent);
-    w.close();
-
     if let Some(h) = &ev.http {
-        w.open("http");
-        w.str("version", &h.version);
-        w.open("request");
-        w.str("method", &h.request_method);
-        w.str("id", &h.request_id);
-        w.str("referrer", &h.request_referrer);
-        w.headers("headers", &h.request_headers);
+        w.open(q!("http"));
+        w.str(q!("version"), &h.version);
+        w.open(q!("request"));
+        w.str(q!("method"), &h.request_method);
+        w.str(q!("id"), &h.request_id);
+        w.str(q!("referrer"), &h.request_referrer);
+        w.headers(q!("headers"), &h.request_headers);
         if let Some(j) = &h.request_cookies {
-            w.json("cookies", j, false);
+            w.json(q!("cookies"), j, false);
         }
         if let Some(j) = &h.request_env {
-            w.json("env", j, false);
+            w.json(q!("env"), j, false);
         }
         if let Some(j) = &h.request_body {
-            w.open("body");
-            w.json("original", j, false);
+            w.open(q!("body"));
+            w.json(q!("original"), j, false);
             w.close();
         }
         w.close();
-        w.open("response");
-        w.opt_i64("status_code", h.response_status_code);
-        w.headers("headers", &h.response_headers);
-        w.opt_bool("finished", h.response_finished);
-        w.opt_bool("headers_sent", h.response_headers_sent);
-        w.opt_i64("transfer_size", h.response_transfer_size);
-        w.opt_i64("encoded_body_size", h.response_encoded_body_size);
-        w.opt_i64("decoded_body_size", h.response_decoded_body_size);
+        w.open(q!("response"));
+        w.opt_i64(q!("status_code"), h.response_status_code);
+        w.headers(q!("headers"), &h.response_headers);
+        w.opt_bool(q!("finished"), h.response_finished);
+        w.opt_bool(q!("headers_sent"), h.response_headers_sent);
+        w.opt_i64(q!("transfer_size"), h.response_transfer_size);
+        w.opt_i64(q!("encoded_body_size"), h.response_encoded_body_size);
+        w.opt_i64(q!("decoded_body_size"), h.response_decoded_body_size);
         w.close();
         w.close();
     }
     if let Some(u) = &ev.url {
-        w.open("url");
-        w.str("original", &u.original);
-        w.str("full", &u.full);
-        w.str("domain", &u.domain);
-        w.str("path", &u.path);
-        w.str("query", &u.query);
-        w.str("fragment", &u.fragment);
-        w.str("scheme", &u.scheme);
-        w.opt_i64("port", u.port);
+        w.open(q!("url"));
+        w.str(q!("original"), &u.original);
+        w.str(q!("full"), &u.full);
+        w.str(q!("domain"), &u.domain);
+        w.str(q!("path"), &u.path);
+        w.str(q!("query"), &u.query);
+        w.str(q!("fragment"), &u.fragment);
+        w.str(q!("scheme"), &u.scheme);
+        w.opt_i64(q!("port"), u.port);
         w.close();
     }
     if let Some(f) = &ev.faas {
-        w.open("faas");
-        w.str("id", &f.id);
-        w.str("name", &f.name);
-        w.str("version", &f.version);
-        w.str("execution", &f.execution);
-        w.opt_bool("coldstart", f.coldstart);
-        w.open("trigger");
-        w.str("type", &f.trigger_type);
-        w.str("request_id", &f.trigger_request_id);
+        w.open(q!("faas"));
+        w.str(q!("id"), &f.id);
+        w.str(q!("name"), &f.name);
+        w.str(q!("version"), &f.version);
+        w.str(q!("execution"), &f.execution);
+        w.opt_bool(q!("coldstart"), f.coldstart);
+        w.open(q!("trigger"));
+        w.str(q!("type"), &f.trigger_type);
+        w.str(q!("request_id"), &f.trigger_request_id);
         w.close();
         w.close();
     }
-    w.open("trace");
-    w.str("id", &ev.trace_id);
+    w.open(q!("trace"));
+    w.str(q!("id"), &ev.trace_id);
     w.close();
-    w.open("parent");
-    w.str("id", &ev.parent_id);
+    w.open(q!("parent"));
+    w.str(q!("id"), &ev.parent_id);
+    w.close();
+}
+
+/// host, process, container, kubernetes, cloud and network (metadata-only parts).
+fn shared_part(w: &mut W<'_>, sh: &Shared, thread_name: &str, cloud_origin: Option<&[String; 4]>) {
+    w.open(q!("host"));
+    w.str(q!("hostname"), &sh.host_hostname);
+    w.str(q!("name"), &sh.host_name);
+    w.str(q!("id"), &sh.host_id);
+    w.str(q!("architecture"), &sh.host_architecture);
+    w.open(q!("os"));
+    w.str(q!("platform"), &sh.host_os_platform);
+    w.close();
+    if let Some(ip) = sh.host_ip {
+        w.key(q!("ip"));
+        let _ = write!(w.out, "[\"{ip}\"]");
+    }
+    w.close();
+
+    w.open(q!("process"));
+    w.opt_i64(q!("pid"), sh.process_pid);
+    w.open(q!("parent"));
+    w.opt_i64(q!("pid"), sh.process_ppid);
+    w.close();
+    w.str(q!("title"), &sh.process_title);
+    w.str_list(q!("args"), &sh.process_args);
+    if !thread_name.is_empty() {
+        w.open(q!("thread"));
+        w.str(q!("name"), thread_name);
+        w.close();
+    }
+    w.close();
+
+    w.open(q!("container"));
+    w.str(q!("id"), &sh.container_id);
+    w.close();
+    w.open(q!("kubernetes"));
+    w.str(q!("namespace"), &sh.k8s_namespace);
+    w.open(q!("node"));
+    w.str(q!("name"), &sh.k8s_node_name);
+    w.close();
+    w.open(q!("pod"));
+    w.str(q!("name"), &sh.k8s_pod_name);
+    w.str(q!("uid"), &sh.k8s_pod_uid);
+    w.close();
+    w.close();
+
+    let c = &sh.cloud;
+    w.open(q!("cloud"));
+    w.open(q!("account"));
+    w.str(q!("id"), &c.account_id);
+    w.str(q!("name"), &c.account_name);
+    w.close();
+    w.str(q!("availability_zone"), &c.availability_zone);
+    w.open(q!("instance"));
+    w.str(q!("id"), &c.instance_id);
+    w.str(q!("name"), &c.instance_name);
+    w.close();
+    w.open(q!("machine"));
+    w.str(q!("type"), &c.machine_type);
+    w.close();
+    w.open(q!("project"));
+    w.str(q!("id"), &c.project_id);
+    w.str(q!("name"), &c.project_name);
+    w.close();
+    w.str(q!("provider"), &c.provider);
+    w.str(q!("region"), &c.region);
+    w.open(q!("service"));
+    w.str(q!("name"), &c.service_name);
+    w.close();
+    {
+        if let Some([acc, prov, reg, svc]) = cloud_origin {
+            w.open(q!("origin"));
+            w.open(q!("account"));
+            w.str(q!("id"), acc);
+            w.close();
+            w.str(q!("provider"), prov);
+            w.str(q!("region"), reg);
+            w.open(q!("service"));
+            w.str(q!("name"), svc);
+            w.close();
+            w.close();
+        }
+    }
+    w.close();
+
+    w.open(q!("network"));
+    w.open(q!("connection"));
+    w.str(q!("type"), &sh.network_connection_type);
+    w.close();
     w.close();
 }
 
 fn event_obj(w: &mut W<'_>, outcome: &str, duration_ns: i64) {
-    w.open("event");
-    w.str("outcome", outcome);
+    w.open(q!("event"));
+    w.str(q!("outcome"), outcome);
     if duration_ns != 0 {
-        w.i64("duration", duration_ns);
+        w.i64(q!("duration"), duration_ns);
     }
     w.close();
 }
 
 fn message(w: &mut W<'_>, m: &Option<Message>) {
     if let Some(m) = m {
-        w.open("message");
-        w.open("queue");
-        w.str("name", &m.queue_name);
+        w.open(q!("message"));
+        w.open(q!("queue"));
+        w.str(q!("name"), &m.queue_name);
         w.close();
-        w.open("age");
-        w.opt_i64("ms", m.age_ms);
+        w.open(q!("age"));
+        w.opt_i64(q!("ms"), m.age_ms);
         w.close();
-        w.str("body", &m.body);
-        w.str("routing_key", &m.routing_key);
-        w.headers("headers", &m.headers);
+        w.str(q!("body"), &m.body);
+        w.str(q!("routing_key"), &m.routing_key);
+        w.headers(q!("headers"), &m.headers);
         w.close();
     }
 }
@@ -670,14 +764,14 @@ fn links(w: &mut W<'_>, links: &[Link]) {
     if links.is_empty() {
         return;
     }
-    w.open_arr("links");
+    w.open_arr(q!("links"));
     for (t, s) in links {
         w.open_elem();
-        w.open("trace");
-        w.str("id", t);
+        w.open(q!("trace"));
+        w.str(q!("id"), t);
         w.close();
-        w.open("span");
-        w.str("id", s);
+        w.open(q!("span"));
+        w.str(q!("id"), s);
         w.close();
         w.close();
     }
@@ -685,109 +779,109 @@ fn links(w: &mut W<'_>, links: &[Link]) {
 }
 
 fn transaction(w: &mut W<'_>, _ev: &Event, t: &Transaction) {
-    w.open("transaction");
-    w.str("id", &t.id);
-    w.str("name", &t.name);
-    w.str("type", &t.type_);
-    w.str("result", &t.result);
+    w.open(q!("transaction"));
+    w.str(q!("id"), &t.id);
+    w.str(q!("name"), &t.name);
+    w.str(q!("type"), &t.type_);
+    w.str(q!("result"), &t.result);
     if t.sampled {
-        w.bool("sampled", true);
+        w.bool(q!("sampled"), true);
     }
-    w.opt_f64("representative_count", t.representative_count);
-    w.open("span_count");
-    w.opt_i64("started", t.span_count_started);
-    w.opt_i64("dropped", t.span_count_dropped);
+    w.opt_f64(q!("representative_count"), t.representative_count);
+    w.open(q!("span_count"));
+    w.opt_i64(q!("started"), t.span_count_started);
+    w.opt_i64(q!("dropped"), t.span_count_dropped);
     w.close();
     if !t.marks.is_empty() {
-        w.open("marks");
+        w.open(q!("marks"));
         for (g, ms) in &t.marks {
-            w.open(&sanitize_key(g));
+            w.open(sanitize_key(g).as_ref());
             for (k, v) in ms {
-                w.f64(&sanitize_key(k), *v);
+                w.f64(sanitize_key(k).as_ref(), *v);
             }
             w.close();
         }
         w.close();
     }
     if let Some(e) = &t.experience {
-        w.open("experience");
-        w.opt_f64("cls", e.cls);
-        w.opt_f64("fid", e.fid);
-        w.opt_f64("tbt", e.tbt);
+        w.open(q!("experience"));
+        w.opt_f64(q!("cls"), e.cls);
+        w.opt_f64(q!("fid"), e.fid);
+        w.opt_f64(q!("tbt"), e.tbt);
         let (c, s, m) = e.longtask.unwrap_or((0.0, 0.0, 0.0));
-        w.open("longtask");
-        w.f64("count", c);
-        w.f64("sum", s);
-        w.f64("max", m);
+        w.open(q!("longtask"));
+        w.f64(q!("count"), c);
+        w.f64(q!("sum"), s);
+        w.f64(q!("max"), m);
         w.close();
         w.close();
     }
     if let Some(c) = &t.custom {
-        w.json("custom", c, true);
+        w.json(q!("custom"), c, true);
     }
     message(w, &t.message);
-    w.str_list("profiler_stack_trace_ids", &t.profiler_stack_trace_ids);
+    w.str_list(q!("profiler_stack_trace_ids"), &t.profiler_stack_trace_ids);
     w.close();
-    w.open("span");
+    w.open(q!("span"));
     if t.span_id_from_id {
-        w.str("id", &t.id);
+        w.str(q!("id"), &t.id);
     }
-    w.str("kind", &t.span_kind);
+    w.str(q!("kind"), &t.span_kind);
     links(w, &t.links);
     w.close();
     event_obj(w, &t.outcome, t.duration_ns);
-    w.open("session");
-    w.str("id", &t.session_id);
+    w.open(q!("session"));
+    w.str(q!("id"), &t.session_id);
     if t.session_sequence != 0 {
-        w.i64("sequence", t.session_sequence);
+        w.i64(q!("sequence"), t.session_sequence);
     }
     w.close();
 }
 
-fn frames(w: &mut W<'_>, k: &str, frames: &[Frame]) {
+fn frames(w: &mut W<'_>, k: Q, frames: &[Frame]) {
     if frames.is_empty() {
         return;
     }
     w.open_arr(k);
     for f in frames {
         w.open_elem();
-        w.str("filename", &f.filename);
-        w.str("abs_path", &f.abs_path);
-        w.str("classname", &f.classname);
-        w.str("module", &f.module);
-        w.str("function", &f.function);
-        w.open("line");
-        w.opt_i64("number", f.lineno);
-        w.opt_i64("column", f.colno);
-        w.str("context", &f.context_line);
+        w.str(q!("filename"), &f.filename);
+        w.str(q!("abs_path"), &f.abs_path);
+        w.str(q!("classname"), &f.classname);
+        w.str(q!("module"), &f.module);
+        w.str(q!("function"), &f.function);
+        w.open(q!("line"));
+        w.opt_i64(q!("number"), f.lineno);
+        w.opt_i64(q!("column"), f.colno);
+        w.str(q!("context"), &f.context_line);
         w.close();
-        w.open("context");
-        w.str_list("pre", &f.pre_context);
-        w.str_list("post", &f.post_context);
+        w.open(q!("context"));
+        w.str_list(q!("pre"), &f.pre_context);
+        w.str_list(q!("post"), &f.post_context);
         w.close();
         if let Some(v) = &f.vars {
-            w.json("vars", v, false);
+            w.json(q!("vars"), v, false);
         }
         if f.library_frame {
-            w.bool("library_frame", true);
+            w.bool(q!("library_frame"), true);
         }
-        w.bool("exclude_from_grouping", f.exclude_from_grouping);
-        w.open("sourcemap");
+        w.bool(q!("exclude_from_grouping"), f.exclude_from_grouping);
+        w.open(q!("sourcemap"));
         if f.sourcemap_updated {
-            w.bool("updated", true);
+            w.bool(q!("updated"), true);
         }
-        w.str("error", &f.sourcemap_error);
+        w.str(q!("error"), &f.sourcemap_error);
         w.close();
         if let Some(o) = &f.original {
-            w.open("original");
-            w.str("abs_path", &o.abs_path);
-            w.str("filename", &o.filename);
-            w.str("classname", &o.classname);
-            w.str("function", &o.function);
-            w.opt_i64("lineno", o.lineno);
-            w.opt_i64("colno", o.colno);
+            w.open(q!("original"));
+            w.str(q!("abs_path"), &o.abs_path);
+            w.str(q!("filename"), &o.filename);
+            w.str(q!("classname"), &o.classname);
+            w.str(q!("function"), &o.function);
+            w.opt_i64(q!("lineno"), o.lineno);
+            w.opt_i64(q!("colno"), o.colno);
             if o.library_frame == Some(true) {
-                w.bool("library_frame", true);
+                w.bool(q!("library_frame"), true);
             }
             w.close();
         }
@@ -797,86 +891,86 @@ fn frames(w: &mut W<'_>, k: &str, frames: &[Frame]) {
 }
 
 fn span(w: &mut W<'_>, _ev: &Event, s: &Span) {
-    w.open("span");
-    w.str("id", &s.id);
-    w.str("name", &s.name);
-    w.str("type", &s.type_);
-    w.str("subtype", &s.subtype);
-    w.str("action", &s.action);
-    w.str("kind", &s.span_kind);
-    w.opt_bool("sync", s.sync);
-    w.opt_f64("representative_count", s.representative_count);
+    w.open(q!("span"));
+    w.str(q!("id"), &s.id);
+    w.str(q!("name"), &s.name);
+    w.str(q!("type"), &s.type_);
+    w.str(q!("subtype"), &s.subtype);
+    w.str(q!("action"), &s.action);
+    w.str(q!("kind"), &s.span_kind);
+    w.opt_bool(q!("sync"), s.sync);
+    w.opt_f64(q!("representative_count"), s.representative_count);
     if let Some(c) = &s.composite {
-        w.open("composite");
-        w.str_always("compression_strategy", &c.strategy);
-        w.i64("count", c.count);
-        w.open("sum");
-        w.i64("us", c.sum_us);
+        w.open(q!("composite"));
+        w.str_always(q!("compression_strategy"), &c.strategy);
+        w.i64(q!("count"), c.count);
+        w.open(q!("sum"));
+        w.i64(q!("us"), c.sum_us);
         w.close();
         w.close();
     }
-    frames(w, "stacktrace", &s.stacktrace);
+    frames(w, q!("stacktrace"), &s.stacktrace);
     links(w, &s.links);
-    w.open("db");
-    w.str("instance", &s.db_instance);
-    w.str("statement", &s.db_statement);
-    w.str("type", &s.db_type);
-    w.open("user");
-    w.str("name", &s.db_user);
+    w.open(q!("db"));
+    w.str(q!("instance"), &s.db_instance);
+    w.str(q!("statement"), &s.db_statement);
+    w.str(q!("type"), &s.db_type);
+    w.open(q!("user"));
+    w.str(q!("name"), &s.db_user);
     w.close();
-    w.str("link", &s.db_link);
-    w.opt_i64("rows_affected", s.db_rows_affected);
+    w.str(q!("link"), &s.db_link);
+    w.opt_i64(q!("rows_affected"), s.db_rows_affected);
     w.close();
     if let Some((t, n, r)) = &s.destination_service {
-        w.open("destination");
-        w.open("service");
-        w.str("type", t);
-        w.str("name", n);
-        w.str("resource", r);
+        w.open(q!("destination"));
+        w.open(q!("service"));
+        w.str(q!("type"), t);
+        w.str(q!("name"), n);
+        w.str(q!("resource"), r);
         w.close();
         w.close();
     }
     message(w, &s.message);
     w.close();
-    w.open("transaction");
-    w.str("id", &s.transaction_id);
+    w.open(q!("transaction"));
+    w.str(q!("id"), &s.transaction_id);
     w.close();
     if !s.child_ids.is_empty() {
-        w.open("child");
-        w.str_list("id", &s.child_ids);
+        w.open(q!("child"));
+        w.str_list(q!("id"), &s.child_ids);
         w.close();
     }
-    w.open("destination");
-    w.str("address", &s.destination_address);
+    w.open(q!("destination"));
+    w.str(q!("address"), &s.destination_address);
     if let Ok(ip) = s.destination_address.parse::<IpAddr>() {
-        w.ip("ip", Some(ip));
+        w.ip(q!("ip"), Some(ip));
     }
-    w.opt_i64("port", s.destination_port);
+    w.opt_i64(q!("port"), s.destination_port);
     w.close();
     event_obj(w, &s.outcome, s.duration_ns);
 }
 
 fn error(w: &mut W<'_>, e: &ErrorEvent) {
-    w.open("error");
-    w.str("id", &e.id);
-    w.str("culprit", &e.culprit);
-    w.str("grouping_key", &e.grouping_key);
+    w.open(q!("error"));
+    w.str(q!("id"), &e.id);
+    w.str(q!("culprit"), &e.culprit);
+    w.str(q!("grouping_key"), &e.grouping_key);
     if !e.exceptions.is_empty() {
-        w.open_arr("exception");
+        w.open_arr(q!("exception"));
         for (i, x) in e.exceptions.iter().enumerate() {
             w.open_elem();
-            w.str("message", &x.message);
-            w.str("type", &x.type_);
-            w.str("module", &x.module);
-            w.str("code", &x.code);
-            w.opt_bool("handled", x.handled);
+            w.str(q!("message"), &x.message);
+            w.str(q!("type"), &x.type_);
+            w.str(q!("module"), &x.module);
+            w.str(q!("code"), &x.code);
+            w.opt_bool(q!("handled"), x.handled);
             if let Some(a) = &x.attributes {
-                w.json("attributes", a, false);
+                w.json(q!("attributes"), a, false);
             }
-            frames(w, "stacktrace", &x.stacktrace);
+            frames(w, q!("stacktrace"), &x.stacktrace);
             if let Some(p) = x.parent {
                 if p + 1 != i {
-                    w.i64("parent", p as i64);
+                    w.i64(q!("parent"), p as i64);
                 }
             }
             w.close_keep();
@@ -884,123 +978,123 @@ fn error(w: &mut W<'_>, e: &ErrorEvent) {
         w.close_arr();
     }
     if let Some(l) = &e.log {
-        w.open("log");
-        w.str("message", &l.message);
-        w.str("level", &l.level);
-        w.str("logger_name", &l.logger_name);
-        w.str("param_message", &l.param_message);
-        frames(w, "stacktrace", &l.stacktrace);
+        w.open(q!("log"));
+        w.str(q!("message"), &l.message);
+        w.str(q!("level"), &l.level);
+        w.str(q!("logger_name"), &l.logger_name);
+        w.str(q!("param_message"), &l.param_message);
+        frames(w, q!("stacktrace"), &l.stacktrace);
         w.close();
     }
     if let Some(c) = &e.custom {
-        w.json("custom", c, true);
+        w.json(q!("custom"), c, true);
     }
     w.close();
-    w.open("transaction");
-    w.str("id", &e.transaction_id);
-    w.str("name", &e.transaction_name);
-    w.str("type", &e.transaction_type);
+    w.open(q!("transaction"));
+    w.str(q!("id"), &e.transaction_id);
+    w.str(q!("name"), &e.transaction_name);
+    w.str(q!("type"), &e.transaction_type);
     if e.transaction_sampled == Some(true) {
-        w.bool("sampled", true);
+        w.bool(q!("sampled"), true);
     }
     w.close();
-    w.open("span");
-    w.str("id", &e.span_id);
+    w.open(q!("span"));
+    w.str(q!("id"), &e.span_id);
     w.close();
-    w.str("message", &e.message);
+    w.str(q!("message"), &e.message);
 }
 
 fn metricset(w: &mut W<'_>, ev: &Event, m: &Metricset) {
     let erase = !m.has_refs && all_samples_internal(ev, m);
-    w.open("metricset");
-    w.str("name", &m.name);
+    w.open(q!("metricset"));
+    w.str(q!("name"), &m.name);
     if !m.samples.is_empty() {
-        w.open_arr("samples");
+        w.open_arr(q!("samples"));
         for s in &m.samples {
             w.open_elem();
-            w.str("name", &s.name);
+            w.str(q!("name"), &s.name);
             if s.type_ == "histogram" && !erase {
-                w.str("type", "histogram");
-                w.open_arr("values");
+                w.str(q!("type"), "histogram");
+                w.open_arr(q!("values"));
                 for v in &s.values {
                     w.sep();
                     write_f64(w.out, *v);
                 }
                 w.close_arr();
-                w.open_arr("counts");
+                w.open_arr(q!("counts"));
                 for c in &s.counts {
                     w.sep();
                     write_i64(w.out, *c);
                 }
                 w.close_arr();
             } else if s.type_ == "summary" && !erase {
-                w.str("type", "summary");
-                w.i64("value_count", 0);
-                w.i64("sum", 0);
+                w.str(q!("type"), "summary");
+                w.i64(q!("value_count"), 0);
+                w.i64(q!("sum"), 0);
             } else {
                 if !erase {
-                    w.str("type", &s.type_);
+                    w.str(q!("type"), &s.type_);
                 }
-                w.f64("value", s.value);
+                w.f64(q!("value"), s.value);
             }
             if !erase {
-                w.str("unit", &s.unit);
+                w.str(q!("unit"), &s.unit);
             }
             w.close();
         }
         w.close_arr();
     }
     w.close_keep();
-    w.open("transaction");
-    w.str("name", &m.transaction_name);
-    w.str("type", &m.transaction_type);
+    w.open(q!("transaction"));
+    w.str(q!("name"), &m.transaction_name);
+    w.str(q!("type"), &m.transaction_type);
     w.close();
-    w.open("span");
-    w.str("type", &m.span_type);
-    w.str("subtype", &m.span_subtype);
-    w.open("self_time");
-    w.opt_i64("count", m.self_time_count);
-    w.opt_i64("sum.us", m.self_time_sum_us);
+    w.open(q!("span"));
+    w.str(q!("type"), &m.span_type);
+    w.str(q!("subtype"), &m.span_subtype);
+    w.open(q!("self_time"));
+    w.opt_i64(q!("count"), m.self_time_count);
+    w.opt_i64(q!("sum.us"), m.self_time_sum_us);
     w.close();
     w.close();
 }
 
 fn log(w: &mut W<'_>, l: &LogEvent) {
-    w.str("message", &l.message);
-    w.open("log");
-    w.str("level", &l.level);
-    w.str("logger", &l.logger);
+    w.str(q!("message"), &l.message);
+    w.open(q!("log"));
+    w.str(q!("level"), &l.level);
+    w.str(q!("logger"), &l.logger);
     if !l.origin_function.is_empty()
         || !l.origin_file_name.is_empty()
         || l.origin_file_line.is_some()
     {
-        w.open("origin");
-        w.open("file");
-        w.str("name", &l.origin_file_name);
-        w.opt_i64("line", l.origin_file_line);
+        w.open(q!("origin"));
+        w.open(q!("file"));
+        w.str(q!("name"), &l.origin_file_name);
+        w.opt_i64(q!("line"), l.origin_file_line);
         w.close_keep();
-        w.str_always("function", &l.origin_function);
+        w.str_always(q!("function"), &l.origin_function);
         w.close();
     }
     w.close();
-    w.open("event");
+    w.open(q!("event"));
     if !l.is_error() {
-        w.str("kind", "event");
+        w.str(q!("kind"), "event");
     }
-    w.str("dataset", &l.event_dataset);
+    w.str(q!("dataset"), &l.event_dataset);
     w.close();
-    w.open("transaction");
-    w.str("id", &l.transaction_id);
+    w.open(q!("transaction"));
+    w.str(q!("id"), &l.transaction_id);
     w.close();
-    w.open("span");
-    w.str("id", &l.span_id);
+    w.open(q!("span"));
+    w.str(q!("id"), &l.span_id);
     w.close();
     if l.is_error() {
-        w.open("error");
-        w.str("type", &l.error_type);
-        w.str("message", &l.error_message);
-        w.str("stack_trace", &l.error_stack_trace);
-        w.str("grouping_key", "ef46db3751d8e999");
+        w.open(q!("error"));
+        w.str(q!("type"), &l.error_type);
+        w.str(q!("message"), &l.error_message);
+        w.str(q!("stack_trace"), &l.error_stack_trace);
+        w.str(q!("grouping_key"), "ef46db3751d8e999");
         w.close();
     }
 }

@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     pub(crate) k8s_pod_uid: String,
     pub(crate) cloud: Cloud,
     pub(crate) network_connection_type: String,
+    /// Encoded JSON fragment of these fields (filled on first encode; the
+    /// struct is immutable once shared).
+    pub(crate) encoded: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// `cloud.*` from metadata.
@@ -104,6 +107,17 @@ pub(crate) struct Service {
     pub(crate) origin_version: String,
     /// `service.target` (type is always written once a target exists).
     pub(crate) target: Option<(String, String)>,
+    /// Encoded `"service":{…}` (filled on first encode; reset by [`Service::make_mut`]).
+    pub(crate) encoded: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl Service {
+    /// Copy-on-write access that also drops the cached encoding.
+    pub(crate) fn make_mut(s: &mut Arc<Service>) -> &mut Service {
+        let m = Arc::make_mut(s);
+        m.encoded = std::sync::OnceLock::new();
+        m
+    }
 }
 
 /// `agent.*`.
@@ -113,6 +127,17 @@ pub(crate) struct Agent {
     pub(crate) version: String,
     pub(crate) ephemeral_id: String,
     pub(crate) activation_method: String,
+    /// Encoded `"agent":{…}` (filled on first encode; reset by [`Agent::make_mut`]).
+    pub(crate) encoded: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl Agent {
+    /// Copy-on-write access that also drops the cached encoding.
+    pub(crate) fn make_mut(a: &mut Arc<Agent>) -> &mut Agent {
+        let m = Arc::make_mut(a);
+        m.encoded = std::sync::OnceLock::new();
+        m
+    }
 }
 
 /// `user.*`.

@@ -1008,8 +1008,15 @@ fn garbled_lines_never_panic() {
         seed ^= seed << 17;
         seed
     };
-    for entry in std::fs::read_dir(dir.join("intake-v2")).unwrap() {
-        let p = entry.unwrap().path();
+    let files: Vec<PathBuf> = ["intake-v2", "intake-v3"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(dir.join(d))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+        })
+        .collect();
+    for p in files {
         let data = std::fs::read(&p).unwrap();
         let lines: Vec<&[u8]> = data
             .split(|&b| b == b'\n')
@@ -1044,6 +1051,13 @@ fn garbled_lines_never_panic() {
                         let mut buf = Vec::new();
                         for ev in &out {
                             encode(ev, &ctx(), &mut buf);
+                        }
+                        for doc in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                            assert!(
+                                serde_json::from_slice::<Value>(doc).is_ok(),
+                                "invalid JSON: {}",
+                                String::from_utf8_lossy(doc)
+                            );
                         }
                     }
                 }
@@ -1368,4 +1382,48 @@ fn escaping_matches_serde_json() {
         let back: String = serde_json::from_slice(&ours).unwrap();
         assert_eq!(back, s);
     }
+}
+
+#[test]
+fn cached_fragments_follow_overrides() {
+    let mut d = Decoder::new(DecodeConfig::default());
+    let m = d.decode_metadata(META.as_bytes(), &base(false)).unwrap();
+    let mut evs = Vec::new();
+    d.decode_event(br#"{"log":{"message":"a"}}"#, &m, &mut evs)
+        .unwrap();
+    let first = encode_all(&evs);
+    assert_eq!(first[0].1["service"]["name"], "1234_service-12a3");
+    d.decode_event(
+        br#"{"log":{"message":"b","service.name":"other"}}"#,
+        &m,
+        &mut evs,
+    )
+    .unwrap();
+    d.decode_event(
+        br#"{"error":{"id":"x","log":{"message":"m"},"context":{"service":{"agent":{"name":"zz"}}}}}"#,
+        &m,
+        &mut evs,
+    )
+    .unwrap();
+    let docs = encode_all(&evs);
+    assert_eq!(docs[0].1["service"]["name"], "1234_service-12a3");
+    assert_eq!(docs[1].1["service"]["name"], "other");
+    assert_eq!(docs[2].1["agent"]["name"], "zz");
+    assert_eq!(docs[2].1["agent"]["version"], "3.14.0");
+}
+
+#[test]
+fn unknown_keys_do_not_make_a_root_set() {
+    let mut d = Decoder::new(DecodeConfig::default());
+    let e = d
+        .decode_metadata(br#"{"metadata":{"foo":1}}"#, &base(false))
+        .err()
+        .unwrap();
+    assert_eq!(e.to_string(), "validation error: 'metadata' required");
+    assert_eq!(
+        err_of(r#"{"span":{"bar":"x"}}"#),
+        "validation error: 'span' required"
+    );
+    // unknown keys are otherwise ignored
+    assert!(decode_one(META, r#"{"log":{"message":"x","whatever":{"a":1}}}"#, false).is_ok());
 }

@@ -61,6 +61,8 @@ pub trait OutputFactory: Send + Sync {
     fn ready(&self) -> bool {
         true
     }
+    /// Shutdown has begun: work blocked on the destination must give up by `deadline`.
+    fn shutdown(&self, _deadline: Instant) {}
 }
 
 /// The output factory the configuration asks for: Elasticsearch when

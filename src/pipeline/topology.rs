@@ -298,6 +298,7 @@ impl Pipeline {
     /// Returns true when everything drained in time.
     pub fn shutdown(&self, deadline: Instant) -> bool {
         let _ = self.deadline.set(deadline);
+        self.output.shutdown(deadline);
         self.intake.close();
         let mut ok = true;
         for st in &self.stages {

@@ -28,7 +28,7 @@ pub(crate) enum Kind {
 
 fn name_version(
     ctx: &mut Ctx,
-    o: &Obj<'_>,
+    o: Obj<'_>,
     k: &'static str,
     name_req: bool,
     ver_req: bool,
@@ -54,13 +54,13 @@ fn name_version(
     }))
 }
 
-pub(crate) fn str_field(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<String> {
+pub(crate) fn str_field(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<String> {
     let s = opt_str(o, k)?;
     ctx.max1024(k, s);
     Ok(s.unwrap_or_default().to_owned())
 }
 
-fn nested_str(ctx: &mut Ctx, o: &Obj<'_>, outer: &'static str, k: &'static str) -> R<String> {
+fn nested_str(ctx: &mut Ctx, o: Obj<'_>, outer: &'static str, k: &'static str) -> R<String> {
     let Some(m) = set_obj(o, outer)? else {
         return Ok(String::new());
     };
@@ -70,7 +70,7 @@ fn nested_str(ctx: &mut Ctx, o: &Obj<'_>, outer: &'static str, k: &'static str) 
     Ok(s)
 }
 
-fn decode_user(ctx: &mut Ctx, u: &Obj<'_>) -> R<User> {
+fn decode_user(ctx: &mut Ctx, u: Obj<'_>) -> R<User> {
     let domain = str_field(ctx, u, "domain")?;
     let id = str_or_int(ctx, u, "id")?.unwrap_or_default();
     let email = str_field(ctx, u, "email")?;
@@ -85,12 +85,21 @@ fn decode_user(ctx: &mut Ctx, u: &Obj<'_>) -> R<User> {
 
 /// Decodes a v2 metadata root (`{"metadata": …}`).
 pub(crate) fn decode_metadata(
-    root: &Obj<'_>,
+    root: Obj<'_>,
     base: &RequestBase,
     cfg: &DecodeConfig,
 ) -> R<Metadata> {
     let m = match obj(root, "metadata")? {
-        Some(m) if m.values().any(is_set) => m,
+        Some(m)
+            if is_set_known(
+                m,
+                Some(&[
+                    "labels", "service", "cloud", "system", "user", "network", "process",
+                ]),
+            ) =>
+        {
+            m
+        }
         _ => return Err(LineError::Validation("'metadata' required".into())),
     };
     let mut ctx = Ctx::default();
@@ -313,11 +322,11 @@ pub(crate) fn finalize(ev: &mut Event, cfg: &DecodeConfig) {
     if ev.service.node_name.is_empty() {
         let d = node_default(&ev.shared);
         if !d.is_empty() {
-            Arc::make_mut(&mut ev.service).node_name = d;
+            Service::make_mut(&mut ev.service).node_name = d;
         }
     }
     if ev.service.environment.is_empty() && !cfg.default_service_environment.is_empty() {
-        Arc::make_mut(&mut ev.service).environment = cfg.default_service_environment.clone();
+        Service::make_mut(&mut ev.service).environment = cfg.default_service_environment.clone();
     }
 }
 
@@ -327,7 +336,7 @@ pub(crate) fn finalize(ev: &mut Event, cfg: &DecodeConfig) {
 /// Decodes one v2 event line and appends the result to `out`.
 pub(crate) fn decode_event(
     kind: Kind,
-    root: &Obj<'_>,
+    root: Obj<'_>,
     meta: &Metadata,
     cfg: &DecodeConfig,
     out: &mut Vec<Event>,
@@ -339,8 +348,76 @@ pub(crate) fn decode_event(
         Kind::Metricset => "metricset",
         Kind::Log => "log",
     };
+    let known: Option<&[&str]> = match kind {
+        Kind::Transaction => Some(&[
+            "marks",
+            "timestamp",
+            "otel",
+            "links",
+            "trace_id",
+            "id",
+            "parent_id",
+            "name",
+            "type",
+            "result",
+            "dropped_spans_stats",
+            "outcome",
+            "faas",
+            "session",
+            "context",
+            "experience",
+            "span_count",
+            "sample_rate",
+            "duration",
+            "sampled",
+        ]),
+        Kind::Span => Some(&[
+            "timestamp",
+            "otel",
+            "id",
+            "trace_id",
+            "action",
+            "name",
+            "outcome",
+            "child_ids",
+            "parent_id",
+            "links",
+            "stacktrace",
+            "type",
+            "subtype",
+            "transaction_id",
+            "composite",
+            "context",
+            "start",
+            "sample_rate",
+            "duration",
+            "sync",
+        ]),
+        Kind::Error => Some(&[
+            "timestamp",
+            "log",
+            "culprit",
+            "id",
+            "parent_id",
+            "trace_id",
+            "transaction_id",
+            "exception",
+            "transaction",
+            "context",
+        ]),
+        Kind::Metricset => Some(&[
+            "timestamp",
+            "samples",
+            "span",
+            "tags",
+            "transaction",
+            "service",
+            "faas",
+        ]),
+        Kind::Log => None,
+    };
     let o = match obj(root, key)? {
-        Some(o) if o.values().any(is_set) => o,
+        Some(o) if is_set_known(o, known) => o,
         _ => return Err(LineError::Validation(format!("'{key}' required"))),
     };
     let mut ctx = Ctx::default();
@@ -375,7 +452,7 @@ pub(crate) fn merge_labels(ev: &mut Event, l: Option<Labels>) {
     }
 }
 
-fn links(ctx: &mut Ctx, o: &Obj<'_>) -> R<Vec<Link>> {
+fn links(ctx: &mut Ctx, o: Obj<'_>) -> R<Vec<Link>> {
     let Some(a) = arr(o, "links")? else {
         return Ok(Vec::new());
     };
@@ -405,7 +482,7 @@ fn links(ctx: &mut Ctx, o: &Obj<'_>) -> R<Vec<Link>> {
     Ok(out)
 }
 
-fn faas(o: &Obj<'_>) -> R<Option<Box<Faas>>> {
+fn faas(o: Obj<'_>) -> R<Option<Box<Faas>>> {
     let Some(f) = set_obj(o, "faas")? else {
         return Ok(None);
     };
@@ -424,7 +501,7 @@ fn faas(o: &Obj<'_>) -> R<Option<Box<Faas>>> {
     Ok(Some(Box::new(out)))
 }
 
-fn frames(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
+fn frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
     let Some(a) = arr(o, k)? else {
         return Ok(Vec::new());
     };
@@ -438,22 +515,35 @@ fn frames(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
             }
             _ => return Err(LineError::Decode(format!("{k}: expected object"))),
         };
-        let fr = Frame {
-            vars: json_obj(f, "vars")?,
-            filename: string(f, "filename")?,
-            abs_path: string(f, "abs_path")?,
-            classname: string(f, "classname")?,
-            context_line: string(f, "context_line")?,
-            function: string(f, "function")?,
-            module: string(f, "module")?,
-            post_context: str_arr(f, "post_context")?,
-            pre_context: str_arr(f, "pre_context")?,
-            lineno: int(f, "lineno")?,
-            colno: int(f, "colno")?,
-            library_frame: boolean(f, "library_frame")?.unwrap_or(false),
-            ..Default::default()
-        };
-        if get(f, "classname").is_none() && get(f, "filename").is_none() {
+        // one pass over the frame's keys (hot path); later duplicates win
+        let mut fr = Frame::default();
+        let (mut has_class, mut has_file) = (false, false);
+        for (key, v) in f.iter() {
+            match key {
+                "filename" => {
+                    let s = v_str(key, v)?;
+                    has_file = s.is_some();
+                    fr.filename = s.unwrap_or_default().to_owned();
+                }
+                "classname" => {
+                    let s = v_str(key, v)?;
+                    has_class = s.is_some();
+                    fr.classname = s.unwrap_or_default().to_owned();
+                }
+                "abs_path" => fr.abs_path = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "context_line" => fr.context_line = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "function" => fr.function = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "module" => fr.module = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "post_context" => fr.post_context = v_str_arr(key, v)?,
+                "pre_context" => fr.pre_context = v_str_arr(key, v)?,
+                "lineno" => fr.lineno = v_int(key, v)?,
+                "colno" => fr.colno = v_int(key, v)?,
+                "library_frame" => fr.library_frame = v_bool(key, v)?.unwrap_or(false),
+                "vars" => fr.vars = v_json_obj(key, v)?,
+                _ => {}
+            }
+        }
+        if !has_class && !has_file {
             ctx.push(k);
             ctx.fail(|| "requires at least one of the fields 'classname;filename'".into());
             ctx.pop();
@@ -529,7 +619,7 @@ fn service_target_derive(resource: &str) -> (String, String) {
 }
 
 /// `context.service` (§5.4). Returns whether `target.type` was sent.
-fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
+fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bool> {
     let Some(s) = set_obj(c, "service")? else {
         return Ok(false);
     };
@@ -544,7 +634,7 @@ fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
         ctx.max1024("version", ver);
         ctx.pop();
         if eid.is_some() || name.is_some() || ver.is_some() {
-            let ag = Arc::make_mut(&mut ev.agent);
+            let ag = Agent::make_mut(&mut ev.agent);
             if let Some(v) = eid {
                 ag.ephemeral_id = v.to_owned();
             }
@@ -601,7 +691,7 @@ fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
     ctx.max1024("version", version);
     ctx.pop();
 
-    let sv = Arc::make_mut(&mut ev.service);
+    let sv = Service::make_mut(&mut ev.service);
     if let Some(n) = name {
         sv.name = n.to_owned();
         sv.version = version.unwrap_or_default().to_owned();
@@ -639,7 +729,7 @@ fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
 
 type OptNv = Option<(Option<String>, Option<String>)>;
 
-fn name_version_opt(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<OptNv> {
+fn name_version_opt(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<OptNv> {
     let Some(m) = set_obj(o, k)? else {
         return Ok(None);
     };
@@ -652,7 +742,7 @@ fn name_version_opt(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<OptNv> {
     Ok(Some((n.map(str::to_owned), v.map(str::to_owned))))
 }
 
-fn message_ctx(ctx: &mut Ctx, c: &Obj<'_>) -> R<Option<Message>> {
+fn message_ctx(ctx: &mut Ctx, c: Obj<'_>) -> R<Option<Message>> {
     let Some(m) = set_obj(c, "message")? else {
         return Ok(None);
     };
@@ -673,7 +763,7 @@ fn message_ctx(ctx: &mut Ctx, c: &Obj<'_>) -> R<Option<Message>> {
     Ok(Some(out))
 }
 
-fn url_port(ctx: &mut Ctx, u: &Obj<'_>) -> R<Option<i64>> {
+fn url_port(ctx: &mut Ctx, u: Obj<'_>) -> R<Option<i64>> {
     match get(u, "port") {
         None => Ok(None),
         Some(V::String(s)) => {
@@ -686,8 +776,8 @@ fn url_port(ctx: &mut Ctx, u: &Obj<'_>) -> R<Option<i64>> {
                 }
             }
         }
-        Some(V::Static(StaticNode::I64(i))) => Ok(Some(*i)),
-        Some(V::Static(StaticNode::U64(i))) => Ok(i64::try_from(*i).ok()),
+        Some(V::Static(StaticNode::I64(i))) => Ok(Some(i)),
+        Some(V::Static(StaticNode::U64(i))) => Ok(i64::try_from(i).ok()),
         Some(_) => {
             ctx.fail(|| "'port': validation rule 'inputTypes(string;int)' violated ".into());
             Ok(None)
@@ -716,7 +806,7 @@ pub(crate) fn page_url(raw: &str) -> Url {
 }
 
 /// Transaction/error `context` (§5.4–§5.7). Returns (response status code, message ctx, custom).
-fn context(ctx: &mut Ctx, o: &Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<Json>)> {
+fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<Json>)> {
     let Some(c) = set_obj(o, "context")? else {
         return Ok((None, None));
     };
@@ -892,7 +982,7 @@ fn message_slot(ev: &mut Event, m: Message) {
 
 /// OTel bridge attributes (§6.1, partial): returns (span_kind, profiler ids) and folds
 /// remaining attributes into labels.
-fn otel(o: &Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
+fn otel(o: Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
     let Some(ot) = set_obj(o, "otel")? else {
         return Ok(None);
     };
@@ -911,9 +1001,9 @@ fn otel(o: &Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
             match v {
                 V::String(s) => l.set_string(&key, s.to_string()),
                 V::Static(StaticNode::Bool(b)) => l.set_string(&key, b.to_string()),
-                V::Static(StaticNode::I64(i)) => l.set_number(&key, *i as f64),
-                V::Static(StaticNode::U64(i)) => l.set_number(&key, *i as f64),
-                V::Static(StaticNode::F64(f)) => l.set_number(&key, *f),
+                V::Static(StaticNode::I64(i)) => l.set_number(&key, i as f64),
+                V::Static(StaticNode::U64(i)) => l.set_number(&key, i as f64),
+                V::Static(StaticNode::F64(f)) => l.set_number(&key, f),
                 _ => {}
             }
         }
@@ -922,7 +1012,7 @@ fn otel(o: &Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
     Ok(Some((kind, ids)))
 }
 
-fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn transaction(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Transaction(Box::default()));
     let mut tx = Transaction {
         span_id_from_id: true,
@@ -938,9 +1028,9 @@ fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
             let mut ms = Vec::new();
             for (k, v) in m.iter() {
                 match v {
-                    V::Static(StaticNode::I64(i)) => ms.push((k.to_string(), *i as f64)),
-                    V::Static(StaticNode::U64(i)) => ms.push((k.to_string(), *i as f64)),
-                    V::Static(StaticNode::F64(f)) => ms.push((k.to_string(), *f)),
+                    V::Static(StaticNode::I64(i)) => ms.push((k.to_string(), i as f64)),
+                    V::Static(StaticNode::U64(i)) => ms.push((k.to_string(), i as f64)),
+                    V::Static(StaticNode::F64(f)) => ms.push((k.to_string(), f)),
                     V::Static(StaticNode::Null) => {}
                     _ => return Err(LineError::Decode("marks: expected number".into())),
                 }
@@ -1144,7 +1234,7 @@ pub(crate) fn span_types(
     (if t.is_empty() { "unknown".into() } else { t }, s, a)
 }
 
-fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn span(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Span(Box::default()));
     let mut sp = Span::default();
     let ts = timestamp(o, "timestamp")?;
@@ -1303,7 +1393,7 @@ fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     };
     if !target_type_sent {
         if let Some(r) = resource {
-            Arc::make_mut(&mut ev.service).target = Some(service_target_derive(&r));
+            Service::make_mut(&mut ev.service).target = Some(service_target_derive(&r));
         }
     }
     if let Some((kind, _)) = ot {
@@ -1324,7 +1414,7 @@ fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     Ok(ev)
 }
 
-fn exception(ctx: &mut Ctx, x: &Obj<'_>, parent: Option<usize>, out: &mut Vec<Exception>) -> R<()> {
+fn exception(ctx: &mut Ctx, x: Obj<'_>, parent: Option<usize>, out: &mut Vec<Exception>) -> R<()> {
     if get(x, "message").is_none() && get(x, "type").is_none() {
         ctx.fail(|| "requires at least one of the fields 'message;type'".into());
     }
@@ -1367,7 +1457,7 @@ fn exception(ctx: &mut Ctx, x: &Obj<'_>, parent: Option<usize>, out: &mut Vec<Ex
     Ok(())
 }
 
-fn error(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn error(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Error(Box::default()));
     let mut er = ErrorEvent::default();
     if let Some(ts) = timestamp(o, "timestamp")? {
@@ -1456,7 +1546,7 @@ fn error(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     Ok(ev)
 }
 
-fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
+fn metricset(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
     let mut ev = Event::new(meta, Body::Metricset(Box::default()));
     let mut ms = Metricset::default();
     if let Some(ts) = timestamp(o, "timestamp")? {
@@ -1495,8 +1585,8 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
                         Some(a) => a
                             .iter()
                             .map(|v| match v {
-                                V::Static(StaticNode::I64(i)) => Ok(*i),
-                                V::Static(StaticNode::U64(i)) => Ok(*i as i64),
+                                V::Static(StaticNode::I64(i)) => Ok(i),
+                                V::Static(StaticNode::U64(i)) => Ok(i as i64),
                                 _ => Err(LineError::Decode("counts: expected integer".into())),
                             })
                             .collect::<R<Vec<i64>>>()?,
@@ -1555,7 +1645,7 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
         ctx.max1024("version", version);
         ctx.pop();
         if let Some(n) = name {
-            let sv = Arc::make_mut(&mut ev.service);
+            let sv = Service::make_mut(&mut ev.service);
             sv.name = n.to_owned();
             sv.version = version.unwrap_or_default().to_owned();
         }
@@ -1597,7 +1687,7 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
 
 /// A log field sent flat (`"a.b"`) or nested (`{"a":{"b":…}}`); nested wins
 /// when it has the right type (§10).
-fn log_str(o: &Obj<'_>, flat: &str, nested: &[&str]) -> R<Option<String>> {
+fn log_str(o: Obj<'_>, flat: &str, nested: &[&str]) -> R<Option<String>> {
     let mut v = opt_str(o, flat)?.map(str::to_owned);
     if let Some(V::String(s)) = nested_val(o, nested) {
         v = Some(s.to_string());
@@ -1605,7 +1695,7 @@ fn log_str(o: &Obj<'_>, flat: &str, nested: &[&str]) -> R<Option<String>> {
     Ok(v)
 }
 
-fn nested_val<'o, 'v>(o: &'o Obj<'v>, path: &[&str]) -> Option<&'o V<'v>> {
+fn nested_val<'v>(o: Obj<'v>, path: &[&str]) -> Option<V<'v>> {
     let (last, init) = path.split_last()?;
     let mut cur = o;
     for p in init {
@@ -1617,7 +1707,7 @@ fn nested_val<'o, 'v>(o: &'o Obj<'v>, path: &[&str]) -> Option<&'o V<'v>> {
     lookup(cur, last)
 }
 
-fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn log(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Log(Box::default()));
     let mut lg = LogEvent::default();
     // nested objects must be objects when present
@@ -1680,8 +1770,8 @@ fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
         log_str(o, "log.origin.function", &["log", "origin", "function"])?.unwrap_or_default();
     lg.origin_file_line = int(o, "log.origin.file.line")?;
     match nested_val(o, &["log", "origin", "file", "line"]) {
-        Some(V::Static(StaticNode::I64(i))) => lg.origin_file_line = Some(*i),
-        Some(V::Static(StaticNode::U64(i))) => lg.origin_file_line = Some(*i as i64),
+        Some(V::Static(StaticNode::I64(i))) => lg.origin_file_line = Some(i),
+        Some(V::Static(StaticNode::U64(i))) => lg.origin_file_line = Some(i as i64),
         Some(V::Static(StaticNode::F64(_))) => {
             return Err(LineError::Decode(
                 "log.origin.file.line: expected integer".into(),
@@ -1696,7 +1786,7 @@ fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
         .map(str::to_owned)
         .unwrap_or_else(|| lg.transaction_id.clone());
     if svc_name.is_some() || svc_version.is_some() || svc_env.is_some() || svc_node.is_some() {
-        let sv = Arc::make_mut(&mut ev.service);
+        let sv = Service::make_mut(&mut ev.service);
         if let Some(v) = svc_name {
             sv.name = v;
         }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 fn nv(
     ctx: &mut Ctx,
-    o: &Obj<'_>,
+    o: Obj<'_>,
     k: &'static str,
     name_req: bool,
     ver_req: bool,
@@ -47,7 +47,7 @@ fn to_nv(v: Option<(Option<String>, Option<String>)>) -> NameVersion {
     }
 }
 
-fn user(ctx: &mut Ctx, u: &Obj<'_>) -> R<(User, bool)> {
+fn user(ctx: &mut Ctx, u: Obj<'_>) -> R<(User, bool)> {
     let domain = str_field(ctx, u, "ud")?;
     let id = str_or_int(ctx, u, "id")?;
     let email = str_field(ctx, u, "em")?;
@@ -66,12 +66,12 @@ fn user(ctx: &mut Ctx, u: &Obj<'_>) -> R<(User, bool)> {
 
 /// Decodes a v3 metadata root (`{"m": …}`).
 pub(crate) fn decode_metadata(
-    root: &Obj<'_>,
+    root: Obj<'_>,
     base: &RequestBase,
     cfg: &DecodeConfig,
 ) -> R<Metadata> {
     let m = match obj(root, "m")? {
-        Some(m) if m.values().any(is_set) => m,
+        Some(m) if is_set_known(m, Some(&["se", "u", "l", "n"])) => m,
         _ => return Err(LineError::Validation("'m' required".into())),
     };
     let mut ctx = Ctx::default();
@@ -149,14 +149,33 @@ pub(crate) fn decode_metadata(
 /// Decodes a v3 `x` (transaction) or `e` (error) line.
 pub(crate) fn decode_event(
     is_tx: bool,
-    root: &Obj<'_>,
+    root: Obj<'_>,
     meta: &Metadata,
     cfg: &DecodeConfig,
     out: &mut Vec<Event>,
 ) -> R<()> {
     let key = if is_tx { "x" } else { "e" };
+    let known: &[&str] = if is_tx {
+        &[
+            "id", "tid", "pid", "n", "t", "d", "rt", "o", "sm", "sr", "yc", "k", "ses", "exp", "c",
+            "y", "me",
+        ]
+    } else {
+        &[
+            "id",
+            "timestamp",
+            "tid",
+            "pid",
+            "xid",
+            "cl",
+            "x",
+            "ex",
+            "log",
+            "c",
+        ]
+    };
     let o = match obj(root, key)? {
-        Some(o) if o.values().any(is_set) => o,
+        Some(o) if is_set_known(o, Some(known)) => o,
         _ => return Err(LineError::Validation(format!("'{key}' required"))),
     };
     let mut ctx = Ctx::default();
@@ -177,7 +196,7 @@ pub(crate) fn decode_event(
     Ok(())
 }
 
-fn frames(ctx: &mut Ctx, o: &Obj<'_>) -> R<Vec<Frame>> {
+fn frames(ctx: &mut Ctx, o: Obj<'_>) -> R<Vec<Frame>> {
     let Some(a) = arr(o, "st")? else {
         return Ok(Vec::new());
     };
@@ -213,7 +232,7 @@ fn frames(ctx: &mut Ctx, o: &Obj<'_>) -> R<Vec<Frame>> {
 }
 
 /// Context `c` of transactions and errors (§14.4). Returns (response status, custom).
-fn context(ctx: &mut Ctx, o: &Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<Json>)> {
+fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<Json>)> {
     let Some(c) = set_obj(o, "c")? else {
         return Ok((None, None));
     };
@@ -277,7 +296,7 @@ fn context(ctx: &mut Ctx, o: &Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option
         ctx.pop();
         if let Some((an, av)) = agent {
             if an.is_some() || av.is_some() {
-                let a = Arc::make_mut(&mut ev.agent);
+                let a = Agent::make_mut(&mut ev.agent);
                 if let Some(v) = an {
                     a.name = v;
                 }
@@ -286,7 +305,7 @@ fn context(ctx: &mut Ctx, o: &Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option
                 }
             }
         }
-        let sv = Arc::make_mut(&mut ev.service);
+        let sv = Service::make_mut(&mut ev.service);
         if let Some(n) = n {
             sv.name = n.to_owned();
             sv.version = ve.unwrap_or_default().to_owned();
@@ -358,7 +377,7 @@ fn expand_group(k: &str) -> String {
     }
 }
 
-fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata, out: &mut Vec<Event>) -> R<()> {
+fn transaction(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata, out: &mut Vec<Event>) -> R<()> {
     let mut ev = Event::new(meta, Body::Transaction(Box::default()));
     let mut tx = Transaction::default();
     ev.body = Body::Transaction(Box::default());
@@ -578,7 +597,7 @@ fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata, out: &mut Vec<Event>
     Ok(())
 }
 
-fn span(ctx: &mut Ctx, y: &Obj<'_>, meta: &Metadata) -> R<(Event, Option<i64>)> {
+fn span(ctx: &mut Ctx, y: Obj<'_>, meta: &Metadata) -> R<(Event, Option<i64>)> {
     let mut ev = Event::new(meta, Body::Span(Box::default()));
     let mut sp = Span::default();
     let action = opt_str(y, "ac")?;
@@ -641,7 +660,7 @@ fn span(ctx: &mut Ctx, y: &Obj<'_>, meta: &Metadata) -> R<(Event, Option<i64>)> 
             ctx.max1024("n", n);
             ctx.pop();
             if let Some(n) = n {
-                Arc::make_mut(&mut ev.service).name = n.to_owned();
+                Service::make_mut(&mut ev.service).name = n.to_owned();
             }
         }
         ctx.pop();
@@ -693,7 +712,7 @@ fn span(ctx: &mut Ctx, y: &Obj<'_>, meta: &Metadata) -> R<(Event, Option<i64>)> 
     Ok((ev, pi))
 }
 
-fn exception(ctx: &mut Ctx, x: &Obj<'_>, parent: Option<usize>, out: &mut Vec<Exception>) -> R<()> {
+fn exception(ctx: &mut Ctx, x: Obj<'_>, parent: Option<usize>, out: &mut Vec<Exception>) -> R<()> {
     if get(x, "mg").is_none() && get(x, "t").is_none() {
         ctx.fail(|| "requires at least one of the fields 'mg;t'".into());
     }
@@ -736,7 +755,7 @@ fn exception(ctx: &mut Ctx, x: &Obj<'_>, parent: Option<usize>, out: &mut Vec<Ex
     Ok(())
 }
 
-fn error(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn error(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Error(Box::default()));
     let mut er = ErrorEvent::default();
     let (_, custom) = context(ctx, o, &mut ev)?;

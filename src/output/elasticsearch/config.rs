@@ -203,8 +203,11 @@ impl EsSettings {
             max_retries: c.max_retries,
             backoff_init,
             backoff_max,
-            retry_budget: backoff_max.saturating_mul(5),
-            idempotent_ids: false,
+            retry_budget: match es.retry_budget.get() {
+                d if d.is_zero() => backoff_max.saturating_mul(5),
+                d => d,
+            },
+            idempotent_ids: es.idempotent_ids,
             ready_check_interval: Duration::from_secs(5),
             tls: c.ssl.clone().filter(|t| t.enabled != Some(false)),
             proxy_url: c.proxy_url.clone(),

@@ -232,6 +232,10 @@ impl OutputFactory for ElasticsearchFactory {
     fn ready(&self) -> bool {
         self.shared.ready.load(Ordering::Relaxed)
     }
+
+    fn shutdown(&self, deadline: Instant) {
+        self.begin_shutdown(deadline);
+    }
 }
 
 /// One indexer instance's view of the output.
