@@ -15,4 +15,5 @@ pub mod output;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod server;
+pub mod sourcemap;
 pub mod telemetry;

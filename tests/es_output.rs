@@ -782,3 +782,42 @@ fn begin_shutdown_unblocks_appends_waiting_for_a_slot() {
     assert!(ra.undelivered + rb.undelivered >= 60);
     assert_eq!(budget.in_use(), 0);
 }
+
+#[test]
+fn request_timeout_retried_until_fault_clears() {
+    let es = EsDouble::start();
+    es.set_faults(Faults {
+        latency_ms: 800,
+        ..Default::default()
+    });
+    // timeout 300 ms < latency; retry budget 5 × 500 ms outlasts the 1 s fault
+    let r = rig(
+        &es,
+        &[
+            "output.elasticsearch.timeout=300ms",
+            "output.elasticsearch.backoff.max=500ms",
+        ],
+    );
+    let mut out = r.factory.build(0, Arc::clone(&r.telemetry)).expect("build");
+    for i in 0..100 {
+        out.append(&doc(i), r.ack());
+    }
+    // the bulks time out and are retried while the fault lasts
+    std::thread::sleep(Duration::from_millis(1000));
+    es.clear_faults();
+    assert_eq!(
+        out.close(Instant::now() + Duration::from_secs(15))
+            .undelivered,
+        0
+    );
+    r.assert_balanced(100);
+    assert_eq!(r.indexed(), 100);
+    let c = copies(&es);
+    assert_eq!(c.len(), 100, "every document indexed at least once");
+    assert!(
+        r.telemetry
+            .render()
+            .contains("apm_rs_output_es_bulk_requests_total{outcome=\"retried\"}"),
+        "timeouts were retried"
+    );
+}

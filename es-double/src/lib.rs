@@ -378,7 +378,17 @@ async fn serve(s: Serve) {
             Some(Ctl::Down(d)) => {
                 handle.stop(false).await;
                 let _ = join.await;
-                actix_rt::time::sleep(d).await;
+                // stay down for `d`, unless told to stop meanwhile
+                let until = tokio::time::Instant::now() + d;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        m = rx.recv() => match m {
+                            Some(Ctl::Down(_)) => continue,
+                            Some(Ctl::Stop) | None => return,
+                        },
+                    }
+                }
             }
             Some(Ctl::Stop) | None => {
                 handle.stop(false).await;

@@ -23,6 +23,7 @@ pub mod intake;
 pub mod metrics;
 pub mod response;
 pub mod root;
+pub mod sourcemap_upload;
 pub mod tls;
 
 use crate::auth::{AuthError, AuthResult, Authenticator};
@@ -87,7 +88,8 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/", web::route().to(root::handle))
             .route("/intake/v2/events", web::route().to(backend_intake))
             .route("/intake/v2/rum/events", web::route().to(rum_intake))
-            .route("/intake/v3/rum/events", web::route().to(rum_intake));
+            .route("/intake/v3/rum/events", web::route().to(rum_intake))
+            .route("/assets/v1/sourcemaps", web::route().to(sourcemap_upload::handle));
         // --- agent configuration and expvar (agentcfg branch) ---
         c.route("/config/v1/agents", web::route().to(agentcfg::backend))
             .route("/config/v1/rum/agents", web::route().to(agentcfg::rum));

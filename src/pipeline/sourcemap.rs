@@ -1,27 +1,159 @@
-//! Sourcemap applier stage: un-minifies the stack frames of RUM errors and
-//! spans (sourcemap.md). Pass-through until source mapping is implemented.
+//! Sourcemap applier stage: the RUM frame processors of sourcemap.md §1 on
+//! every event of batches from the RUM endpoints, then forwarding to the
+//! indexer.
+//!
+//! Per batch, in order: source mapping of span and error stack traces (one
+//! deadline of `rum.source_mapping.timeout` for the whole batch), library
+//! flagging, exclude-from-grouping flagging (both skipped for errors with a
+//! span part, documents.md §13.1), culprit update (only with source mapping),
+//! and the error grouping key recomputed over the final frames.
+//!
+//! Invariants: every event of every batch is forwarded (source-map failures
+//! are recorded on frames, never drop events); the only blocking is a
+//! source-map fetch, bounded by the batch deadline.
 
 use super::supervisor::Actor;
 use super::EventBatch;
+use crate::config::Config;
+use crate::model::{Event, Frame};
+use crate::sourcemap::frame::{apply_sourcemaps, FrameAccess, MapSource, Mapped};
+use crate::sourcemap::{RumSettings, Store};
 use crate::telemetry::{fail, Telemetry};
 use crossbeam_channel::Sender;
 use std::sync::Arc;
+use std::time::Instant;
+
+impl FrameAccess for Frame {
+    fn abs_path(&self) -> &str {
+        Frame::abs_path(self)
+    }
+    fn filename(&self) -> &str {
+        Frame::filename(self)
+    }
+    fn lineno(&self) -> Option<i64> {
+        Frame::lineno(self)
+    }
+    fn colno(&self) -> Option<i64> {
+        Frame::colno(self)
+    }
+    fn library_frame(&self) -> bool {
+        Frame::library_frame(self)
+    }
+    fn mark_library_frame(&mut self, is_library: bool) {
+        Frame::mark_library_frame(self, is_library)
+    }
+    fn set_exclude_from_grouping(&mut self, v: bool) {
+        Frame::set_exclude_from_grouping(self, v)
+    }
+    fn set_sourcemap_error(&mut self, e: String) {
+        Frame::set_sourcemap_error(self, e)
+    }
+    fn apply_mapping(&mut self, m: Mapped) {
+        self.apply_sourcemap(
+            m.filename,
+            m.abs_path,
+            m.lineno,
+            m.colno,
+            m.function,
+            m.context_line,
+            m.pre_context,
+            m.post_context,
+        )
+    }
+}
+
+/// The RUM frame processors with their settings and map source.
+pub struct RumProcessor {
+    settings: RumSettings,
+    /// `Some` iff source mapping is active.
+    source: Option<Arc<dyn MapSource + Send + Sync>>,
+}
+
+impl RumProcessor {
+    /// From the configuration; starts (or joins) the instance's source-map store
+    /// when source mapping is active. Errors: invalid regexes or ES settings.
+    pub fn from_config(cfg: &Config, telemetry: &Arc<Telemetry>) -> Result<RumProcessor, String> {
+        let settings =
+            RumSettings::from_config(cfg).map_err(|e| format!("apm-server.rum pattern: {e}"))?;
+        let source: Option<Arc<dyn MapSource + Send + Sync>> = if settings.source_mapping {
+            let s: Arc<Store> = Store::for_instance(cfg, telemetry).map_err(|e| e.to_string())?;
+            Some(s)
+        } else {
+            None
+        };
+        Ok(RumProcessor { settings, source })
+    }
+
+    /// With an explicit map source (`None` = source mapping off).
+    pub fn new(settings: RumSettings, source: Option<Arc<dyn MapSource + Send + Sync>>) -> Self {
+        let source = source.filter(|_| settings.source_mapping);
+        RumProcessor { settings, source }
+    }
+
+    /// Processes the events of one RUM batch in place.
+    pub fn process(&self, events: &mut [Event]) {
+        let deadline = Instant::now() + self.settings.timeout;
+        for ev in events {
+            let is_error = match ev.kind() {
+                "span" => false,
+                "error" => true,
+                _ => continue,
+            };
+            let skip_flags = is_error && ev.has_span_part();
+            let service = ev.service_name().to_owned();
+            let version = ev.service_version().to_owned();
+            for st in ev.stacktraces_mut() {
+                if let Some(src) = &self.source {
+                    apply_sourcemaps(
+                        st.as_mut_slice(),
+                        &service,
+                        &version,
+                        src.as_ref(),
+                        deadline,
+                    );
+                }
+                if !skip_flags {
+                    self.settings.patterns.mark_library(st.as_mut_slice());
+                    self.settings.patterns.mark_exclude(st.as_mut_slice());
+                }
+            }
+            if is_error {
+                if self.source.is_some() {
+                    ev.update_culprit();
+                }
+                ev.update_grouping_key();
+            }
+        }
+    }
+}
 
 pub struct SourcemapApplier {
     next: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
+    rum: Arc<RumProcessor>,
 }
 
 impl SourcemapApplier {
-    pub fn new(next: Sender<EventBatch>, telemetry: Arc<Telemetry>) -> Self {
-        SourcemapApplier { next, telemetry }
+    pub fn new(
+        next: Sender<EventBatch>,
+        telemetry: Arc<Telemetry>,
+        rum: Arc<RumProcessor>,
+    ) -> Self {
+        SourcemapApplier {
+            next,
+            telemetry,
+            rum,
+        }
     }
 }
 
 impl Actor for SourcemapApplier {
     type Msg = EventBatch;
 
-    fn handle(&mut self, eb: EventBatch) {
+    fn handle(&mut self, mut eb: EventBatch) {
+        if eb.req.base.rum {
+            self.rum.process(&mut eb.events);
+        }
         if let Err(e) = self.next.send(eb) {
             self.telemetry
                 .fail(fail::SHUTDOWN, e.into_inner().events.len());

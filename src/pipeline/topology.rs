@@ -8,7 +8,7 @@
 use super::decoder::Decoder;
 use super::indexer::Indexer;
 use super::rate::{RateLimiter, RateShard};
-use super::sourcemap::SourcemapApplier;
+use super::sourcemap::{RumProcessor, SourcemapApplier};
 use super::supervisor::{self, StageHandle};
 use super::validator::Validator;
 use super::{budget::MemoryBudget, Batch, EventBatch};
@@ -182,13 +182,17 @@ impl Pipeline {
         }
         {
             let t = Arc::clone(&telemetry);
+            let rum = Arc::new(
+                RumProcessor::from_config(cfg, &telemetry)
+                    .map_err(|e| OutputError::Config(format!("source mapping: {e}")))?,
+            );
             stages.push(supervisor::spawn(
                 "sourcemap",
                 p.sourcemap.instances,
                 sm_rx,
                 None,
                 Arc::clone(&telemetry),
-                move |_| SourcemapApplier::new(idx_tx.clone(), Arc::clone(&t)),
+                move |_| SourcemapApplier::new(idx_tx.clone(), Arc::clone(&t), Arc::clone(&rum)),
             )?);
         }
         let rl = &cfg.apm_server.auth.anonymous.rate_limit;
