@@ -89,7 +89,10 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/intake/v2/events", web::route().to(backend_intake))
             .route("/intake/v2/rum/events", web::route().to(rum_intake))
             .route("/intake/v3/rum/events", web::route().to(rum_intake))
-            .route("/assets/v1/sourcemaps", web::route().to(sourcemap_upload::handle));
+            .route(
+                "/assets/v1/sourcemaps",
+                web::route().to(sourcemap_upload::handle),
+            );
         // --- agent configuration and expvar (agentcfg branch) ---
         c.route("/config/v1/agents", web::route().to(agentcfg::backend))
             .route("/config/v1/rum/agents", web::route().to(agentcfg::rum));
