@@ -407,10 +407,14 @@ pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
         w.key(q!("@timestamp"));
         write_timestamp(w.out, ev.timestamp_ns);
     }
-    if matches!(
-        ev.body,
-        Body::Transaction(_) | Body::Span(_) | Body::Error(_)
-    ) {
+    // apm-data writes `timestamp.us` only for a non-zero timestamp
+    // (TestDropUnsampled sends `"timestamp": 0`).
+    if ev.timestamp_ns != 0
+        && matches!(
+            ev.body,
+            Body::Transaction(_) | Body::Span(_) | Body::Error(_)
+        )
+    {
         w.open(q!("timestamp"));
         w.i64(q!("us"), ev.timestamp_ns.div_euclid(1000));
         w.close();
