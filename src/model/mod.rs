@@ -15,10 +15,15 @@
 mod decode;
 mod encode;
 mod event;
+mod grouping;
+mod routing;
+mod timestamp;
+#[cfg(test)]
+mod tests;
 
 pub use decode::Decoder;
 pub use encode::{encode, EncodeContext};
-pub use event::{Event, Metadata};
+pub use event::{Event, Frame, Metadata};
 
 use std::net::IpAddr;
 

@@ -1,0 +1,465 @@
+//! Line decoding: the [`Decoder`], the root-key scan (intake.md §5.2) and the
+//! value-access and validation helpers shared by the v2 and v3 decoders.
+//!
+//! Invariants: a line is parsed once with simd-json into a borrowed value
+//! tree over the decoder's scratch buffer (only the first JSON value of the
+//! line is parsed; trailing bytes are ignored). Type mismatches are decode
+//! errors returned at once; schema violations are recorded in [`Ctx`] (the
+//! first one wins, in upstream struct order) and reported after decoding, so
+//! a decode error anywhere in the line takes precedence. Nothing here panics
+//! on client data.
+
+pub(crate) mod v2;
+pub(crate) mod v3;
+
+use super::event::{Headers, Json, Labels, Metadata};
+use super::{DecodeConfig, Event, LineError, RequestBase};
+use simd_json::prelude::*;
+use simd_json::{BorrowedValue as V, StaticNode};
+
+pub(crate) type Obj<'v> = simd_json::value::borrowed::Object<'v>;
+pub(crate) type R<T> = Result<T, LineError>;
+
+/// Decodes lines of one stream at a time; one per decoder actor.
+pub struct Decoder {
+    pub(crate) cfg: DecodeConfig,
+    scratch: Vec<u8>,
+    buffers: simd_json::Buffers,
+}
+
+/// The first quoted key of a line: text between the first `"` or `'` and the
+/// next identical quote. `None` when there is no complete quoted string.
+pub(crate) fn root_key(line: &[u8]) -> Option<&[u8]> {
+    let start = line.iter().position(|&b| b == b'"' || b == b'\'')?;
+    let q = *line.get(start)?;
+    let rest = line.get(start + 1..)?;
+    let end = rest.iter().position(|&b| b == q)?;
+    rest.get(..end)
+}
+
+/// Byte length of the first JSON value of `line` (leading whitespace
+/// included), or the whole line when it does not end inside it.
+pub(crate) fn first_value_len(line: &[u8]) -> usize {
+    let mut i = 0;
+    while i < line.len() && matches!(line[i], b' ' | b'\t' | b'\r' | b'\n') {
+        i += 1;
+    }
+    let Some(&first) = line.get(i) else {
+        return line.len();
+    };
+    match first {
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut in_str = false;
+            let mut esc = false;
+            while i < line.len() {
+                let b = line[i];
+                if in_str {
+                    if esc {
+                        esc = false;
+                    } else if b == b'\\' {
+                        esc = true;
+                    } else if b == b'"' {
+                        in_str = false;
+                    }
+                } else {
+                    match b {
+                        b'"' => in_str = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                return i + 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                i += 1;
+            }
+            line.len()
+        }
+        _ => line.len(),
+    }
+}
+
+impl Decoder {
+    /// A decoder applying `cfg`.
+    pub fn new(cfg: DecodeConfig) -> Self {
+        Decoder {
+            cfg,
+            scratch: Vec::new(),
+            buffers: simd_json::Buffers::default(),
+        }
+    }
+
+    /// Parses the first JSON value of `line` and hands the root object to `f`.
+    fn with_root<T>(&mut self, line: &[u8], f: impl FnOnce(&Obj<'_>, &DecodeConfig) -> R<T>) -> R<T> {
+        let n = first_value_len(line);
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&line[..n.min(line.len())]);
+        let v = simd_json::value::borrowed::to_value_with_buffers(&mut self.scratch, &mut self.buffers)
+            .map_err(|e| LineError::Decode(e.to_string()))?;
+        match &v {
+            V::Object(o) => f(o, &self.cfg),
+            _ => Err(LineError::Decode("expected a JSON object".into())),
+        }
+    }
+
+    /// Decodes the first line of a stream (root key `metadata`, or `m` for RUM v3).
+    pub fn decode_metadata(&mut self, line: &[u8], base: &RequestBase) -> Result<Metadata, LineError> {
+        match root_key(line) {
+            Some(b"metadata") => self.with_root(line, |o, cfg| v2::decode_metadata(o, base, cfg)),
+            Some(b"m") => self.with_root(line, |o, cfg| v3::decode_metadata(o, base, cfg)),
+            _ => Err(LineError::MetadataRequired),
+        }
+    }
+
+    /// Decodes one later line into zero or more events appended to `out`.
+    pub fn decode_event(&mut self, line: &[u8], meta: &Metadata, out: &mut Vec<Event>) -> Result<(), LineError> {
+        let key = root_key(line).unwrap_or_default();
+        match key {
+            b"transaction" | b"span" | b"error" | b"metricset" | b"log" => {
+                let kind = match key {
+                    b"transaction" => v2::Kind::Transaction,
+                    b"span" => v2::Kind::Span,
+                    b"error" => v2::Kind::Error,
+                    b"metricset" => v2::Kind::Metricset,
+                    _ => v2::Kind::Log,
+                };
+                self.with_root(line, |o, cfg| v2::decode_event(kind, o, meta, cfg, out))
+            }
+            b"x" | b"e" => {
+                let is_tx = key == b"x";
+                self.with_root(line, |o, cfg| v3::decode_event(is_tx, o, meta, cfg, out))
+            }
+            _ => Err(LineError::UnknownType(String::from_utf8_lossy(key).into_owned())),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Validation context
+
+/// Tracks the key path and the first validation violation of one line.
+#[derive(Default)]
+pub(crate) struct Ctx {
+    path: Vec<&'static str>,
+    violation: Option<String>,
+}
+
+impl Ctx {
+    pub(crate) fn push(&mut self, k: &'static str) {
+        self.path.push(k);
+    }
+    pub(crate) fn pop(&mut self) {
+        self.path.pop();
+    }
+    /// Records `msg` (prefixed with the current path) unless a violation was already recorded.
+    pub(crate) fn fail(&mut self, msg: impl FnOnce() -> String) {
+        if self.violation.is_none() {
+            let mut s = String::new();
+            for p in &self.path {
+                s.push_str(p);
+                s.push_str(": ");
+            }
+            s.push_str(&msg());
+            self.violation = Some(s);
+        }
+    }
+    pub(crate) fn failed(&self) -> bool {
+        self.violation.is_some()
+    }
+    /// Converts a recorded violation into the line error.
+    pub(crate) fn finish(self) -> R<()> {
+        match self.violation {
+            Some(v) => Err(LineError::Validation(v)),
+            None => Ok(()),
+        }
+    }
+    /// `'<key>' required` unless `present`.
+    pub(crate) fn required(&mut self, key: &str, present: bool) {
+        if !present {
+            self.fail(|| format!("'{key}' required"));
+        }
+    }
+    /// maxLength in code points.
+    pub(crate) fn max_len(&mut self, key: &str, s: Option<&str>, n: usize) {
+        if let Some(s) = s {
+            if s.len() > n && s.chars().count() > n {
+                self.fail(|| format!("'{key}': validation rule 'maxLength({n})' violated"));
+            }
+        }
+    }
+    pub(crate) fn max1024(&mut self, key: &str, s: Option<&str>) {
+        self.max_len(key, s, 1024)
+    }
+    /// `'<key>': validation rule 'min(<n>)' violated` when `v < n`.
+    pub(crate) fn min(&mut self, key: &str, v: Option<f64>, n: i64) {
+        if let Some(v) = v {
+            if v < n as f64 {
+                self.fail(|| format!("'{key}': validation rule 'min({n})' violated"));
+            }
+        }
+    }
+    pub(crate) fn outcome(&mut self, v: Option<&str>) {
+        if let Some(v) = v {
+            if !v.is_empty() && !matches!(v, "success" | "failure" | "unknown") {
+                self.fail(|| "'outcome': validation rule 'enum(enumOutcome)' violated".into());
+            }
+        }
+    }
+    /// service name pattern `^[a-zA-Z0-9 _-]+$` (checked only when non-empty).
+    pub(crate) fn service_name_pattern(&mut self, key: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            if !v.is_empty() && !v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'_' | b'-')) {
+                self.fail(|| format!("'{key}': validation rule 'pattern(patternAlphaNumericExt)' violated"));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Value access (null == absent; wrong JSON type == decode error)
+
+fn type_err(key: &str, want: &str) -> LineError {
+    LineError::Decode(format!("{key}: expected {want}"))
+}
+
+/// The value of the last `k` entry (duplicate keys: last wins, like the
+/// upstream decoder; simd-json keeps duplicates).
+pub(crate) fn lookup<'o, 'v>(o: &'o Obj<'v>, k: &str) -> Option<&'o V<'v>> {
+    let mut found = None;
+    for (key, v) in o.iter() {
+        if key.as_ref() == k {
+            found = Some(v);
+        }
+    }
+    found
+}
+
+/// The value at `k`, `None` when absent or null.
+pub(crate) fn get<'o, 'v>(o: &'o Obj<'v>, k: &str) -> Option<&'o V<'v>> {
+    match lookup(o, k) {
+        Some(V::Static(StaticNode::Null)) | None => None,
+        Some(v) => Some(v),
+    }
+}
+
+/// "Set" in the upstream sense: non-null, non-empty container, any scalar.
+pub(crate) fn is_set(v: &V<'_>) -> bool {
+    match v {
+        V::Static(StaticNode::Null) => false,
+        V::Static(_) | V::String(_) => true,
+        V::Array(a) => !a.is_empty(),
+        V::Object(o) => o.values().any(is_set),
+    }
+}
+
+pub(crate) fn obj<'o, 'v>(o: &'o Obj<'v>, k: &str) -> R<Option<&'o Obj<'v>>> {
+    match get(o, k) {
+        None => Ok(None),
+        Some(V::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(type_err(k, "object")),
+    }
+}
+
+/// Like [`obj`] but `None` also when the object is not set.
+pub(crate) fn set_obj<'o, 'v>(o: &'o Obj<'v>, k: &str) -> R<Option<&'o Obj<'v>>> {
+    Ok(obj(o, k)?.filter(|m| m.values().any(is_set)))
+}
+
+pub(crate) fn opt_str<'o>(o: &'o Obj<'_>, k: &str) -> R<Option<&'o str>> {
+    match get(o, k) {
+        None => Ok(None),
+        Some(V::String(s)) => Ok(Some(s)),
+        Some(_) => Err(type_err(k, "string")),
+    }
+}
+
+pub(crate) fn string(o: &Obj<'_>, k: &str) -> R<String> {
+    Ok(opt_str(o, k)?.map(str::to_owned).unwrap_or_default())
+}
+
+pub(crate) fn int(o: &Obj<'_>, k: &str) -> R<Option<i64>> {
+    match get(o, k) {
+        None => Ok(None),
+        Some(V::Static(StaticNode::I64(i))) => Ok(Some(*i)),
+        Some(V::Static(StaticNode::U64(u))) => i64::try_from(*u).map(Some).map_err(|_| type_err(k, "int")),
+        Some(_) => Err(type_err(k, "integer")),
+    }
+}
+
+pub(crate) fn num(o: &Obj<'_>, k: &str) -> R<Option<f64>> {
+    match get(o, k) {
+        None => Ok(None),
+        Some(V::Static(StaticNode::I64(i))) => Ok(Some(*i as f64)),
+        Some(V::Static(StaticNode::U64(u))) => Ok(Some(*u as f64)),
+        Some(V::Static(StaticNode::F64(f))) => Ok(Some(*f)),
+        Some(_) => Err(type_err(k, "number")),
+    }
+}
+
+pub(crate) fn boolean(o: &Obj<'_>, k: &str) -> R<Option<bool>> {
+    match get(o, k) {
+        None => Ok(None),
+        Some(V::Static(StaticNode::Bool(b))) => Ok(Some(*b)),
+        Some(_) => Err(type_err(k, "bool")),
+    }
+}
+
+pub(crate) fn arr<'o, 'v>(o: &'o Obj<'v>, k: &str) -> R<Option<&'o [V<'v>]>> {
+    match get(o, k) {
+        None => Ok(None),
+        Some(V::Array(a)) => Ok(Some(a.as_slice())),
+        Some(_) => Err(type_err(k, "array")),
+    }
+}
+
+pub(crate) fn str_arr(o: &Obj<'_>, k: &str) -> R<Vec<String>> {
+    let Some(a) = arr(o, k)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(a.len());
+    for v in a {
+        match v {
+            V::String(s) => out.push(s.to_string()),
+            V::Static(StaticNode::Null) => out.push(String::new()),
+            _ => return Err(type_err(k, "array of strings")),
+        }
+    }
+    Ok(out)
+}
+
+/// A string-or-integer field (`user.id`, exception `code`) as text.
+pub(crate) fn str_or_int(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<Option<String>> {
+    match get(o, k) {
+        None => Ok(None),
+        Some(V::String(s)) => {
+            ctx.max1024(k, Some(s));
+            Ok(Some(s.to_string()))
+        }
+        Some(V::Static(StaticNode::I64(i))) => Ok(Some(i.to_string())),
+        Some(V::Static(StaticNode::U64(i))) => Ok(Some(i.to_string())),
+        Some(_) => {
+            ctx.fail(|| format!("'{k}': validation rule 'inputTypes(string;int)' violated "));
+            Ok(None)
+        }
+    }
+}
+
+/// A timestamp field: integer µs since the epoch or an RFC 3339 string (§5.8); ns.
+pub(crate) fn timestamp(o: &Obj<'_>, k: &str) -> R<Option<i64>> {
+    match get(o, k) {
+        None => Ok(None),
+        Some(V::Static(StaticNode::I64(i))) => Ok(Some(i.saturating_mul(1000))),
+        Some(V::Static(StaticNode::U64(u))) => Ok(Some(i64::try_from(*u).unwrap_or(i64::MAX).saturating_mul(1000))),
+        Some(V::Static(StaticNode::F64(f))) => Ok(Some((*f * 1000.0) as i64)),
+        Some(V::String(s)) => super::timestamp::parse_rfc3339(s)
+            .map(Some)
+            .ok_or_else(|| LineError::Decode(format!("{k}: failed to parse the provided time string"))),
+        Some(_) => Err(LineError::Decode(format!("{k}: invalid input type for timestamp"))),
+    }
+}
+
+/// Float ms → integer ns, truncated in f64 (§12.3).
+pub(crate) fn ms_to_ns(ms: f64) -> i64 {
+    (ms * 1_000_000.0).trunc() as i64
+}
+
+/// Decodes and validates a labels map (`labels`, `tags`) into `into` (§5.3).
+pub(crate) fn labels(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str, into: &mut Option<Labels>) -> R<()> {
+    let Some(m) = obj(o, k)? else { return Ok(()) };
+    if m.is_empty() {
+        return Ok(());
+    }
+    let l = into.get_or_insert_with(Labels::default);
+    for (key, v) in m.iter() {
+        match v {
+            V::Static(StaticNode::Null) => {}
+            V::String(s) => {
+                if s.len() > 1024 && s.chars().count() > 1024 {
+                    ctx.fail(|| format!("'{k}': validation rule 'maxLengthVals(1024)' violated"));
+                }
+                l.set_string(key, s.to_string());
+            }
+            V::Static(StaticNode::Bool(b)) => l.set_string(key, if *b { "true" } else { "false" }.into()),
+            V::Static(StaticNode::I64(i)) => l.set_number(key, *i as f64),
+            V::Static(StaticNode::U64(i)) => l.set_number(key, *i as f64),
+            V::Static(StaticNode::F64(f)) => l.set_number(key, *f),
+            _ => ctx.fail(|| format!("'{k}': validation rule 'inputTypesVals(string;bool;number)' violated for key {key}")),
+        }
+    }
+    Ok(())
+}
+
+/// Converts an arbitrary JSON value (numbers become floats).
+pub(crate) fn to_json(v: &V<'_>) -> Json {
+    match v {
+        V::Static(StaticNode::Null) => Json::Null,
+        V::Static(StaticNode::Bool(b)) => Json::Bool(*b),
+        V::Static(StaticNode::I64(i)) => Json::Num(*i as f64),
+        V::Static(StaticNode::U64(i)) => Json::Num(*i as f64),
+        V::Static(StaticNode::F64(f)) => Json::Num(*f),
+        #[allow(unreachable_patterns)]
+        V::Static(_) => Json::Null,
+        V::String(s) => Json::Str(s.to_string()),
+        V::Array(a) => Json::Arr(a.iter().map(to_json).collect()),
+        V::Object(o) => Json::Obj(o.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect()),
+    }
+}
+
+/// An object-valued field as [`Json`], `None` when absent or empty.
+pub(crate) fn json_obj(o: &Obj<'_>, k: &str) -> R<Option<Json>> {
+    Ok(obj(o, k)?.filter(|m| !m.is_empty()).map(|m| {
+        Json::Obj(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect())
+    }))
+}
+
+/// Canonical HTTP header name (Go `textproto.CanonicalMIMEHeaderKey`).
+pub(crate) fn canonical_header(k: &str) -> String {
+    let valid = k.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    });
+    if !valid || k.is_empty() {
+        return k.to_owned();
+    }
+    let mut out = String::with_capacity(k.len());
+    let mut upper = true;
+    for c in k.chars() {
+        out.push(if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() });
+        upper = c == '-';
+    }
+    out
+}
+
+/// A headers object: values string or array of strings (else decode error).
+pub(crate) fn headers(o: &Obj<'_>, k: &str) -> R<Headers> {
+    let Some(m) = obj(o, k)? else { return Ok(Vec::new()) };
+    let mut out: Headers = Vec::new();
+    for (key, v) in m.iter() {
+        let mut vals: Vec<String> = Vec::new();
+        match v {
+            V::String(s) => vals.push(s.to_string()),
+            V::Array(a) => {
+                for e in a.iter() {
+                    match e {
+                        V::String(s) => vals.push(s.to_string()),
+                        _ => return Err(type_err(k, "header value string or array of strings")),
+                    }
+                }
+            }
+            V::Static(StaticNode::Null) => {}
+            _ => return Err(type_err(k, "header value string or array of strings")),
+        }
+        if vals.is_empty() {
+            continue;
+        }
+        let name = canonical_header(key);
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, existing)) => existing.extend(vals),
+            None => out.push((name, vals)),
+        }
+    }
+    Ok(out)
+}
