@@ -39,30 +39,60 @@ pub(crate) struct W<'a> {
     stack: Vec<Level>,
 }
 
+/// True when any byte of the 8-byte word needs JSON escaping
+/// (`< 0x20`, `"` or `\\`).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let lt_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (lt_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))) != 0
+}
+
+#[inline]
+fn byte_needs_escape(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\'
+}
+
+/// Index of the first byte at or after `from` that needs escaping.
+#[inline]
+fn next_escape(b: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[i..i + 8]);
+        if word_needs_escape(u64::from_le_bytes(a)) {
+            break;
+        }
+        i += 8;
+    }
+    while i < b.len() && !byte_needs_escape(b[i]) {
+        i += 1;
+    }
+    i
+}
+
 fn escape_into(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let b = s.as_bytes();
     let mut last = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => {
-                out.extend_from_slice(&b[last..i]);
-                let _ = write!(out, "\\u{:04x}", c);
-                last = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    loop {
+        let i = next_escape(b, last);
         out.extend_from_slice(&b[last..i]);
-        out.extend_from_slice(esc);
+        let Some(&c) = b.get(i) else { break };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                let _ = write!(out, "\\u{:04x}", c);
+            }
+        }
         last = i + 1;
     }
-    out.extend_from_slice(&b[last..]);
     out.push(b'"');
 }
 
@@ -72,6 +102,24 @@ fn sanitize_key(k: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(k)
     }
+}
+
+fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 fn write_f64(out: &mut Vec<u8>, f: f64) {
@@ -87,7 +135,11 @@ impl<'a> W<'a> {
         out.push(b'{');
         W {
             out,
-            stack: vec![Level { start: 0, empty: true, parent_was_empty: true }],
+            stack: vec![Level {
+                start: 0,
+                empty: true,
+                parent_was_empty: true,
+            }],
         }
     }
     fn finish(self) {
@@ -103,12 +155,24 @@ impl<'a> W<'a> {
     }
     fn key(&mut self, k: &str) {
         self.sep();
-        escape_into(self.out, k);
-        self.out.push(b':');
+        let b = k.as_bytes();
+        if b.iter().all(|&c| !byte_needs_escape(c)) {
+            self.out.reserve(b.len() + 3);
+            self.out.push(b'"');
+            self.out.extend_from_slice(b);
+            self.out.extend_from_slice(b"\":");
+        } else {
+            escape_into(self.out, k);
+            self.out.push(b':');
+        }
     }
     fn push_level(&mut self, start: usize, parent_was_empty: bool, open: u8) {
         self.out.push(open);
-        self.stack.push(Level { start, empty: true, parent_was_empty });
+        self.stack.push(Level {
+            start,
+            empty: true,
+            parent_was_empty,
+        });
     }
     /// Opens `"k":{`; dropped again by [`Self::close`] when nothing was written.
     fn open(&mut self, k: &str) {
@@ -166,7 +230,7 @@ impl<'a> W<'a> {
     }
     fn i64(&mut self, k: &str, v: i64) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        write_i64(self.out, v);
     }
     fn opt_i64(&mut self, k: &str, v: Option<i64>) {
         if let Some(v) = v {
@@ -184,7 +248,8 @@ impl<'a> W<'a> {
     }
     fn bool(&mut self, k: &str, v: bool) {
         self.key(k);
-        self.out.extend_from_slice(if v { b"true" } else { b"false" });
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
     }
     fn opt_bool(&mut self, k: &str, v: Option<bool>) {
         if let Some(v) = v {
@@ -196,10 +261,6 @@ impl<'a> W<'a> {
             self.key(k);
             let _ = write!(self.out, "\"{ip}\"");
         }
-    }
-    fn raw(&mut self, k: &str, raw: &[u8]) {
-        self.key(k);
-        self.out.extend_from_slice(raw);
     }
     fn str_list(&mut self, k: &str, v: &[String]) {
         if v.is_empty() {
@@ -263,7 +324,8 @@ impl<'a> W<'a> {
             Json::Null => {}
             Json::Bool(b) => {
                 self.sep();
-                self.out.extend_from_slice(if *b { b"true" } else { b"false" });
+                self.out
+                    .extend_from_slice(if *b { b"true" } else { b"false" });
             }
             Json::Num(n) => {
                 self.sep();
@@ -304,15 +366,29 @@ pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
         }
     }
     let (ty, dataset) = route(ev);
-    out.extend_from_slice(b"{\"create\":{\"_index\":");
-    escape_into(out, &format!("{ty}-{dataset}-{}", ctx.namespace));
-    out.extend_from_slice(b"}}\n");
+    out.extend_from_slice(b"{\"create\":{\"_index\":\"");
+    out.extend_from_slice(ty.as_bytes());
+    out.push(b'-');
+    for part in [dataset.as_ref(), "-", ctx.namespace.as_str()] {
+        if part.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.extend_from_slice(part.as_bytes());
+        } else {
+            let start = out.len();
+            escape_into(out, part);
+            out.pop();
+            out.remove(start);
+        }
+    }
+    out.extend_from_slice(b"\"}}\n");
     let mut w = W::new(out);
     {
         w.key("@timestamp");
         write_timestamp(w.out, ev.timestamp_ns);
     }
-    if matches!(ev.body, Body::Transaction(_) | Body::Span(_) | Body::Error(_)) {
+    if matches!(
+        ev.body,
+        Body::Transaction(_) | Body::Span(_) | Body::Error(_)
+    ) {
         w.open("timestamp");
         w.i64("us", ev.timestamp_ns.div_euclid(1000));
         w.close();
@@ -347,16 +423,27 @@ fn name_version(w: &mut W<'_>, k: &str, nv: &NameVersion) {
     w.close();
 }
 
-fn common(w: &mut W<'_>, ev: &Event) {
-    let a = &ev.agent;
+/// Encodes `f`'s fields into a standalone fragment (no surrounding braces).
+fn fragment(f: impl FnOnce(&mut W<'_>)) -> Vec<u8> {
+    let mut tmp = Vec::with_capacity(128);
+    let mut w = W::new(&mut tmp);
+    f(&mut w);
+    w.finish();
+    tmp.get(1..tmp.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_vec()
+}
+
+fn agent_part(w: &mut W<'_>, a: &Agent) {
     w.open("agent");
     w.str("name", &a.name);
     w.str("version", &a.version);
     w.str("ephemeral_id", &a.ephemeral_id);
     w.str("activation_method", &a.activation_method);
     w.close();
+}
 
-    let s = &ev.service;
+fn service_part(w: &mut W<'_>, s: &Service) {
     w.open("service");
     w.str("name", &s.name);
     w.str("version", &s.version);
@@ -379,101 +466,59 @@ fn common(w: &mut W<'_>, ev: &Event) {
         w.close();
     }
     w.close();
+}
 
-    let sh = &ev.shared;
-    w.open("host");
-    w.str("hostname", &sh.host_hostname);
-    w.str("name", &sh.host_name);
-    w.str("id", &sh.host_id);
-    w.str("architecture", &sh.host_architecture);
-    w.open("os");
-    w.str("platform", &sh.host_os_platform);
-    w.close();
-    if let Some(ip) = sh.host_ip {
-        w.raw("ip", format!("[\"{ip}\"]").as_bytes());
-    }
-    w.close();
-
-    w.open("process");
-    w.opt_i64("pid", sh.process_pid);
-    w.open("parent");
-    w.opt_i64("pid", sh.process_ppid);
-    w.close();
-    w.str("title", &sh.process_title);
-    w.str_list("args", &sh.process_args);
-    if let Body::Log(l) = &ev.body {
-        w.open("thread");
-        w.str("name", &l.thread_name);
-        w.close();
-    }
-    w.close();
-
-    w.open("container");
-    w.str("id", &sh.container_id);
-    w.close();
-    w.open("kubernetes");
-    w.str("namespace", &sh.k8s_namespace);
-    w.open("node");
-    w.str("name", &sh.k8s_node_name);
-    w.close();
-    w.open("pod");
-    w.str("name", &sh.k8s_pod_name);
-    w.str("uid", &sh.k8s_pod_uid);
-    w.close();
-    w.close();
-
-    let c = &sh.cloud;
-    w.open("cloud");
-    w.open("account");
-    w.str("id", &c.account_id);
-    w.str("name", &c.account_name);
-    w.close();
-    w.str("availability_zone", &c.availability_zone);
-    w.open("instance");
-    w.str("id", &c.instance_id);
-    w.str("name", &c.instance_name);
-    w.close();
-    w.open("machine");
-    w.str("type", &c.machine_type);
-    w.close();
-    w.open("project");
-    w.str("id", &c.project_id);
-    w.str("name", &c.project_name);
-    w.close();
-    w.str("provider", &c.provider);
-    w.str("region", &c.region);
-    w.open("service");
-    w.str("name", &c.service_name);
-    w.close();
-    if let Body::Transaction(t) = &ev.body {
-        if let Some([acc, prov, reg, svc]) = &t.cloud_origin {
-            w.open("origin");
-            w.open("account");
-            w.str("id", acc);
-            w.close();
-            w.str("provider", prov);
-            w.str("region", reg);
-            w.open("service");
-            w.str("name", svc);
-            w.close();
-            w.close();
+fn common(w: &mut W<'_>, ev: &Event) {
+    for frag in [
+        ev.agent
+            .encoded
+            .get_or_init(|| fragment(|w| agent_part(w, &ev.agent))),
+        ev.service
+            .encoded
+            .get_or_init(|| fragment(|w| service_part(w, &ev.service))),
+    ] {
+        if !frag.is_empty() {
+            w.sep();
+            w.out.extend_from_slice(frag);
         }
     }
-    w.close();
-
-    w.open("network");
-    w.open("connection");
-    w.str("type", &sh.network_connection_type);
-    w.close();
-    w.close();
+    let sh = &ev.shared;
+    let thread_name = match &ev.body {
+        Body::Log(l) => l.thread_name.as_str(),
+        _ => "",
+    };
+    let cloud_origin = match &ev.body {
+        Body::Transaction(t) => t.cloud_origin.as_ref(),
+        _ => None,
+    };
+    if thread_name.is_empty() && cloud_origin.is_none() {
+        // identical for every event of the request: encode once, splice after
+        let frag = sh.encoded.get_or_init(|| {
+            let mut tmp = Vec::with_capacity(256);
+            let mut w2 = W::new(&mut tmp);
+            shared_part(&mut w2, sh, "", None);
+            w2.finish();
+            tmp.get(1..tmp.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_vec()
+        });
+        if !frag.is_empty() {
+            w.sep();
+            w.out.extend_from_slice(frag);
+        }
+    } else {
+        shared_part(w, sh, thread_name, cloud_origin);
+    }
 
     let u = &ev.user;
-    w.open("user");
-    w.str("id", &u.id);
-    w.str("name", &u.name);
-    w.str("email", &u.email);
-    w.str("domain", &u.domain);
-    w.close();
+    if !(u.id.is_empty() && u.name.is_empty() && u.email.is_empty() && u.domain.is_empty()) {
+        w.open("user");
+        w.str("id", &u.id);
+        w.str("name", &u.name);
+        w.str("email", &u.email);
+        w.str("domain", &u.domain);
+        w.close();
+    }
 
     if !ev.labels.is_empty() {
         w.open("labels");
@@ -489,25 +534,31 @@ fn common(w: &mut W<'_>, ev: &Event) {
     }
 
     let cl = &ev.client;
-    w.open("client");
-    w.ip("ip", cl.client_ip);
-    if let Some(p) = cl.client_port {
-        w.i64("port", p as i64);
+    if cl.client_ip.is_some()
+        || cl.source_ip.is_some()
+        || cl.nat_ip.is_some()
+        || cl.source_port.is_some()
+        || !cl.user_agent.is_empty()
+    {
+        w.open("client");
+        w.ip("ip", cl.client_ip);
+        if let Some(p) = cl.client_port {
+            w.i64("port", p as i64);
+        }
+        w.close();
+        w.open("source");
+        w.ip("ip", cl.source_ip);
+        if let Some(p) = cl.source_port {
+            w.i64("port", p as i64);
+        }
+        w.open("nat");
+        w.ip("ip", cl.nat_ip);
+        w.close();
+        w.close();
+        w.open("user_agent");
+        w.str("original", &cl.user_agent);
+        w.close();
     }
-    w.close();
-    w.open("source");
-    w.ip("ip", cl.source_ip);
-    if let Some(p) = cl.source_port {
-        w.i64("port", p as i64);
-    }
-    w.open("nat");
-    w.ip("ip", cl.nat_ip);
-    w.close();
-    w.close();
-    w.open("user_agent");
-    w.str("original", &cl.user_agent);
-    w.close();
-
     if let Some(h) = &ev.http {
         w.open("http");
         w.str("version", &h.version);
@@ -569,6 +620,96 @@ fn common(w: &mut W<'_>, ev: &Event) {
     w.close();
     w.open("parent");
     w.str("id", &ev.parent_id);
+    w.close();
+}
+
+/// host, process, container, kubernetes, cloud and network (metadata-only parts).
+fn shared_part(w: &mut W<'_>, sh: &Shared, thread_name: &str, cloud_origin: Option<&[String; 4]>) {
+    w.open("host");
+    w.str("hostname", &sh.host_hostname);
+    w.str("name", &sh.host_name);
+    w.str("id", &sh.host_id);
+    w.str("architecture", &sh.host_architecture);
+    w.open("os");
+    w.str("platform", &sh.host_os_platform);
+    w.close();
+    if let Some(ip) = sh.host_ip {
+        w.key("ip");
+        let _ = write!(w.out, "[\"{ip}\"]");
+    }
+    w.close();
+
+    w.open("process");
+    w.opt_i64("pid", sh.process_pid);
+    w.open("parent");
+    w.opt_i64("pid", sh.process_ppid);
+    w.close();
+    w.str("title", &sh.process_title);
+    w.str_list("args", &sh.process_args);
+    if !thread_name.is_empty() {
+        w.open("thread");
+        w.str("name", thread_name);
+        w.close();
+    }
+    w.close();
+
+    w.open("container");
+    w.str("id", &sh.container_id);
+    w.close();
+    w.open("kubernetes");
+    w.str("namespace", &sh.k8s_namespace);
+    w.open("node");
+    w.str("name", &sh.k8s_node_name);
+    w.close();
+    w.open("pod");
+    w.str("name", &sh.k8s_pod_name);
+    w.str("uid", &sh.k8s_pod_uid);
+    w.close();
+    w.close();
+
+    let c = &sh.cloud;
+    w.open("cloud");
+    w.open("account");
+    w.str("id", &c.account_id);
+    w.str("name", &c.account_name);
+    w.close();
+    w.str("availability_zone", &c.availability_zone);
+    w.open("instance");
+    w.str("id", &c.instance_id);
+    w.str("name", &c.instance_name);
+    w.close();
+    w.open("machine");
+    w.str("type", &c.machine_type);
+    w.close();
+    w.open("project");
+    w.str("id", &c.project_id);
+    w.str("name", &c.project_name);
+    w.close();
+    w.str("provider", &c.provider);
+    w.str("region", &c.region);
+    w.open("service");
+    w.str("name", &c.service_name);
+    w.close();
+    {
+        if let Some([acc, prov, reg, svc]) = cloud_origin {
+            w.open("origin");
+            w.open("account");
+            w.str("id", acc);
+            w.close();
+            w.str("provider", prov);
+            w.str("region", reg);
+            w.open("service");
+            w.str("name", svc);
+            w.close();
+            w.close();
+        }
+    }
+    w.close();
+
+    w.open("network");
+    w.open("connection");
+    w.str("type", &sh.network_connection_type);
+    w.close();
     w.close();
 }
 
@@ -717,7 +858,9 @@ fn frames(w: &mut W<'_>, k: &str, frames: &[Frame]) {
             w.str("function", &o.function);
             w.opt_i64("lineno", o.lineno);
             w.opt_i64("colno", o.colno);
-            w.opt_bool("library_frame", o.library_frame);
+            if o.library_frame == Some(true) {
+                w.bool("library_frame", true);
+            }
             w.close();
         }
         w.close();
@@ -859,7 +1002,7 @@ fn metricset(w: &mut W<'_>, ev: &Event, m: &Metricset) {
                 w.open_arr("counts");
                 for c in &s.counts {
                     w.sep();
-                    let _ = write!(w.out, "{c}");
+                    write_i64(w.out, *c);
                 }
                 w.close_arr();
             } else if s.type_ == "summary" && !erase {
@@ -899,7 +1042,10 @@ fn log(w: &mut W<'_>, l: &LogEvent) {
     w.open("log");
     w.str("level", &l.level);
     w.str("logger", &l.logger);
-    if !l.origin_function.is_empty() || !l.origin_file_name.is_empty() || l.origin_file_line.is_some() {
+    if !l.origin_function.is_empty()
+        || !l.origin_file_name.is_empty()
+        || l.origin_file_line.is_some()
+    {
         w.open("origin");
         w.open("file");
         w.str("name", &l.origin_file_name);
@@ -929,4 +1075,9 @@ fn log(w: &mut W<'_>, l: &LogEvent) {
         w.str("grouping_key", "ef46db3751d8e999");
         w.close();
     }
+}
+
+#[cfg(test)]
+pub(crate) fn escape_for_test(out: &mut Vec<u8>, s: &str) {
+    escape_into(out, s)
 }

@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     pub(crate) k8s_pod_uid: String,
     pub(crate) cloud: Cloud,
     pub(crate) network_connection_type: String,
+    /// Encoded JSON fragment of these fields (filled on first encode; the
+    /// struct is immutable once shared).
+    pub(crate) encoded: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// `cloud.*` from metadata.
@@ -104,6 +107,17 @@ pub(crate) struct Service {
     pub(crate) origin_version: String,
     /// `service.target` (type is always written once a target exists).
     pub(crate) target: Option<(String, String)>,
+    /// Encoded `"service":{…}` (filled on first encode; reset by [`Service::make_mut`]).
+    pub(crate) encoded: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl Service {
+    /// Copy-on-write access that also drops the cached encoding.
+    pub(crate) fn make_mut(s: &mut Arc<Service>) -> &mut Service {
+        let m = Arc::make_mut(s);
+        m.encoded = std::sync::OnceLock::new();
+        m
+    }
 }
 
 /// `agent.*`.
@@ -113,6 +127,17 @@ pub(crate) struct Agent {
     pub(crate) version: String,
     pub(crate) ephemeral_id: String,
     pub(crate) activation_method: String,
+    /// Encoded `"agent":{…}` (filled on first encode; reset by [`Agent::make_mut`]).
+    pub(crate) encoded: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl Agent {
+    /// Copy-on-write access that also drops the cached encoding.
+    pub(crate) fn make_mut(a: &mut Arc<Agent>) -> &mut Agent {
+        let m = Arc::make_mut(a);
+        m.encoded = std::sync::OnceLock::new();
+        m
+    }
 }
 
 /// `user.*`.
@@ -580,11 +605,69 @@ impl Event {
         }
     }
 
+    /// RUM frame post-processing (§13.1 steps 2–3): library-frame marking
+    /// (keeping the agent's value in `original.library_frame`) and
+    /// exclude-from-grouping marking, then the grouping key is recomputed.
+    /// Call it for events from RUM endpoints after source mapping (if any)
+    /// and before [`Self::update_culprit`]-independent encoding. Events with
+    /// a span part (spans, and v2 errors with `transaction_id`) only have
+    /// their span frames processed (upstream oddity).
+    pub fn apply_rum_frame_rules(&mut self, rules: &RumFrameRules) {
+        let span_part = self.has_span_part();
+        let stacks: Vec<&mut Vec<Frame>> = if span_part {
+            match &mut self.body {
+                Body::Span(s) => vec![&mut s.stacktrace],
+                _ => Vec::new(),
+            }
+        } else {
+            self.stacktraces_mut()
+        };
+        for st in stacks {
+            for f in st.iter_mut() {
+                if let Some(lib) = &rules.library {
+                    let m = (!f.filename.is_empty() && lib.is_match(&f.filename))
+                        || (!f.abs_path.is_empty() && lib.is_match(&f.abs_path));
+                    f.mark_library_frame(m);
+                }
+                if let Some(ex) = &rules.exclude {
+                    f.exclude_from_grouping = !f.filename.is_empty() && ex.is_match(&f.filename);
+                }
+            }
+        }
+        self.update_grouping_key();
+    }
+
     /// Recomputes `error.grouping_key` (§8.4) after frames changed.
     pub fn update_grouping_key(&mut self) {
         if let Body::Error(e) = &mut self.body {
             e.grouping_key = super::grouping::grouping_key(e);
         }
+    }
+}
+
+/// Compiled `apm-server.rum.library_pattern` and
+/// `apm-server.rum.exclude_from_grouping` (§13.1); an empty pattern disables
+/// its step.
+#[derive(Debug, Clone, Default)]
+pub struct RumFrameRules {
+    library: Option<regex::Regex>,
+    exclude: Option<regex::Regex>,
+}
+
+impl RumFrameRules {
+    /// Compiles both patterns (defaults: `node_modules|bower_components|~`, `^/webpack`).
+    pub fn new(library_pattern: &str, exclude_pattern: &str) -> Result<Self, regex::Error> {
+        let c = |p: &str| {
+            if p.is_empty() {
+                Ok(None)
+            } else {
+                regex::Regex::new(p).map(Some)
+            }
+        };
+        Ok(RumFrameRules {
+            library: c(library_pattern)?,
+            exclude: c(exclude_pattern)?,
+        })
     }
 }
 
@@ -608,9 +691,13 @@ impl Frame {
         self.library_frame
     }
     /// Sets `library_frame`, keeping the agent's value as `original.library_frame` (§13.1).
+    /// Idempotent: the agent's value is kept from the first call.
     pub fn mark_library_frame(&mut self, is_library: bool) {
         let orig = self.library_frame;
-        self.original.get_or_insert_with(Default::default).library_frame = Some(orig);
+        let o = self.original.get_or_insert_with(Default::default);
+        if o.library_frame.is_none() {
+            o.library_frame = Some(orig);
+        }
         self.library_frame = is_library;
     }
     pub fn set_exclude_from_grouping(&mut self, v: bool) {

@@ -11,7 +11,9 @@ const P4: u64 = 0x85EB_CA77_C2B2_AE63;
 const P5: u64 = 0x27D4_EB2F_1656_67C5;
 
 fn round(acc: u64, lane: u64) -> u64 {
-    acc.wrapping_add(lane.wrapping_mul(P2)).rotate_left(31).wrapping_mul(P1)
+    acc.wrapping_add(lane.wrapping_mul(P2))
+        .rotate_left(31)
+        .wrapping_mul(P1)
 }
 
 fn merge(h: u64, v: u64) -> u64 {
@@ -29,7 +31,8 @@ pub(crate) fn xxh64(input: &[u8]) -> u64 {
     let len = input.len();
     let mut i = 0;
     let mut h = if len >= 32 {
-        let (mut v1, mut v2, mut v3, mut v4) = (P1.wrapping_add(P2), P2, 0u64, 0u64.wrapping_sub(P1));
+        let (mut v1, mut v2, mut v3, mut v4) =
+            (P1.wrapping_add(P2), P2, 0u64, 0u64.wrapping_sub(P1));
         while i + 32 <= len {
             v1 = round(v1, u64_at(input, i));
             v2 = round(v2, u64_at(input, i + 8));
@@ -77,7 +80,9 @@ pub(crate) fn xxh64(input: &[u8]) -> u64 {
 fn frames(buf: &mut Vec<u8>, frames: &[Frame]) -> bool {
     let mut wrote = false;
     for f in frames.iter().filter(|f| !f.exclude_from_grouping) {
-        let id = [&f.module, &f.filename, &f.classname].into_iter().find(|s| !s.is_empty());
+        let id = [&f.module, &f.filename, &f.classname]
+            .into_iter()
+            .find(|s| !s.is_empty());
         if let Some(id) = id {
             buf.extend_from_slice(id.as_bytes());
             wrote = true;

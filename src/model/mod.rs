@@ -6,7 +6,15 @@
 //!   [`Decoder::decode_metadata`] decodes the first line of a stream,
 //!   [`Decoder::decode_event`] decodes one later line into one or more events.
 //! * [`Event`]: a decoded event carrying everything the document needs.
+//!   Source-map stage hooks: [`Event::stacktraces_mut`] (→ [`Frame`] setters),
+//!   [`Event::service_name`]/[`Event::service_version`],
+//!   [`Event::apply_rum_frame_rules`] (§13.1 library/exclude marking),
+//!   [`Event::update_culprit`], [`Event::update_grouping_key`].
 //! * [`encode`]: writes the bulk action line and the document for one event.
+//!
+//! Layout: `event` (types), `decode` (Decoder, root-key scan, helpers; `v2`,
+//! `v3`), `encode` (JSON writer + documents), `routing` (§4), `grouping`
+//! (§8.4), `timestamp` (§5.8). `tests` holds the corpus-driven tests.
 //!
 //! Invariants: decoding never panics on any input; an invalid line yields a
 //! [`LineError`] whose text is the spec's (documents.md §15.4); encoding writes
@@ -17,13 +25,13 @@ mod encode;
 mod event;
 mod grouping;
 mod routing;
-mod timestamp;
 #[cfg(test)]
 mod tests;
+mod timestamp;
 
 pub use decode::Decoder;
 pub use encode::{encode, EncodeContext};
-pub use event::{Event, Frame, Metadata};
+pub use event::{Event, Frame, Metadata, RumFrameRules};
 
 use std::net::IpAddr;
 

@@ -99,9 +99,25 @@ pub(crate) fn is_internal_metric(name: &str) -> bool {
 
 /// Lower-cased service name with `\ / * ? " < > | space , # : -` → `_`.
 pub(crate) fn normalize_service(name: &str) -> Cow<'_, str> {
-    let clean = name
-        .bytes()
-        .all(|b| !b.is_ascii_uppercase() && !matches!(b, b'\\' | b'/' | b'*' | b'?' | b'"' | b'<' | b'>' | b'|' | b' ' | b',' | b'#' | b':' | b'-'));
+    let clean = name.bytes().all(|b| {
+        !b.is_ascii_uppercase()
+            && !matches!(
+                b,
+                b'\\'
+                    | b'/'
+                    | b'*'
+                    | b'?'
+                    | b'"'
+                    | b'<'
+                    | b'>'
+                    | b'|'
+                    | b' '
+                    | b','
+                    | b'#'
+                    | b':'
+                    | b'-'
+            )
+    });
     if clean {
         return Cow::Borrowed(name);
     }
@@ -119,21 +135,29 @@ pub(crate) fn normalize_service(name: &str) -> Cow<'_, str> {
 /// (`data_stream.type`, `data_stream.dataset`) of an event.
 pub(crate) fn route(ev: &Event) -> (&'static str, Cow<'_, str>) {
     match &ev.body {
-        Body::Transaction(_) | Body::Span(_) => {
-            ("traces", Cow::Borrowed(if ev.is_rum_agent() { "apm.rum" } else { "apm" }))
-        }
+        Body::Transaction(_) | Body::Span(_) => (
+            "traces",
+            Cow::Borrowed(if ev.is_rum_agent() { "apm.rum" } else { "apm" }),
+        ),
         Body::Error(_) => ("logs", Cow::Borrowed("apm.error")),
         Body::Log(l) if l.is_error() => ("logs", Cow::Borrowed("apm.error")),
         Body::Log(_) => {
             let svc = ev.service_name();
-            let svc = if svc.is_empty() { Cow::Borrowed("unknown") } else { normalize_service(svc) };
+            let svc = if svc.is_empty() {
+                Cow::Borrowed("unknown")
+            } else {
+                normalize_service(svc)
+            };
             ("logs", Cow::Owned(format!("apm.app.{svc}")))
         }
         Body::Metricset(m) => {
             if metricset_is_internal(ev, m) {
                 ("metrics", Cow::Borrowed("apm.internal"))
             } else {
-                ("metrics", Cow::Owned(format!("apm.app.{}", normalize_service(ev.service_name()))))
+                (
+                    "metrics",
+                    Cow::Owned(format!("apm.app.{}", normalize_service(ev.service_name()))),
+                )
             }
         }
     }
@@ -141,14 +165,21 @@ pub(crate) fn route(ev: &Event) -> (&'static str, Cow<'_, str>) {
 
 /// §4.1: refs, empty service name, or all samples internal.
 pub(crate) fn metricset_is_internal(ev: &Event, m: &super::event::Metricset) -> bool {
-    m.has_refs || ev.service_name().is_empty() || m.name == "service_summary" || all_samples_internal(ev, m)
+    m.has_refs
+        || ev.service_name().is_empty()
+        || m.name == "service_summary"
+        || all_samples_internal(ev, m)
 }
 
 /// All sample names internal and label `otel_remapped` not true.
 pub(crate) fn all_samples_internal(ev: &Event, m: &super::event::Metricset) -> bool {
     !m.samples.is_empty()
         && m.samples.iter().all(|s| is_internal_metric(&s.name))
-        && !ev.labels.strings.iter().any(|(k, v)| k == "otel_remapped" && v == "true")
+        && !ev
+            .labels
+            .strings
+            .iter()
+            .any(|(k, v)| k == "otel_remapped" && v == "true")
 }
 
 #[cfg(test)]

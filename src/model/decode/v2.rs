@@ -26,8 +26,16 @@ pub(crate) enum Kind {
 // ---------------------------------------------------------------------------
 // metadata
 
-fn name_version(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str, name_req: bool, ver_req: bool) -> R<Option<NameVersion>> {
-    let Some(m) = set_obj(o, k)? else { return Ok(None) };
+fn name_version(
+    ctx: &mut Ctx,
+    o: Obj<'_>,
+    k: &'static str,
+    name_req: bool,
+    ver_req: bool,
+) -> R<Option<NameVersion>> {
+    let Some(m) = set_obj(o, k)? else {
+        return Ok(None);
+    };
     ctx.push(k);
     let name = opt_str(m, "name")?;
     ctx.max1024("name", name);
@@ -46,30 +54,41 @@ fn name_version(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str, name_req: bool, ver
     }))
 }
 
-fn str_field(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<String> {
+pub(crate) fn str_field(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<String> {
     let s = opt_str(o, k)?;
     ctx.max1024(k, s);
     Ok(s.unwrap_or_default().to_owned())
 }
 
-fn nested_str(ctx: &mut Ctx, o: &Obj<'_>, outer: &'static str, k: &'static str) -> R<String> {
-    let Some(m) = set_obj(o, outer)? else { return Ok(String::new()) };
+fn nested_str(ctx: &mut Ctx, o: Obj<'_>, outer: &'static str, k: &'static str) -> R<String> {
+    let Some(m) = set_obj(o, outer)? else {
+        return Ok(String::new());
+    };
     ctx.push(outer);
     let s = str_field(ctx, m, k)?;
     ctx.pop();
     Ok(s)
 }
 
-fn decode_user(ctx: &mut Ctx, u: &Obj<'_>) -> R<User> {
+fn decode_user(ctx: &mut Ctx, u: Obj<'_>) -> R<User> {
     let domain = str_field(ctx, u, "domain")?;
     let id = str_or_int(ctx, u, "id")?.unwrap_or_default();
     let email = str_field(ctx, u, "email")?;
     let name = str_field(ctx, u, "username")?;
-    Ok(User { id, name, email, domain })
+    Ok(User {
+        id,
+        name,
+        email,
+        domain,
+    })
 }
 
 /// Decodes a v2 metadata root (`{"metadata": …}`).
-pub(crate) fn decode_metadata(root: &Obj<'_>, base: &RequestBase, cfg: &DecodeConfig) -> R<Metadata> {
+pub(crate) fn decode_metadata(
+    root: Obj<'_>,
+    base: &RequestBase,
+    cfg: &DecodeConfig,
+) -> R<Metadata> {
     let m = match obj(root, "metadata")? {
         Some(m) if m.values().any(is_set) => m,
         _ => return Err(LineError::Validation("'metadata' required".into())),
@@ -219,7 +238,15 @@ pub(crate) fn decode_metadata(root: &Obj<'_>, base: &RequestBase, cfg: &DecodeCo
         ctx.pop();
     }
     ctx.finish()?;
-    Ok(build_metadata(base, cfg, sh, service, agent, user, lbl.unwrap_or_default()))
+    Ok(build_metadata(
+        base,
+        cfg,
+        sh,
+        service,
+        agent,
+        user,
+        lbl.unwrap_or_default(),
+    ))
 }
 
 /// Assembles [`Metadata`] from decoded parts: request base (§3), host
@@ -235,7 +262,10 @@ pub(crate) fn build_metadata(
 ) -> Metadata {
     if !sh.k8s_node_name.is_empty() {
         sh.host_hostname = sh.k8s_node_name.clone();
-    } else if !sh.k8s_pod_name.is_empty() || !sh.k8s_pod_uid.is_empty() || !sh.k8s_namespace.is_empty() {
+    } else if !sh.k8s_pod_name.is_empty()
+        || !sh.k8s_pod_uid.is_empty()
+        || !sh.k8s_namespace.is_empty()
+    {
         sh.host_hostname.clear();
     }
     if sh.host_name.is_empty() && !sh.host_hostname.is_empty() {
@@ -283,11 +313,11 @@ pub(crate) fn finalize(ev: &mut Event, cfg: &DecodeConfig) {
     if ev.service.node_name.is_empty() {
         let d = node_default(&ev.shared);
         if !d.is_empty() {
-            Arc::make_mut(&mut ev.service).node_name = d;
+            Service::make_mut(&mut ev.service).node_name = d;
         }
     }
     if ev.service.environment.is_empty() && !cfg.default_service_environment.is_empty() {
-        Arc::make_mut(&mut ev.service).environment = cfg.default_service_environment.clone();
+        Service::make_mut(&mut ev.service).environment = cfg.default_service_environment.clone();
     }
 }
 
@@ -295,7 +325,13 @@ pub(crate) fn finalize(ev: &mut Event, cfg: &DecodeConfig) {
 // events
 
 /// Decodes one v2 event line and appends the result to `out`.
-pub(crate) fn decode_event(kind: Kind, root: &Obj<'_>, meta: &Metadata, cfg: &DecodeConfig, out: &mut Vec<Event>) -> R<()> {
+pub(crate) fn decode_event(
+    kind: Kind,
+    root: Obj<'_>,
+    meta: &Metadata,
+    cfg: &DecodeConfig,
+    out: &mut Vec<Event>,
+) -> R<()> {
     let key = match kind {
         Kind::Transaction => "transaction",
         Kind::Span => "span",
@@ -324,7 +360,7 @@ pub(crate) fn decode_event(kind: Kind, root: &Obj<'_>, meta: &Metadata, cfg: &De
     Ok(())
 }
 
-fn merge_labels(ev: &mut Event, l: Option<Labels>) {
+pub(crate) fn merge_labels(ev: &mut Event, l: Option<Labels>) {
     if let Some(l) = l {
         if l.is_empty() {
             return;
@@ -339,8 +375,10 @@ fn merge_labels(ev: &mut Event, l: Option<Labels>) {
     }
 }
 
-fn links(ctx: &mut Ctx, o: &Obj<'_>) -> R<Vec<Link>> {
-    let Some(a) = arr(o, "links")? else { return Ok(Vec::new()) };
+fn links(ctx: &mut Ctx, o: Obj<'_>) -> R<Vec<Link>> {
+    let Some(a) = arr(o, "links")? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::with_capacity(a.len());
     for v in a {
         let l = match v {
@@ -359,13 +397,18 @@ fn links(ctx: &mut Ctx, o: &Obj<'_>) -> R<Vec<Link>> {
         ctx.max1024("trace_id", trace_id);
         ctx.required("trace_id", trace_id.is_some());
         ctx.pop();
-        out.push((trace_id.unwrap_or_default().to_owned(), span_id.unwrap_or_default().to_owned()));
+        out.push((
+            trace_id.unwrap_or_default().to_owned(),
+            span_id.unwrap_or_default().to_owned(),
+        ));
     }
     Ok(out)
 }
 
-fn faas(o: &Obj<'_>) -> R<Option<Box<Faas>>> {
-    let Some(f) = set_obj(o, "faas")? else { return Ok(None) };
+fn faas(o: Obj<'_>) -> R<Option<Box<Faas>>> {
+    let Some(f) = set_obj(o, "faas")? else {
+        return Ok(None);
+    };
     let mut out = Faas {
         id: string(f, "id")?,
         coldstart: boolean(f, "coldstart")?,
@@ -381,8 +424,10 @@ fn faas(o: &Obj<'_>) -> R<Option<Box<Faas>>> {
     Ok(Some(Box::new(out)))
 }
 
-fn frames(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
-    let Some(a) = arr(o, k)? else { return Ok(Vec::new()) };
+fn frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
+    let Some(a) = arr(o, k)? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::with_capacity(a.len());
     for v in a {
         let f = match v {
@@ -393,22 +438,35 @@ fn frames(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
             }
             _ => return Err(LineError::Decode(format!("{k}: expected object"))),
         };
-        let fr = Frame {
-            vars: json_obj(f, "vars")?,
-            filename: string(f, "filename")?,
-            abs_path: string(f, "abs_path")?,
-            classname: string(f, "classname")?,
-            context_line: string(f, "context_line")?,
-            function: string(f, "function")?,
-            module: string(f, "module")?,
-            post_context: str_arr(f, "post_context")?,
-            pre_context: str_arr(f, "pre_context")?,
-            lineno: int(f, "lineno")?,
-            colno: int(f, "colno")?,
-            library_frame: boolean(f, "library_frame")?.unwrap_or(false),
-            ..Default::default()
-        };
-        if get(f, "classname").is_none() && get(f, "filename").is_none() {
+        // one pass over the frame's keys (hot path); later duplicates win
+        let mut fr = Frame::default();
+        let (mut has_class, mut has_file) = (false, false);
+        for (key, v) in f.iter() {
+            match key {
+                "filename" => {
+                    let s = v_str(key, v)?;
+                    has_file = s.is_some();
+                    fr.filename = s.unwrap_or_default().to_owned();
+                }
+                "classname" => {
+                    let s = v_str(key, v)?;
+                    has_class = s.is_some();
+                    fr.classname = s.unwrap_or_default().to_owned();
+                }
+                "abs_path" => fr.abs_path = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "context_line" => fr.context_line = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "function" => fr.function = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "module" => fr.module = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "post_context" => fr.post_context = v_str_arr(key, v)?,
+                "pre_context" => fr.pre_context = v_str_arr(key, v)?,
+                "lineno" => fr.lineno = v_int(key, v)?,
+                "colno" => fr.colno = v_int(key, v)?,
+                "library_frame" => fr.library_frame = v_bool(key, v)?.unwrap_or(false),
+                "vars" => fr.vars = v_json_obj(key, v)?,
+                _ => {}
+            }
+        }
+        if !has_class && !has_file {
             ctx.push(k);
             ctx.fail(|| "requires at least one of the fields 'classname;filename'".into());
             ctx.pop();
@@ -431,8 +489,10 @@ fn parse_addr(s: &str) -> Option<(IpAddr, Option<u16>)> {
     inner.parse::<IpAddr>().ok().map(|ip| (ip, None))
 }
 
-fn header<'h>(h: &'h Headers, name: &str) -> Option<&'h [String]> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+pub(crate) fn header<'h>(h: &'h Headers, name: &str) -> Option<&'h [String]> {
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
 }
 
 /// Client address from forwarding headers (§3 precedence).
@@ -441,15 +501,21 @@ fn forwarded_addr(h: &Headers) -> Option<(IpAddr, Option<u16>)> {
         let first = v.split(',').next().unwrap_or("");
         for part in first.split(';') {
             let part = part.trim();
-            if part.len() > 4 && part[..4].eq_ignore_ascii_case("for=") {
-                let val = part[4..].trim_matches('"');
+            let (Some(head), Some(rest)) = (part.get(..4), part.get(4..)) else {
+                continue;
+            };
+            if head.eq_ignore_ascii_case("for=") {
+                let val = rest.trim_matches('"');
                 if let Some(a) = parse_addr(val) {
                     return Some(a);
                 }
             }
         }
     }
-    if let Some(a) = header(h, "X-Real-Ip").and_then(|v| v.first()).and_then(|v| parse_addr(v)) {
+    if let Some(a) = header(h, "X-Real-Ip")
+        .and_then(|v| v.first())
+        .and_then(|v| parse_addr(v))
+    {
         return Some(a);
     }
     header(h, "X-Forwarded-For")
@@ -462,8 +528,12 @@ fn service_target_derive(resource: &str) -> (String, String) {
         Some((a, b)) => (a, Some(b)),
         None => (resource, None),
     };
-    let first_ok = !first.is_empty() && first.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let second_ok = second.is_none_or(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    let first_ok = !first.is_empty()
+        && first
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let second_ok = second
+        .is_none_or(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
     if first_ok && second_ok {
         (first.to_owned(), second.unwrap_or("").to_owned())
     } else {
@@ -472,8 +542,10 @@ fn service_target_derive(resource: &str) -> (String, String) {
 }
 
 /// `context.service` (§5.4). Returns whether `target.type` was sent.
-fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
-    let Some(s) = set_obj(c, "service")? else { return Ok(false) };
+fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bool> {
+    let Some(s) = set_obj(c, "service")? else {
+        return Ok(false);
+    };
     ctx.push("service");
     if let Some(a) = set_obj(s, "agent")? {
         ctx.push("agent");
@@ -485,7 +557,7 @@ fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
         ctx.max1024("version", ver);
         ctx.pop();
         if eid.is_some() || name.is_some() || ver.is_some() {
-            let ag = Arc::make_mut(&mut ev.agent);
+            let ag = Agent::make_mut(&mut ev.agent);
             if let Some(v) = eid {
                 ag.ephemeral_id = v.to_owned();
             }
@@ -531,7 +603,10 @@ fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
                 ctx.pop();
             }
             target_type_sent = ty.is_some();
-            Some((ty.unwrap_or_default().to_owned(), nm.unwrap_or_default().to_owned()))
+            Some((
+                ty.unwrap_or_default().to_owned(),
+                nm.unwrap_or_default().to_owned(),
+            ))
         }
         None => None,
     };
@@ -539,7 +614,7 @@ fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
     ctx.max1024("version", version);
     ctx.pop();
 
-    let sv = Arc::make_mut(&mut ev.service);
+    let sv = Service::make_mut(&mut ev.service);
     if let Some(n) = name {
         sv.name = n.to_owned();
         sv.version = version.unwrap_or_default().to_owned();
@@ -550,7 +625,11 @@ fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
     if let Some(v) = node {
         sv.node_name = v.to_owned();
     }
-    for (dst, src) in [(&mut sv.framework, fw), (&mut sv.language, lang), (&mut sv.runtime, rt)] {
+    for (dst, src) in [
+        (&mut sv.framework, fw),
+        (&mut sv.language, lang),
+        (&mut sv.runtime, rt),
+    ] {
         if let Some((n, v)) = src {
             if let Some(n) = n {
                 dst.name = n;
@@ -573,8 +652,10 @@ fn context_service(ctx: &mut Ctx, c: &Obj<'_>, ev: &mut Event) -> R<bool> {
 
 type OptNv = Option<(Option<String>, Option<String>)>;
 
-fn name_version_opt(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<OptNv> {
-    let Some(m) = set_obj(o, k)? else { return Ok(None) };
+fn name_version_opt(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<OptNv> {
+    let Some(m) = set_obj(o, k)? else {
+        return Ok(None);
+    };
     ctx.push(k);
     let n = opt_str(m, "name")?;
     ctx.max1024("name", n);
@@ -584,8 +665,10 @@ fn name_version_opt(ctx: &mut Ctx, o: &Obj<'_>, k: &'static str) -> R<OptNv> {
     Ok(Some((n.map(str::to_owned), v.map(str::to_owned))))
 }
 
-fn message_ctx(ctx: &mut Ctx, c: &Obj<'_>) -> R<Option<Message>> {
-    let Some(m) = set_obj(c, "message")? else { return Ok(None) };
+fn message_ctx(ctx: &mut Ctx, c: Obj<'_>) -> R<Option<Message>> {
+    let Some(m) = set_obj(c, "message")? else {
+        return Ok(None);
+    };
     ctx.push("message");
     let mut out = Message::default();
     if let Some(q) = set_obj(m, "queue")? {
@@ -603,7 +686,7 @@ fn message_ctx(ctx: &mut Ctx, c: &Obj<'_>) -> R<Option<Message>> {
     Ok(Some(out))
 }
 
-fn url_port(ctx: &mut Ctx, u: &Obj<'_>) -> R<Option<i64>> {
+fn url_port(ctx: &mut Ctx, u: Obj<'_>) -> R<Option<i64>> {
     match get(u, "port") {
         None => Ok(None),
         Some(V::String(s)) => {
@@ -616,8 +699,8 @@ fn url_port(ctx: &mut Ctx, u: &Obj<'_>) -> R<Option<i64>> {
                 }
             }
         }
-        Some(V::Static(StaticNode::I64(i))) => Ok(Some(*i)),
-        Some(V::Static(StaticNode::U64(i))) => Ok(i64::try_from(*i).ok()),
+        Some(V::Static(StaticNode::I64(i))) => Ok(Some(i)),
+        Some(V::Static(StaticNode::U64(i))) => Ok(i64::try_from(i).ok()),
         Some(_) => {
             ctx.fail(|| "'port': validation rule 'inputTypes(string;int)' violated ".into());
             Ok(None)
@@ -646,8 +729,10 @@ pub(crate) fn page_url(raw: &str) -> Url {
 }
 
 /// Transaction/error `context` (§5.4–§5.7). Returns (response status code, message ctx, custom).
-fn context(ctx: &mut Ctx, o: &Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<Json>)> {
-    let Some(c) = set_obj(o, "context")? else { return Ok((None, None)) };
+fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<Json>)> {
+    let Some(c) = set_obj(o, "context")? else {
+        return Ok((None, None));
+    };
     ctx.push("context");
     let custom = json_obj(c, "custom")?;
     let mut tags = None;
@@ -674,7 +759,10 @@ fn context(ctx: &mut Ctx, o: &Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option
         ctx.push("user");
         let user = decode_user(ctx, u)?;
         ctx.pop();
-        if ["id", "username", "email", "domain"].iter().any(|k| get(u, k).is_some()) {
+        if ["id", "username", "email", "domain"]
+            .iter()
+            .any(|k| get(u, k).is_some())
+        {
             ev.user = Arc::new(user);
         }
     }
@@ -719,7 +807,10 @@ fn context(ctx: &mut Ctx, o: &Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option
                 path: pathname,
                 query: search,
                 fragment: hash,
-                scheme: protocol.strip_suffix(':').map(str::to_owned).unwrap_or(protocol),
+                scheme: protocol
+                    .strip_suffix(':')
+                    .map(str::to_owned)
+                    .unwrap_or(protocol),
                 port,
             });
         }
@@ -814,8 +905,10 @@ fn message_slot(ev: &mut Event, m: Message) {
 
 /// OTel bridge attributes (§6.1, partial): returns (span_kind, profiler ids) and folds
 /// remaining attributes into labels.
-fn otel(o: &Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
-    let Some(ot) = set_obj(o, "otel")? else { return Ok(None) };
+fn otel(o: Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
+    let Some(ot) = set_obj(o, "otel")? else {
+        return Ok(None);
+    };
     let kind = string(ot, "span_kind")?;
     let mut ids = Vec::new();
     if let Some(attrs) = obj(ot, "attributes")? {
@@ -831,9 +924,9 @@ fn otel(o: &Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
             match v {
                 V::String(s) => l.set_string(&key, s.to_string()),
                 V::Static(StaticNode::Bool(b)) => l.set_string(&key, b.to_string()),
-                V::Static(StaticNode::I64(i)) => l.set_number(&key, *i as f64),
-                V::Static(StaticNode::U64(i)) => l.set_number(&key, *i as f64),
-                V::Static(StaticNode::F64(f)) => l.set_number(&key, *f),
+                V::Static(StaticNode::I64(i)) => l.set_number(&key, i as f64),
+                V::Static(StaticNode::U64(i)) => l.set_number(&key, i as f64),
+                V::Static(StaticNode::F64(f)) => l.set_number(&key, f),
                 _ => {}
             }
         }
@@ -842,9 +935,12 @@ fn otel(o: &Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
     Ok(Some((kind, ids)))
 }
 
-fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn transaction(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Transaction(Box::default()));
-    let mut tx = Transaction { span_id_from_id: true, ..Default::default() };
+    let mut tx = Transaction {
+        span_id_from_id: true,
+        ..Default::default()
+    };
     if let Some(marks) = obj(o, "marks")? {
         for (g, gv) in marks.iter() {
             let m = match gv {
@@ -855,9 +951,9 @@ fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
             let mut ms = Vec::new();
             for (k, v) in m.iter() {
                 match v {
-                    V::Static(StaticNode::I64(i)) => ms.push((k.to_string(), *i as f64)),
-                    V::Static(StaticNode::U64(i)) => ms.push((k.to_string(), *i as f64)),
-                    V::Static(StaticNode::F64(f)) => ms.push((k.to_string(), *f)),
+                    V::Static(StaticNode::I64(i)) => ms.push((k.to_string(), i as f64)),
+                    V::Static(StaticNode::U64(i)) => ms.push((k.to_string(), i as f64)),
+                    V::Static(StaticNode::F64(f)) => ms.push((k.to_string(), f)),
                     V::Static(StaticNode::Null) => {}
                     _ => return Err(LineError::Decode("marks: expected number".into())),
                 }
@@ -892,7 +988,11 @@ fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
                     ctx.fail(|| "dropped_spans_stats slice element required".into());
                     continue;
                 }
-                _ => return Err(LineError::Decode("dropped_spans_stats: expected object".into())),
+                _ => {
+                    return Err(LineError::Decode(
+                        "dropped_spans_stats: expected object".into(),
+                    ))
+                }
             };
             ctx.push("dropped_spans_stats");
             str_field(ctx, d, "destination_service_resource")?;
@@ -932,13 +1032,19 @@ fn transaction(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     }
     ev.body = Body::Transaction(Box::new(tx));
     let (status, custom) = context(ctx, o, &mut ev)?;
-    let Body::Transaction(mut tx) = std::mem::replace(&mut ev.body, Body::Transaction(Box::default())) else {
+    let Body::Transaction(mut tx) =
+        std::mem::replace(&mut ev.body, Body::Transaction(Box::default()))
+    else {
         return Err(LineError::Decode("internal".into()));
     };
     tx.custom = custom;
     if let Some(x) = set_obj(o, "experience")? {
         ctx.push("experience");
-        let mut e = Experience { cls: num(x, "cls")?, fid: num(x, "fid")?, ..Default::default() };
+        let mut e = Experience {
+            cls: num(x, "cls")?,
+            fid: num(x, "fid")?,
+            ..Default::default()
+        };
         ctx.min("cls", e.cls, 0);
         ctx.min("fid", e.fid, 0);
         if let Some(l) = set_obj(x, "longtask")? {
@@ -1027,7 +1133,11 @@ pub(crate) fn rep_count(sample_rate: Option<f64>, default_one: bool) -> Option<f
 }
 
 /// Splits and defaults span type/subtype/action (§7.1).
-pub(crate) fn span_types(ty: Option<&str>, subtype: Option<&str>, action: Option<&str>) -> (String, String, String) {
+pub(crate) fn span_types(
+    ty: Option<&str>,
+    subtype: Option<&str>,
+    action: Option<&str>,
+) -> (String, String, String) {
     let ty = ty.unwrap_or_default();
     let (t, s, a) = if subtype.is_none() && action.is_none() {
         match ty.split_once('.') {
@@ -1038,12 +1148,16 @@ pub(crate) fn span_types(ty: Option<&str>, subtype: Option<&str>, action: Option
             None => (ty.to_owned(), String::new(), String::new()),
         }
     } else {
-        (ty.to_owned(), subtype.unwrap_or_default().to_owned(), action.unwrap_or_default().to_owned())
+        (
+            ty.to_owned(),
+            subtype.unwrap_or_default().to_owned(),
+            action.unwrap_or_default().to_owned(),
+        )
     };
     (if t.is_empty() { "unknown".into() } else { t }, s, a)
 }
 
-fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn span(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Span(Box::default()));
     let mut sp = Span::default();
     let ts = timestamp(o, "timestamp")?;
@@ -1160,7 +1274,10 @@ fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
             }
             let url = string(h, "url")?;
             if !url.is_empty() {
-                ev.url = Some(Box::new(Url { original: url, ..Default::default() }));
+                ev.url = Some(Box::new(Url {
+                    original: url,
+                    ..Default::default()
+                }));
             }
             ctx.pop();
         }
@@ -1174,7 +1291,11 @@ fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
 
     ev.timestamp_ns = match ts {
         Some(t) => t,
-        None => meta.inner.base.received_ns.saturating_add(ms_to_ns(start.unwrap_or(0.0))),
+        None => meta
+            .inner
+            .base
+            .received_ns
+            .saturating_add(ms_to_ns(start.unwrap_or(0.0))),
     };
     sp.id = id.unwrap_or_default().to_owned();
     ev.trace_id = trace_id.unwrap_or_default().to_owned();
@@ -1195,7 +1316,7 @@ fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     };
     if !target_type_sent {
         if let Some(r) = resource {
-            Arc::make_mut(&mut ev.service).target = Some(service_target_derive(&r));
+            Service::make_mut(&mut ev.service).target = Some(service_target_derive(&r));
         }
     }
     if let Some((kind, _)) = ot {
@@ -1216,7 +1337,7 @@ fn span(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     Ok(ev)
 }
 
-fn exception(ctx: &mut Ctx, x: &Obj<'_>, parent: Option<usize>, out: &mut Vec<Exception>) -> R<()> {
+fn exception(ctx: &mut Ctx, x: Obj<'_>, parent: Option<usize>, out: &mut Vec<Exception>) -> R<()> {
     if get(x, "message").is_none() && get(x, "type").is_none() {
         ctx.fail(|| "requires at least one of the fields 'message;type'".into());
     }
@@ -1237,7 +1358,9 @@ fn exception(ctx: &mut Ctx, x: &Obj<'_>, parent: Option<usize>, out: &mut Vec<Ex
                     exception(ctx, c, Some(idx), out)?;
                     ctx.pop();
                 }
-                V::Object(_) | V::Static(StaticNode::Null) => ctx.fail(|| "cause slice element required".into()),
+                V::Object(_) | V::Static(StaticNode::Null) => {
+                    ctx.fail(|| "cause slice element required".into())
+                }
                 _ => return Err(LineError::Decode("cause: expected object".into())),
             }
         }
@@ -1257,7 +1380,7 @@ fn exception(ctx: &mut Ctx, x: &Obj<'_>, parent: Option<usize>, out: &mut Vec<Ex
     Ok(())
 }
 
-fn error(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn error(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Error(Box::default()));
     let mut er = ErrorEvent::default();
     if let Some(ts) = timestamp(o, "timestamp")? {
@@ -1279,7 +1402,11 @@ fn error(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
         ctx.pop();
         er.log = Some(ErrorLog {
             message: message.unwrap_or_default().to_owned(),
-            level: if level.is_empty() { "error".into() } else { level },
+            level: if level.is_empty() {
+                "error".into()
+            } else {
+                level
+            },
             logger_name,
             param_message,
             stacktrace,
@@ -1331,14 +1458,18 @@ fn error(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     er.span_id = er.transaction_id.clone();
     er.message = match &er.log {
         Some(l) if !l.message.is_empty() => l.message.clone(),
-        _ => er.exceptions.first().map(|e| e.message.clone()).unwrap_or_default(),
+        _ => er
+            .exceptions
+            .first()
+            .map(|e| e.message.clone())
+            .unwrap_or_default(),
     };
     er.grouping_key = grouping_key(&er);
     ev.body = Body::Error(Box::new(er));
     Ok(ev)
 }
 
-fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
+fn metricset(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
     let mut ev = Event::new(meta, Body::Metricset(Box::default()));
     let mut ms = Metricset::default();
     if let Some(ts) = timestamp(o, "timestamp")? {
@@ -1365,7 +1496,11 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
                     values: match arr(so, "values")? {
                         Some(a) => a
                             .iter()
-                            .map(|v| v.cast_f64().ok_or_else(|| LineError::Decode("values: expected number".into())))
+                            .map(|v| {
+                                v.cast_f64().ok_or_else(|| {
+                                    LineError::Decode("values: expected number".into())
+                                })
+                            })
                             .collect::<R<Vec<f64>>>()?,
                         None => Vec::new(),
                     },
@@ -1373,8 +1508,8 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
                         Some(a) => a
                             .iter()
                             .map(|v| match v {
-                                V::Static(StaticNode::I64(i)) => Ok(*i),
-                                V::Static(StaticNode::U64(i)) => Ok(*i as i64),
+                                V::Static(StaticNode::I64(i)) => Ok(i),
+                                V::Static(StaticNode::U64(i)) => Ok(i as i64),
                                 _ => Err(LineError::Decode("counts: expected integer".into())),
                             })
                             .collect::<R<Vec<i64>>>()?,
@@ -1395,9 +1530,15 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
                 }
                 ctx.pop();
                 if k.contains('*') || k.contains('"') {
-                    ctx.fail(|| "'samples': validation rule 'patternKeys(patternNoAsteriskQuote)' violated".into());
+                    ctx.fail(|| {
+                        "'samples': validation rule 'patternKeys(patternNoAsteriskQuote)' violated"
+                            .into()
+                    });
                 }
-                ms.samples.push(Sample { value: value.unwrap_or(0.0), ..smp });
+                ms.samples.push(Sample {
+                    value: value.unwrap_or(0.0),
+                    ..smp
+                });
             }
         }
         _ => ctx.required("samples", false),
@@ -1427,7 +1568,7 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
         ctx.max1024("version", version);
         ctx.pop();
         if let Some(n) = name {
-            let sv = Arc::make_mut(&mut ev.service);
+            let sv = Service::make_mut(&mut ev.service);
             sv.name = n.to_owned();
             sv.version = version.unwrap_or_default().to_owned();
         }
@@ -1442,7 +1583,9 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
         for s in &ms.samples {
             match s.name.as_str() {
                 "span.self_time.count" => ms.self_time_count = Some(s.value as i64),
-                "span.self_time.sum.us" => ms.self_time_sum_us = Some(((s.value * 1000.0) as i64) / 1000),
+                "span.self_time.sum.us" => {
+                    ms.self_time_sum_us = Some(((s.value * 1000.0) as i64) / 1000)
+                }
                 _ => {}
             }
         }
@@ -1453,7 +1596,10 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
     } else {
         ms.name = "app".into();
         for s in ms.samples.iter_mut() {
-            if !matches!(s.type_.as_str(), "gauge" | "counter" | "histogram" | "summary") {
+            if !matches!(
+                s.type_.as_str(),
+                "gauge" | "counter" | "histogram" | "summary"
+            ) {
                 s.type_.clear();
             }
         }
@@ -1464,17 +1610,15 @@ fn metricset(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Option<Event>> {
 
 /// A log field sent flat (`"a.b"`) or nested (`{"a":{"b":…}}`); nested wins
 /// when it has the right type (§10).
-fn log_str(o: &Obj<'_>, flat: &str, nested: &[&str]) -> R<Option<String>> {
+fn log_str(o: Obj<'_>, flat: &str, nested: &[&str]) -> R<Option<String>> {
     let mut v = opt_str(o, flat)?.map(str::to_owned);
-    if let Some(n) = nested_val(o, nested) {
-        if let V::String(s) = n {
-            v = Some(s.to_string());
-        }
+    if let Some(V::String(s)) = nested_val(o, nested) {
+        v = Some(s.to_string());
     }
     Ok(v)
 }
 
-fn nested_val<'o, 'v>(o: &'o Obj<'v>, path: &[&str]) -> Option<&'o V<'v>> {
+fn nested_val<'v>(o: Obj<'v>, path: &[&str]) -> Option<V<'v>> {
     let (last, init) = path.split_last()?;
     let mut cur = o;
     for p in init {
@@ -1486,7 +1630,7 @@ fn nested_val<'o, 'v>(o: &'o Obj<'v>, path: &[&str]) -> Option<&'o V<'v>> {
     lookup(cur, last)
 }
 
-fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
+fn log(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     let mut ev = Event::new(meta, Body::Log(Box::default()));
     let mut lg = LogEvent::default();
     // nested objects must be objects when present
@@ -1511,7 +1655,8 @@ fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     ctx.pop();
     lg.error_type = log_str(o, "error.type", &["error", "type"])?.unwrap_or_default();
     lg.error_message = log_str(o, "error.message", &["error", "message"])?.unwrap_or_default();
-    lg.error_stack_trace = log_str(o, "error.stack_trace", &["error", "stack_trace"])?.unwrap_or_default();
+    lg.error_stack_trace =
+        log_str(o, "error.stack_trace", &["error", "stack_trace"])?.unwrap_or_default();
     let dataset = log_str(o, "event.dataset", &["event", "dataset"])?;
     ctx.push("ecslogeventfields");
     ctx.max1024("event.dataset", dataset.as_deref());
@@ -1531,7 +1676,11 @@ fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     ev.faas = faas(o)?;
     let level = log_str(o, "log.level", &["log", "level"])?;
     let logger = log_str(o, "log.logger", &["log", "logger"])?;
-    let file_name = log_str(o, "log.origin.file.name", &["log", "origin", "file", "name"])?;
+    let file_name = log_str(
+        o,
+        "log.origin.file.name",
+        &["log", "origin", "file", "name"],
+    )?;
     ctx.push("ecsloglogfields");
     ctx.max1024("log.level", level.as_deref());
     ctx.max1024("log.logger", logger.as_deref());
@@ -1540,20 +1689,27 @@ fn log(ctx: &mut Ctx, o: &Obj<'_>, meta: &Metadata) -> R<Event> {
     lg.level = level.unwrap_or_default();
     lg.logger = logger.unwrap_or_default();
     lg.origin_file_name = file_name.unwrap_or_default();
-    lg.origin_function = log_str(o, "log.origin.function", &["log", "origin", "function"])?.unwrap_or_default();
+    lg.origin_function =
+        log_str(o, "log.origin.function", &["log", "origin", "function"])?.unwrap_or_default();
     lg.origin_file_line = int(o, "log.origin.file.line")?;
     match nested_val(o, &["log", "origin", "file", "line"]) {
-        Some(V::Static(StaticNode::I64(i))) => lg.origin_file_line = Some(*i),
-        Some(V::Static(StaticNode::U64(i))) => lg.origin_file_line = Some(*i as i64),
-        Some(V::Static(StaticNode::F64(_))) => return Err(LineError::Decode("log.origin.file.line: expected integer".into())),
+        Some(V::Static(StaticNode::I64(i))) => lg.origin_file_line = Some(i),
+        Some(V::Static(StaticNode::U64(i))) => lg.origin_file_line = Some(i as i64),
+        Some(V::Static(StaticNode::F64(_))) => {
+            return Err(LineError::Decode(
+                "log.origin.file.line: expected integer".into(),
+            ))
+        }
         _ => {}
     }
     lg.message = string(o, "message")?;
     ev.trace_id = trace_id.unwrap_or_default().to_owned();
     lg.transaction_id = tx_id.unwrap_or_default().to_owned();
-    lg.span_id = span_id.map(str::to_owned).unwrap_or_else(|| lg.transaction_id.clone());
+    lg.span_id = span_id
+        .map(str::to_owned)
+        .unwrap_or_else(|| lg.transaction_id.clone());
     if svc_name.is_some() || svc_version.is_some() || svc_env.is_some() || svc_node.is_some() {
-        let sv = Arc::make_mut(&mut ev.service);
+        let sv = Service::make_mut(&mut ev.service);
         if let Some(v) = svc_name {
             sv.name = v;
         }
