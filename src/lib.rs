@@ -6,6 +6,7 @@
 //! sourcemap applier → bulk indexer) are actors joined by bounded channels.
 //! The indexer encodes events ([`model`]) into an [`output`].
 
+pub mod agentcfg;
 pub mod auth;
 pub mod config;
 pub mod http;

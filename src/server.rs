@@ -8,6 +8,8 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::http::client_ip::TrustedProxies;
+use crate::http::cors::Cors;
 use crate::http::response::ExtraHeaders;
 use crate::http::{self, AppState, ServerInfo};
 use crate::model::EncodeContext;
@@ -91,15 +93,42 @@ impl ServerBuilder {
             0 => 2048,
             n => n,
         };
+        if cfg.anonymous_enabled() && cfg.apm_server.auth.anonymous.trusted_proxies.is_empty() {
+            tracing::warn!("anonymous access is on and apm-server.auth.anonymous.trusted_proxies is empty: Forwarded/X-Real-Ip/X-Forwarded-For are trusted from any client, so a client can choose its rate-limit bucket");
+        }
         if cfg.auth_configured() && cfg.tls().is_none() {
             tracing::warn!("secret token or API keys are configured but TLS is off: credentials travel in clear text");
         }
         let ready_output = Arc::clone(&output);
+        // --- agent configuration and self-monitoring (agentcfg branch) ---
+        let kibana = crate::agentcfg::kibana::KibanaFetcher::from_config(&cfg)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let agent_configs = crate::agentcfg::AgentConfigs::with_fallback(kibana);
+        let es_source = crate::agentcfg::es::EsSource::from_config(&cfg)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        crate::agentcfg::es::spawn_refresher(
+            es_source,
+            &agent_configs,
+            crate::agentcfg::es::RefreshMetrics::new(&telemetry.registry),
+        )?;
+        let metrics = match cfg.monitoring.metrics_host.trim() {
+            "" => None,
+            host => Some(
+                http::metrics::start(host, Arc::clone(&telemetry), Arc::clone(&pipeline)).map_err(
+                    |source| StartError::Bind {
+                        addr: host.to_string(),
+                        source,
+                    },
+                )?,
+            ),
+        };
+        // --- end agentcfg ---
         let state = Arc::new(AppState {
             telemetry: Arc::clone(&telemetry),
             intake: pipeline.intake.clone(),
             budget: Arc::clone(&pipeline.budget),
-            authenticator: Authenticator::new(&cfg),
+            authenticator: Authenticator::try_new(&cfg)
+                .map_err(|e| StartError::Config(e.to_string()))?,
             decoders: Arc::new(tokio::sync::Semaphore::new(max_decoders)),
             headers: ExtraHeaders::from_config(&cfg.apm_server.response_headers)
                 .map_err(StartError::Config)?,
@@ -111,9 +140,24 @@ impl ServerBuilder {
                 build_sha: env!("APM_RS_BUILD_SHA").into(),
             },
             ready: Arc::new(move || ready_output.ready()),
+            limiter: Arc::clone(&pipeline.limiter),
+            cors: Cors::new(
+                &cfg.apm_server.rum.allow_origins,
+                &cfg.apm_server.rum.allow_headers,
+            ),
+            trusted: TrustedProxies::new(&cfg.apm_server.auth.anonymous.trusted_proxies)
+                .map_err(|e| StartError::Config(e.to_string()))?,
             cfg: Arc::clone(&cfg),
+            agent_configs: Arc::clone(&agent_configs),
         });
 
+        let tls = match cfg.tls() {
+            Some(t) => Some(
+                crate::http::tls::server_config(t)
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let addr = cfg.listen_addr();
         let (tx, rx) = std::sync::mpsc::channel();
         let http_cfg = Arc::clone(&cfg);
@@ -140,7 +184,11 @@ impl ServerBuilder {
                             .unwrap_or(1);
                         server = server.max_connections((a.max_connections / workers).max(1));
                     }
-                    let server = match server.bind(&addr) {
+                    let bound = match &tls {
+                        Some(t) => server.bind_rustls_0_23(&addr, t.clone()),
+                        None => server.bind(&addr),
+                    };
+                    let server = match bound {
                         Ok(s) => s,
                         Err(source) => {
                             let _ = tx.send(Err(StartError::Bind { addr, source }));
@@ -170,6 +218,9 @@ impl ServerBuilder {
             handle,
             thread: Some(thread),
             shutdown_timeout: cfg.apm_server.shutdown_timeout.get(),
+            metrics_addr: metrics.as_ref().map(|m| m.addr),
+            metrics,
+            agent_configs,
         })
     }
 }
@@ -182,6 +233,11 @@ pub struct RunningServer {
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
     shutdown_timeout: Duration,
+    // --- agentcfg branch ---
+    /// Address of the `/metrics` listener (`monitoring.metrics_host`), if on.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics: Option<http::metrics::MetricsServer>,
+    agent_configs: Arc<crate::agentcfg::AgentConfigs>,
 }
 
 impl RunningServer {
@@ -200,8 +256,12 @@ impl RunningServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.agent_configs.stop();
         tracing::info!("shutting down: draining the pipeline");
         let ok = self.pipeline.shutdown(deadline);
+        if let Some(m) = self.metrics.take() {
+            m.stop();
+        }
         let acc = self.telemetry.accounting();
         tracing::info!(
             received = acc.received,

@@ -49,6 +49,8 @@ pub struct Telemetry {
     pub stage_instances: IntGaugeVec,
     pub memory_budget_in_use: IntGauge,
     pub memory_budget_limit: IntGauge,
+    /// Anonymous requests refused by the per-IP limiter before the handler.
+    pub rate_limited_requests: IntCounter,
 }
 
 /// A snapshot of the accounting counters.
@@ -186,6 +188,11 @@ impl Telemetry {
                 "Request bytes in flight.",
             ),
             memory_budget_limit: gauge(&r, "memory_budget_limit_bytes", "Memory budget."),
+            rate_limited_requests: counter(
+                &r,
+                "rate_limited_requests_total",
+                "Anonymous requests refused by the per-IP rate limit (429).",
+            ),
             registry: r,
         }
     }

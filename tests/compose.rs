@@ -101,7 +101,10 @@ fn elasticsearch_single_node_with_security_and_password_from_env() {
         "xpack.security.enabled=true",
         "ELASTIC_PASSWORD=${ELASTIC_PASSWORD}",
     ] {
-        assert!(env.iter().any(|e| e == want), "elasticsearch env lacks {want}");
+        assert!(
+            env.iter().any(|e| e == want),
+            "elasticsearch env lacks {want}"
+        );
     }
 }
 
@@ -115,7 +118,10 @@ fn healthchecks_and_start_order() {
             test.first().map(String::as_str) == Some("CMD-SHELL") && test.len() == 2,
             "{name}: healthcheck test must be [CMD-SHELL, cmd]"
         );
-        assert!(hc["interval"].is_string() && hc["retries"].is_number(), "{name}");
+        assert!(
+            hc["interval"].is_string() && hc["retries"].is_number(),
+            "{name}"
+        );
     }
     let want: &[(&str, &str, &str)] = &[
         ("setup", "elasticsearch", "service_healthy"),
@@ -139,9 +145,15 @@ fn healthchecks_and_start_order() {
         for (dep, spec) in deps {
             let dep_name = dep.as_str().expect("name");
             let target = &c["services"][dep_name];
-            assert!(target.is_mapping(), "{name:?} depends on unknown {dep_name}");
+            assert!(
+                target.is_mapping(),
+                "{name:?} depends on unknown {dep_name}"
+            );
             if spec["condition"].as_str() == Some("service_healthy") {
-                assert!(target["healthcheck"].is_mapping(), "{dep_name} has no healthcheck");
+                assert!(
+                    target["healthcheck"].is_mapping(),
+                    "{dep_name} has no healthcheck"
+                );
             }
         }
     }
@@ -176,7 +188,10 @@ fn every_variable_is_in_env_example() {
     let used: Vec<String> = all.iter().flat_map(|s| compose_vars(s)).collect();
     assert!(!used.is_empty());
     for v in &used {
-        assert!(vars.contains_key(v), "${{{v}}} is not defined in .env.example");
+        assert!(
+            vars.contains_key(v),
+            "${{{v}}} is not defined in .env.example"
+        );
     }
     for k in vars.keys() {
         assert!(used.contains(k), "{k} in .env.example is unused");
@@ -197,14 +212,19 @@ fn apm_rs_settings_load_as_in_the_container() {
         }
         out.replace('\u{0}', "${")
     };
-    let cmd: Vec<String> = str_list(&apm["command"]).iter().map(|s| interpolate(s)).collect();
+    let cmd: Vec<String> = str_list(&apm["command"])
+        .iter()
+        .map(|s| interpolate(s))
+        .collect();
     let mut overrides = Vec::new();
     let mut it = cmd.iter();
     while let Some(a) = it.next() {
         assert_eq!(a, "-E", "command is a list of -E key=value pairs");
         overrides.push(it.next().expect("-E value").clone());
     }
-    assert!(overrides.iter().any(|o| o == "apm-server.host=0.0.0.0:8200"));
+    assert!(overrides
+        .iter()
+        .any(|o| o == "apm-server.host=0.0.0.0:8200"));
     // the container's environment, set for this process (the only test here that reads it)
     for e in str_list(&apm["environment"]) {
         let e = interpolate(&e);
@@ -220,7 +240,10 @@ fn apm_rs_settings_load_as_in_the_container() {
     assert_eq!(cfg.listen_addr(), "0.0.0.0:8200");
     assert!(cfg.elasticsearch_output_enabled());
     let es = cfg.output.elasticsearch.as_ref().expect("es output");
-    assert_eq!(es.client.hosts, vec!["http://elasticsearch:9200".to_string()]);
+    assert_eq!(
+        es.client.hosts,
+        vec!["http://elasticsearch:9200".to_string()]
+    );
     assert_eq!(es.client.username, "elastic");
     assert_eq!(es.client.password.expose(), vars["ELASTIC_PASSWORD"]);
     assert_eq!(
@@ -240,8 +263,14 @@ fn dockerfile_multi_stage_slim_rustls() {
     assert!(d.contains("COPY --from=builder"));
     assert!(d.contains("EXPOSE 8200"));
     assert!(d.contains("apm-server.host=0.0.0.0:8200"));
-    assert!(!d.contains("libssl") && !d.contains("openssl"), "no OpenSSL in the image");
+    assert!(
+        !d.contains("libssl") && !d.contains("openssl"),
+        "no OpenSSL in the image"
+    );
     let ignore = read(".dockerignore");
     assert!(ignore.lines().any(|l| l.trim() == "target/"));
-    assert!(ignore.lines().any(|l| l.trim() == ".env"), "secrets stay out of the build context");
+    assert!(
+        ignore.lines().any(|l| l.trim() == ".env"),
+        "secrets stay out of the build context"
+    );
 }

@@ -30,7 +30,9 @@ async fn cluster_info_and_product_header() {
     let es = EsDouble::start();
     let r = client().get(es.url()).send().await.expect("get /");
     assert_eq!(
-        r.headers().get("x-elastic-product").and_then(|v| v.to_str().ok()),
+        r.headers()
+            .get("x-elastic-product")
+            .and_then(|v| v.to_str().ok()),
         Some("Elasticsearch")
     );
     let (s, v) = json_of(r).await;
@@ -64,10 +66,16 @@ async fn bulk_gzip_filter_path_and_conflicts() {
     assert_eq!(s, 200);
     let items = v["items"].as_array().expect("items");
     assert_eq!(items.len(), 4);
-    assert_eq!(items[0], json!({"create": {"_index": "logs-apm.app-default", "status": 201}}));
+    assert_eq!(
+        items[0],
+        json!({"create": {"_index": "logs-apm.app-default", "status": 201}})
+    );
     assert_eq!(items[1]["create"]["status"], 201);
     assert_eq!(items[2]["create"]["status"], 409);
-    assert_eq!(items[2]["create"]["error"]["type"], "version_conflict_engine_exception");
+    assert_eq!(
+        items[2]["create"]["error"]["type"],
+        "version_conflict_engine_exception"
+    );
     // require_data_stream: only create is allowed
     assert_eq!(items[3]["index"]["status"], 400);
     assert!(v.get("errors").is_none(), "filtered out by filter_path");
@@ -101,7 +109,9 @@ async fn item_and_request_faults() {
     assert_eq!(r.status().as_u16(), 200);
     let mut body = String::new();
     for i in 0..10 {
-        body.push_str(&format!("{{\"create\":{{\"_index\":\"a-b-c\"}}}}\n{{\"i\":{i}}}\n"));
+        body.push_str(&format!(
+            "{{\"create\":{{\"_index\":\"a-b-c\"}}}}\n{{\"i\":{i}}}\n"
+        ));
     }
     let r = client()
         .post(format!("{}/_bulk", es.url()))
@@ -185,7 +195,10 @@ async fn latency_and_down_for() {
     es.clear_faults();
     es.down_for(Duration::from_millis(800));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(client().get(es.url()).send().await.is_err(), "refused while down");
+    assert!(
+        client().get(es.url()).send().await.is_err(),
+        "refused while down"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = client().get(es.url()).send().await.expect("back up");
     assert_eq!(r.status().as_u16(), 200);
@@ -194,7 +207,11 @@ async fn latency_and_down_for() {
 #[tokio::test]
 async fn has_privileges_per_api_key() {
     let es = EsDouble::start();
-    es.set_api_key("id1", "secret1", ApiKeyAnswer::granted("apm-agent", &["event:write"]));
+    es.set_api_key(
+        "id1",
+        "secret1",
+        ApiKeyAnswer::granted("apm-agent", &["event:write"]),
+    );
     es.set_api_key("id2", "secret2", ApiKeyAnswer::status(503));
     let body = r#"{"application":[{"application":"apm","privileges":["config_agent:read","event:write","sourcemap:write"],"resources":["-"]}]}"#;
     let call = |cred: &str| {
@@ -257,10 +274,13 @@ async fn scroll_over_agent_configuration() {
     let mut seen = 100;
     loop {
         let (s, v) = json_of(
-            c.post(format!("{}/_search/scroll?scroll=30000ms&scroll_id={sid}", es.url()))
-                .send()
-                .await
-                .expect("scroll"),
+            c.post(format!(
+                "{}/_search/scroll?scroll=30000ms&scroll_id={sid}",
+                es.url()
+            ))
+            .send()
+            .await
+            .expect("scroll"),
         )
         .await;
         assert_eq!(s, 200);
@@ -296,7 +316,10 @@ async fn source_map_search_with_source_filter_and_query() {
     let es = EsDouble::start();
     let c = client();
     let r = c
-        .put(format!("{}/.apm-source-map/_doc/app-1.0-http%3A%2F%2Fx%2Fa.js", es.url()))
+        .put(format!(
+            "{}/.apm-source-map/_doc/app-1.0-http%3A%2F%2Fx%2Fa.js",
+            es.url()
+        ))
         .json(&json!({"service": {"name": "app", "version": "1.0"},
                       "file": {"path": "http://x/a.js"},
                       "content": "eJwrSS0uAQAEXQHB", "content_sha256": "abc"}))
@@ -306,8 +329,10 @@ async fn source_map_search_with_source_filter_and_query() {
     assert_eq!(r.status().as_u16(), 201);
     let r = c
         .post(format!("{}/.apm-source-map/_doc", es.url()))
-        .json(&json!({"service": {"name": "other", "version": "2"}, "file": {"path": "b.js"},
-                      "content": "x", "content_sha256": "def"}))
+        .json(
+            &json!({"service": {"name": "other", "version": "2"}, "file": {"path": "b.js"},
+                      "content": "x", "content_sha256": "def"}),
+        )
         .send()
         .await
         .expect("post");
@@ -340,20 +365,29 @@ async fn source_map_search_with_source_filter_and_query() {
     )
     .await;
     assert_eq!(v["hits"]["hits"].as_array().map(Vec::len), Some(1));
-    assert_eq!(v["hits"]["hits"][0]["_source"]["content"], "eJwrSS0uAQAEXQHB");
+    assert_eq!(
+        v["hits"]["hits"][0]["_source"]["content"],
+        "eJwrSS0uAQAEXQHB"
+    );
     // _create conflicts, GET by id
     let r = c
-        .put(format!("{}/.apm-source-map/_create/app-1.0-http%3A%2F%2Fx%2Fa.js", es.url()))
+        .put(format!(
+            "{}/.apm-source-map/_create/app-1.0-http%3A%2F%2Fx%2Fa.js",
+            es.url()
+        ))
         .json(&json!({}))
         .send()
         .await
         .expect("create");
     assert_eq!(r.status().as_u16(), 409);
     let (s, v) = json_of(
-        c.get(format!("{}/.apm-source-map/_doc/app-1.0-http%3A%2F%2Fx%2Fa.js", es.url()))
-            .send()
-            .await
-            .expect("get"),
+        c.get(format!(
+            "{}/.apm-source-map/_doc/app-1.0-http%3A%2F%2Fx%2Fa.js",
+            es.url()
+        ))
+        .send()
+        .await
+        .expect("get"),
     )
     .await;
     assert_eq!((s, v["found"].as_bool()), (200, Some(true)));
@@ -378,7 +412,9 @@ async fn fast_mode_counts_only() {
     .expect("start");
     let mut body = String::new();
     for i in 0..1000 {
-        body.push_str(&format!("{{\"create\":{{\"_index\":\"a-b-c\"}}}}\n{{\"i\":{i}}}\n"));
+        body.push_str(&format!(
+            "{{\"create\":{{\"_index\":\"a-b-c\"}}}}\n{{\"i\":{i}}}\n"
+        ));
     }
     let r = client()
         .post(format!("{}/_bulk?filter_path=items.*.status", es.url()))

@@ -387,3 +387,33 @@ async fn auth_and_rum_kill_switch() {
         );
     }
 }
+
+#[tokio::test]
+async fn slow_body_past_read_timeout_gets_503() {
+    let srv = TestServer::start(&["apm-server.read_timeout=1s"]);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let meta = errors_payload(1, "slow", "nodejs");
+    let feeder = tokio::spawn(async move {
+        let _ = tx.send(Ok(meta)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let _ = tx.send(Ok(b"\n".to_vec())).await;
+    });
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let r = client()
+        .post(format!("{}/intake/v2/events", srv.url))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let j: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(j, json!({"error": "request timed out"}));
+    feeder.abort();
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

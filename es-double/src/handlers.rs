@@ -33,8 +33,14 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/", web::head().to(info))
         .route("/_bulk", web::post().to(bulk))
         .route("/_bulk", web::put().to(bulk))
-        .route("/_security/user/_has_privileges", web::get().to(has_privileges))
-        .route("/_security/user/_has_privileges", web::post().to(has_privileges))
+        .route(
+            "/_security/user/_has_privileges",
+            web::get().to(has_privileges),
+        )
+        .route(
+            "/_security/user/_has_privileges",
+            web::post().to(has_privileges),
+        )
         .route("/_search/scroll", web::get().to(scroll))
         .route("/_search/scroll", web::post().to(scroll))
         .route("/_search/scroll", web::delete().to(clear_scroll))
@@ -259,22 +265,43 @@ fn full_bulk(
             items.push(json!({op: {"_index": index, "status": 404, "result": "not_found"}}));
             continue;
         }
-        let source = lines.next().ok_or("The bulk request must be terminated by a newline [\\n]")?;
+        let source = lines
+            .next()
+            .ok_or("The bulk request must be terminated by a newline [\\n]")?;
         let mut item = Map::new();
         item.insert("_index".into(), json!(index));
         let fault = st.item_fault(&mut g);
         let parsed: Result<Value, _> = serde_json::from_slice(source);
         let (status, error): (u16, Option<(&str, String)>) = if let Some(code) = fault {
             if code == 429 {
-                (429, Some(("es_rejected_execution_exception", "rejected execution of coordinating operation (injected by es-double)".into())))
+                (
+                    429,
+                    Some((
+                        "es_rejected_execution_exception",
+                        "rejected execution of coordinating operation (injected by es-double)"
+                            .into(),
+                    )),
+                )
             } else {
-                (400, Some(("document_parsing_exception", "[1:2] failed to parse (injected by es-double)".into())))
+                (
+                    400,
+                    Some((
+                        "document_parsing_exception",
+                        "[1:2] failed to parse (injected by es-double)".into(),
+                    )),
+                )
             }
         } else if require_ds && op != "create" {
             (400, Some(("illegal_argument_exception", format!("only write ops with an op_type of create are allowed in data streams, got [{op}]"))))
         } else {
             match parsed {
-                Err(e) => (400, Some(("document_parsing_exception", format!("failed to parse: {e}")))),
+                Err(e) => (
+                    400,
+                    Some((
+                        "document_parsing_exception",
+                        format!("failed to parse: {e}"),
+                    )),
+                ),
                 Ok(doc) => match State::store(&mut g, &index, id.as_deref(), doc, op == "create") {
                     Stored::Created(id) => {
                         item.insert("_id".into(), json!(id));
@@ -297,10 +324,16 @@ fn full_bulk(
         item.insert("status".into(), json!(status));
         if let Some((kind, reason)) = error {
             errors = true;
-            item.insert("error".into(), json!({"type": kind, "reason": reason, "index": index}));
+            item.insert(
+                "error".into(),
+                json!({"type": kind, "reason": reason, "index": index}),
+            );
         } else {
             item.insert("_version".into(), json!(1));
-            item.insert("_shards".into(), json!({"total": 1, "successful": 1, "failed": 0}));
+            item.insert(
+                "_shards".into(),
+                json!({"total": 1, "successful": 1, "failed": 0}),
+            );
         }
         items.push(json!({op: Value::Object(item)}));
     }
@@ -458,7 +491,10 @@ async fn search(
         .filter(|(id, d)| query::matches(&query, d, id))
         .map(|(id, d)| {
             let mut h = json!({"_index": index, "_id": id, "_score": 1.0});
-            if let (Some(src), Some(o)) = (query::filter_source(d, source_spec.as_ref()), h.as_object_mut()) {
+            if let (Some(src), Some(o)) = (
+                query::filter_source(d, source_spec.as_ref()),
+                h.as_object_mut(),
+            ) {
                 o.insert("_source".into(), src);
             }
             h
@@ -512,11 +548,19 @@ async fn scroll(q: Q, body: Bytes, ctx: web::Data<Ctx>) -> HttpResponse {
     latency(st).await;
     st.search_calls.fetch_add(1, Ordering::Relaxed);
     let Some(sid) = scroll_id_from(&q, &body, None) else {
-        return es_error(400, "action_request_validation_exception", "Validation Failed: 1: scrollId is missing;");
+        return es_error(
+            400,
+            "action_request_validation_exception",
+            "Validation Failed: 1: scrollId is missing;",
+        );
     };
     let mut g = st.inner.lock();
     let Some(s) = g.scrolls.get_mut(&sid) else {
-        return es_error(404, "search_context_missing_exception", &format!("No search context found for id [{sid}]"));
+        return es_error(
+            404,
+            "search_context_missing_exception",
+            &format!("No search context found for id [{sid}]"),
+        );
     };
     let end = (s.pos + s.size).min(s.hits.len());
     let page = s.hits[s.pos..end].to_vec();
@@ -551,7 +595,11 @@ async fn clear_scroll(
             .count(),
         None => 0,
     };
-    let code = if freed == 0 { StatusCode::NOT_FOUND } else { StatusCode::OK };
+    let code = if freed == 0 {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
     HttpResponse::build(code).json(json!({"succeeded": true, "num_freed": freed}))
 }
 
@@ -593,9 +641,21 @@ async fn write_doc(
     };
     let doc: Value = match serde_json::from_slice(&raw) {
         Ok(v) => v,
-        Err(e) => return es_error(400, "document_parsing_exception", &format!("failed to parse: {e}")),
+        Err(e) => {
+            return es_error(
+                400,
+                "document_parsing_exception",
+                &format!("failed to parse: {e}"),
+            )
+        }
     };
-    let stored = State::store(&mut ctx.state.inner.lock(), &index, id.as_deref(), doc, create_only);
+    let stored = State::store(
+        &mut ctx.state.inner.lock(),
+        &index,
+        id.as_deref(),
+        doc,
+        create_only,
+    );
     write_response(&index, stored)
 }
 
@@ -663,7 +723,11 @@ async fn down(q: Q, ctx: web::Data<Ctx>) -> HttpResponse {
     let ms = q
         .get("ms")
         .and_then(|s| s.parse::<u64>().ok())
-        .or_else(|| q.get("seconds").and_then(|s| s.parse::<u64>().ok()).map(|s| s * 1000))
+        .or_else(|| {
+            q.get("seconds")
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|s| s * 1000)
+        })
         .unwrap_or(1000);
     let ctl = ctx.ctl.clone();
     // Answer first, then go down.
@@ -684,7 +748,8 @@ async fn stats(ctx: web::Data<Ctx>) -> HttpResponse {
     let g = st.inner.lock();
     let per_index: BTreeMap<&String, usize> =
         g.indices.iter().map(|(k, v)| (k, v.docs.len())).collect();
-    let docs: usize = per_index.values().sum::<usize>() + st.fast_docs.load(Ordering::Relaxed) as usize;
+    let docs: usize =
+        per_index.values().sum::<usize>() + st.fast_docs.load(Ordering::Relaxed) as usize;
     HttpResponse::Ok().json(json!({
         "docs": docs,
         "indices": per_index,

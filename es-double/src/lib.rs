@@ -53,6 +53,32 @@ pub struct Options {
     pub fast: bool,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of the double's server certificate (chain) and private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub certificate: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+fn tls_config(t: &TlsFiles) -> std::io::Result<rustls::ServerConfig> {
+    let bad = |what: &str| std::io::Error::other(format!("es-double tls: {what}"));
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(
+        &t.certificate,
+    )?))
+    .collect::<Result<Vec<_>, _>>()?;
+    let key =
+        rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(&t.key)?))?
+            .ok_or_else(|| bad("no private key"))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(&e.to_string()))
 }
 
 impl Default for Options {
@@ -61,6 +87,7 @@ impl Default for Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             fast: false,
             workers: 2,
+            tls: None,
         }
     }
 }
@@ -68,6 +95,7 @@ impl Default for Options {
 /// A running double; stops when dropped.
 pub struct EsDouble {
     addr: SocketAddr,
+    tls: bool,
     state: Arc<State>,
     ctl: UnboundedSender<Ctl>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -92,6 +120,7 @@ impl EsDouble {
     pub fn start_with(opts: Options) -> std::io::Result<EsDouble> {
         let listener = TcpListener::bind(opts.listen)?;
         let addr = listener.local_addr()?;
+        let tls = opts.tls.as_ref().map(tls_config).transpose()?;
         let state = Arc::new(State::new(opts.fast));
         let (tx, rx) = unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -102,7 +131,16 @@ impl EsDouble {
             .name("es-double".into())
             .spawn(move || {
                 let sys = actix_rt::System::new();
-                sys.block_on(serve(listener, addr, st, ctl, rx, workers, ready_tx));
+                sys.block_on(serve(Serve {
+                    listener,
+                    addr,
+                    state: st,
+                    ctl,
+                    rx,
+                    workers,
+                    tls,
+                    ready: ready_tx,
+                }));
             })?;
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
@@ -111,15 +149,17 @@ impl EsDouble {
         }
         Ok(EsDouble {
             addr,
+            tls: opts.tls.is_some(),
             state,
             ctl: tx,
             thread: Some(thread),
         })
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// `127.0.0.1:<port>` (for `output.elasticsearch.hosts`).
@@ -264,15 +304,29 @@ fn bind_again(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
 }
 
-async fn serve(
+/// Everything the server thread needs.
+struct Serve {
     listener: TcpListener,
     addr: SocketAddr,
     state: Arc<State>,
     ctl: UnboundedSender<Ctl>,
-    mut rx: UnboundedReceiver<Ctl>,
+    rx: UnboundedReceiver<Ctl>,
     workers: usize,
+    tls: Option<rustls::ServerConfig>,
     ready: std::sync::mpsc::Sender<std::io::Result<()>>,
-) {
+}
+
+async fn serve(s: Serve) {
+    let Serve {
+        listener,
+        addr,
+        state,
+        ctl,
+        mut rx,
+        workers,
+        tls,
+        ready,
+    } = s;
     let mut listener = Some(listener);
     let mut ready = Some(ready);
     loop {
@@ -300,8 +354,11 @@ async fn serve(
         })
         .workers(workers)
         .disable_signals()
-        .shutdown_timeout(0)
-        .listen(l)
+        .shutdown_timeout(0);
+        let server = match &tls {
+            Some(cfg) => server.listen_rustls_0_23(l, cfg.clone()),
+            None => server.listen(l),
+        }
         .map(|s| s.run());
         let server = match server {
             Ok(s) => s,

@@ -16,6 +16,12 @@ struct Args {
     /// HTTP worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Serve HTTPS with this certificate (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_certificate: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-certificate.
+    #[arg(long, requires = "tls_certificate")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -24,6 +30,10 @@ fn main() {
         listen: args.listen,
         fast: args.fast,
         workers: args.workers,
+        tls: match (args.tls_certificate, args.tls_key) {
+            (Some(certificate), Some(key)) => Some(es_double::TlsFiles { certificate, key }),
+            _ => None,
+        },
     }) {
         Ok(es) => es,
         Err(e) => {

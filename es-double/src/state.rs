@@ -158,7 +158,10 @@ impl State {
                 return (None, false);
             }
         }
-        let out = (f.request_status, f.drop_connection && f.request_status.is_none());
+        let out = (
+            f.request_status,
+            f.drop_connection && f.request_status.is_none(),
+        );
         g.request_faults_used += 1;
         out
     }

@@ -10,6 +10,8 @@
 //! auth *failure* (401) is distinct from a *backend* error (503).
 
 pub mod anonymous;
+pub mod api_key;
+pub mod cache;
 pub mod header;
 pub mod secret_token;
 
@@ -17,6 +19,7 @@ use crate::config::Config;
 use std::sync::Arc;
 
 pub use anonymous::AllowLists;
+pub use api_key::{ApiKeyConfigError, ApiKeyInfo, ApiKeyVerifier};
 
 /// How a request was authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +87,7 @@ pub struct ApiKeyPrivileges {
 #[derive(Debug, Clone)]
 enum Authorizer {
     AllowAll,
-    ApiKey(ApiKeyPrivileges),
+    ApiKey(ApiKeyPrivileges, Option<Arc<ApiKeyInfo>>),
     Anonymous(Arc<AllowLists>),
 }
 
@@ -114,7 +117,23 @@ impl AuthResult {
     pub fn api_key(p: ApiKeyPrivileges) -> Self {
         AuthResult {
             method: Method::ApiKey,
-            authorizer: Authorizer::ApiKey(p),
+            authorizer: Authorizer::ApiKey(p, None),
+        }
+    }
+
+    /// A verified API key with its id and username (for logs).
+    pub fn api_key_verified(info: ApiKeyInfo) -> Self {
+        AuthResult {
+            method: Method::ApiKey,
+            authorizer: Authorizer::ApiKey(info.privileges, Some(Arc::new(info))),
+        }
+    }
+
+    /// Id and username of the API key, when authenticated by one.
+    pub fn api_key_info(&self) -> Option<&ApiKeyInfo> {
+        match &self.authorizer {
+            Authorizer::ApiKey(_, info) => info.as_deref(),
+            _ => None,
         }
     }
 
@@ -133,7 +152,7 @@ impl AuthResult {
     pub fn authorize(&self, action: Action, res: &Resource<'_>) -> Result<(), Unauthorized> {
         match &self.authorizer {
             Authorizer::AllowAll => Ok(()),
-            Authorizer::ApiKey(p) => {
+            Authorizer::ApiKey(p, _) => {
                 let ok = match action {
                     Action::EventIngest => p.event_write,
                     Action::AgentConfig => p.config_agent_read,
@@ -154,19 +173,48 @@ impl AuthResult {
 }
 
 /// Decides the [`AuthResult`] of a request from its `Authorization` header.
+///
+/// Build one per server and share it (`Arc`): it holds the API-key cache and
+/// the Elasticsearch client used to verify keys.
 pub struct Authenticator {
     secret_token: Option<secret_token::SecretToken>,
-    api_key_enabled: bool,
+    api_key: Option<ApiKeyVerifier>,
     anonymous: Option<Arc<AllowLists>>,
 }
 
 impl Authenticator {
+    /// Never fails: if API keys are enabled but their Elasticsearch client
+    /// cannot be built (bad host, unreadable CA file…), the error is logged
+    /// and every API-key request gets a backend error (503). Prefer
+    /// [`Authenticator::try_new`] at start-up to refuse such a config.
     pub fn new(cfg: &Config) -> Self {
+        Self::build(
+            cfg,
+            cfg.apm_server
+                .auth
+                .api_key
+                .enabled
+                .then(|| ApiKeyVerifier::new(cfg)),
+        )
+    }
+
+    /// Like [`Authenticator::new`], but fails on invalid API-key
+    /// Elasticsearch settings (a start-up error naming the problem).
+    pub fn try_new(cfg: &Config) -> Result<Self, ApiKeyConfigError> {
+        let api_key = if cfg.apm_server.auth.api_key.enabled {
+            Some(ApiKeyVerifier::try_new(cfg)?)
+        } else {
+            None
+        };
+        Ok(Self::build(cfg, api_key))
+    }
+
+    fn build(cfg: &Config, api_key: Option<ApiKeyVerifier>) -> Self {
         let auth = &cfg.apm_server.auth;
         Authenticator {
             secret_token: (!auth.secret_token.is_empty())
                 .then(|| secret_token::SecretToken::new(auth.secret_token.clone())),
-            api_key_enabled: auth.api_key.enabled,
+            api_key,
             anonymous: cfg
                 .anonymous_enabled()
                 .then(|| Arc::new(AllowLists::from_config(&auth.anonymous))),
@@ -175,7 +223,7 @@ impl Authenticator {
 
     /// Whether any authentication is configured.
     pub fn configured(&self) -> bool {
-        self.secret_token.is_some() || self.api_key_enabled
+        self.secret_token.is_some() || self.api_key.is_some()
     }
 
     /// security.md §2.
@@ -189,12 +237,10 @@ impl Authenticator {
                 Some(lists) => Ok(AuthResult::anonymous(Arc::clone(lists))),
                 None => Err(AuthError::Failed(MSG_MISSING.into())),
             },
-            header::API_KEY => {
-                if !self.api_key_enabled {
-                    return Err(AuthError::Failed(MSG_FAILED.into()));
-                }
-                Err(AuthError::Backend("API key verification is not available".into()))
-            }
+            header::API_KEY => match &self.api_key {
+                Some(v) => v.authenticate(token).await.map(AuthResult::api_key_verified),
+                None => Err(AuthError::Failed(MSG_FAILED.into())),
+            },
             header::BEARER => match &self.secret_token {
                 Some(t) if t.matches(token) => Ok(AuthResult::secret_token()),
                 _ => Err(AuthError::Failed(MSG_FAILED.into())),
@@ -203,5 +249,162 @@ impl Authenticator {
                 "authentication failed: unknown Authentication header {other}: expected 'Authorization: Bearer secret_token' or 'Authorization: ApiKey base64(API key ID:API key)'"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_key::tests::{b64, es_config, FakeEs, Seen, GRANTED};
+    use super::*;
+    use crate::config::from_overrides;
+
+    const MSG_UNKNOWN_MAGIC: &str = "authentication failed: unknown Authentication header magic: expected 'Authorization: Bearer secret_token' or 'Authorization: ApiKey base64(API key ID:API key)'";
+
+    fn auth(ov: &[&str]) -> Authenticator {
+        Authenticator::try_new(&from_overrides(ov.iter().map(|s| s.to_string())).unwrap()).unwrap()
+    }
+
+    fn failed(r: Result<AuthResult, AuthError>) -> String {
+        match r {
+            Err(AuthError::Failed(m)) => m,
+            other => panic!("expected an auth failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_auth_configured_f55() {
+        let a = auth(&[]);
+        assert!(!a.configured());
+        for h in [
+            None,
+            Some("ApiKey"),
+            Some("ApiKey x"),
+            Some("Bearer "),
+            Some("garbage"),
+        ] {
+            let r = a.authenticate(h).await.unwrap();
+            assert_eq!(r.method, Method::None);
+            for act in [
+                Action::EventIngest,
+                Action::AgentConfig,
+                Action::SourcemapUpload,
+            ] {
+                assert!(r.authorize(act, &Resource::default()).is_ok());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_and_unknown_header_f56() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for a in [
+            auth(&["apm-server.auth.secret_token=valid"]),
+            Authenticator::try_new(&es_config(dead, &[])).unwrap(),
+        ] {
+            assert_eq!(failed(a.authenticate(None).await), MSG_MISSING);
+            assert_eq!(failed(a.authenticate(Some("Bearer")).await), MSG_MISSING);
+            assert_eq!(
+                failed(a.authenticate(Some("magic x")).await),
+                MSG_UNKNOWN_MAGIC
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn secret_token_f57() {
+        let a = auth(&["apm-server.auth.secret_token=valid"]);
+        assert_eq!(
+            failed(a.authenticate(Some("Bearer invalid")).await),
+            MSG_FAILED
+        );
+        let r = a.authenticate(Some("Bearer valid")).await.unwrap();
+        assert_eq!(r.method, Method::SecretToken);
+        assert!(r
+            .authorize(Action::SourcemapUpload, &Resource::default())
+            .is_ok());
+        // API keys not enabled → authentication failed
+        assert_eq!(failed(a.authenticate(Some("ApiKey abc")).await), MSG_FAILED);
+        // scheme names are case-sensitive (F.59)
+        assert!(failed(a.authenticate(Some("bearer valid")).await)
+            .contains("unknown Authentication header bearer"));
+    }
+
+    #[tokio::test]
+    async fn anonymous_f58() {
+        let a = auth(&["apm-server.auth.anonymous.enabled=true"]);
+        assert_eq!(a.authenticate(None).await.unwrap().method, Method::None);
+        let a = auth(&[
+            "apm-server.auth.secret_token=valid",
+            "apm-server.auth.anonymous.enabled=true",
+        ]);
+        let r = a.authenticate(None).await.unwrap();
+        assert_eq!(r.method, Method::Anonymous);
+        assert!(r.is_anonymous());
+        // credentials present are always checked: no fallback to anonymous
+        assert_eq!(
+            failed(a.authenticate(Some("Bearer wrong")).await),
+            MSG_FAILED
+        );
+    }
+
+    #[tokio::test]
+    async fn api_key_authorization_g60_g61_g62() {
+        let es = FakeEs::start(std::sync::Arc::new(|_: &Seen, _| (200, GRANTED.into()))).await;
+        let a = Authenticator::try_new(&es_config(es.addr, &[])).unwrap();
+        let h = format!("ApiKey {}", b64("id_value:key_value"));
+        let r = a.authenticate(Some(&h)).await.unwrap();
+        assert_eq!(r.method, Method::ApiKey);
+        let info = r.api_key_info().unwrap();
+        assert_eq!(
+            (info.id.as_str(), info.username.as_str()),
+            ("id_value", "api_key_username")
+        );
+        let res = Resource::default();
+        assert!(r.authorize(Action::AgentConfig, &res).is_ok());
+        assert!(r.authorize(Action::EventIngest, &res).is_ok());
+        assert_eq!(
+            r.authorize(Action::SourcemapUpload, &res).unwrap_err().0,
+            "unauthorized: API Key not permitted action \"sourcemap:write\""
+        );
+        // G.62: API keys only, `Bearer ` with empty token
+        assert_eq!(failed(a.authenticate(Some("Bearer ")).await), MSG_FAILED);
+        // G.63 / G.64 through the authenticator
+        assert!(failed(a.authenticate(Some("ApiKey invalid_base64")).await)
+            .ends_with("illegal base64 data at input byte 7"));
+        assert_eq!(es.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn api_key_backend_error_g65() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let a = Authenticator::try_new(&es_config(dead, &[])).unwrap();
+        let h = format!("ApiKey {}", b64("id:key"));
+        assert!(matches!(
+            a.authenticate(Some(&h)).await,
+            Err(AuthError::Backend(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn new_never_fails_but_answers_backend_error() {
+        let cfg = from_overrides([
+            "apm-server.auth.api_key.enabled=true",
+            "apm-server.auth.api_key.elasticsearch.hosts=[\"ftp://nope\"]",
+        ])
+        .unwrap();
+        assert!(Authenticator::try_new(&cfg).is_err());
+        let a = Authenticator::new(&cfg);
+        assert!(a.configured());
+        let h = format!("ApiKey {}", b64("id:key"));
+        assert!(matches!(
+            a.authenticate(Some(&h)).await,
+            Err(AuthError::Backend(_))
+        ));
     }
 }

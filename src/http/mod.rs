@@ -6,16 +6,21 @@
 //! * RUM (`/intake/v2|v3/rum/events`): response headers, CORS, authentication,
 //!   RUM kill switch, handler;
 //! * root (`/`): response headers, authentication (optional), server info;
+//! * agent config (`/config/v1/agents` backend group, `/config/v1/rum/agents`
+//!   RUM group): see [`agentcfg`]; `apm-server.expvar.url` when enabled (no
+//!   auth, see [`metrics`]);
 //! * anything else: `404 {"error":"404 page not found"}`.
 //!
 //! Every response carries `X-Content-Type-Options: nosniff`; a panic in a
 //! handler becomes `500 {"error":"panic handling request"}`.
 
+pub mod agentcfg;
 pub mod body;
 pub mod client_ip;
 pub mod cors;
 pub mod error;
 pub mod intake;
+pub mod metrics;
 pub mod response;
 pub mod root;
 pub mod tls;
@@ -24,6 +29,7 @@ use crate::auth::{AuthError, AuthResult, Authenticator};
 use crate::config::Config;
 use crate::model::RequestBase;
 use crate::pipeline::budget::MemoryBudget;
+use crate::pipeline::rate::RateLimiter;
 use crate::pipeline::{Intake, RequestCtx};
 use crate::telemetry::Telemetry;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -31,6 +37,8 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
+use client_ip::{ClientAddr, TrustedProxies};
+use cors::Cors;
 use error::msg;
 use futures_util::FutureExt;
 use response::ExtraHeaders;
@@ -60,17 +68,34 @@ pub struct AppState {
     pub info: ServerInfo,
     /// Whether the output's destination is reachable.
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Per-IP token buckets of anonymous requests.
+    pub limiter: Arc<RateLimiter>,
+    /// CORS rules of the RUM routes.
+    pub cors: Cors,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted: TrustedProxies,
+    // --- agent configuration (agentcfg branch) ---
+    /// Cached agent configurations (intake.md §8), refreshed in the background.
+    pub agent_configs: Arc<crate::agentcfg::AgentConfigs>,
 }
 
 /// Registers every route on an actix-web app.
 pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    let expvar = state.cfg.apm_server.expvar.clone();
     move |c: &mut web::ServiceConfig| {
         c.app_data(web::Data::from(state))
             .route("/", web::route().to(root::handle))
             .route("/intake/v2/events", web::route().to(backend_intake))
             .route("/intake/v2/rum/events", web::route().to(rum_intake))
-            .route("/intake/v3/rum/events", web::route().to(rum_intake))
-            .default_service(web::route().to(not_found));
+            .route("/intake/v3/rum/events", web::route().to(rum_intake));
+        // --- agent configuration and expvar (agentcfg branch) ---
+        c.route("/config/v1/agents", web::route().to(agentcfg::backend))
+            .route("/config/v1/rum/agents", web::route().to(agentcfg::rum));
+        if expvar.enabled {
+            c.route(&expvar.url, web::route().to(metrics::expvar));
+        }
+        // --- end agentcfg ---
+        c.default_service(web::route().to(not_found));
     }
 }
 
@@ -144,16 +169,16 @@ fn now_ns() -> i64 {
 }
 
 /// The request-derived event fields (intake.md §6.6).
-fn request_base(state: &AppState, req: &HttpRequest, rum: bool) -> RequestBase {
+fn request_base(state: &AppState, req: &HttpRequest, addr: &ClientAddr, rum: bool) -> RequestBase {
     let mut base = RequestBase {
         received_ns: now_ns(),
         rum,
         ..Default::default()
     };
     if state.cfg.apm_server.capture_personal_data {
-        let peer = req.peer_addr();
-        base.client_ip = peer.map(|p| p.ip());
-        base.source_port = peer.map(|p| p.port());
+        base.client_ip = addr.client_ip;
+        base.source_port = addr.source_port;
+        base.nat_ip = addr.nat_ip;
         let ua: Vec<&str> = req
             .headers()
             .get_all(actix_web::http::header::USER_AGENT)
@@ -166,6 +191,60 @@ fn request_base(state: &AppState, req: &HttpRequest, rum: bool) -> RequestBase {
     base
 }
 
+/// Authentication, then the anonymous per-IP token (ratelimit.md §5.1).
+async fn authenticate_and_limit(
+    state: &AppState,
+    req: &HttpRequest,
+    addr: &ClientAddr,
+) -> Result<AuthResult, HttpResponse> {
+    let auth = authenticate(state, req).await?;
+    if auth.is_anonymous()
+        && !state
+            .limiter
+            .allow(crate::ratelimit::key_of(addr.client_ip))
+    {
+        state.telemetry.rate_limited_requests.inc();
+        return Err(response::error(
+            req,
+            StatusCode::TOO_MANY_REQUESTS,
+            msg::RATE_LIMITED,
+        ));
+    }
+    Ok(auth)
+}
+
+/// The client address of a request (security.md §9, trusted proxies).
+pub fn client_addr(state: &AppState, req: &HttpRequest) -> ClientAddr {
+    client_ip::derive(req.peer_addr(), req.headers(), &state.trusted)
+}
+
+/// CORS for RUM routes (security.md §7): `Err` is the answer already (a
+/// preflight's 200 or a disallowed origin's 403); `Ok` is the
+/// `Access-Control-Allow-Origin` header to add to the final response.
+// The `Err` is the finished response, built once per request.
+#[allow(clippy::result_large_err)]
+pub fn rum_cors(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<(&'static str, String), HttpResponse> {
+    let origin = req
+        .headers()
+        .get(actix_web::http::header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    if req.method() == actix_web::http::Method::OPTIONS {
+        let mut b = response::builder(StatusCode::OK);
+        for (k, v) in state.cors.preflight_headers(&origin) {
+            b.insert_header((k, v));
+        }
+        return Err(b.finish());
+    }
+    state
+        .cors
+        .check(&origin)
+        .map_err(|text| response::error(req, StatusCode::FORBIDDEN, &text))
+}
+
 async fn backend_intake(
     req: HttpRequest,
     payload: web::Payload,
@@ -173,8 +252,9 @@ async fn backend_intake(
 ) -> HttpResponse {
     let state = state.into_inner();
     let mut resp = guarded(&req, async {
-        match authenticate(&state, &req).await {
-            Ok(auth) => run_intake(&state, &req, payload, auth, false).await,
+        let addr = client_addr(&state, &req);
+        match authenticate_and_limit(&state, &req, &addr).await {
+            Ok(auth) => run_intake(&state, &req, payload, auth, &addr, false).await,
             Err(r) => r,
         }
     })
@@ -190,13 +270,25 @@ async fn rum_intake(
 ) -> HttpResponse {
     let state = state.into_inner();
     let mut resp = guarded(&req, async {
-        match authenticate(&state, &req).await {
+        let allow_origin = match rum_cors(&state, &req) {
+            Ok(h) => h,
+            Err(r) => return r,
+        };
+        let addr = client_addr(&state, &req);
+        let mut r = match authenticate_and_limit(&state, &req, &addr).await {
             Err(r) => r,
             Ok(_) if !state.cfg.apm_server.rum.enabled => {
                 response::error(&req, StatusCode::FORBIDDEN, msg::RUM_DISABLED)
             }
-            Ok(auth) => run_intake(&state, &req, payload, auth, true).await,
+            Ok(auth) => run_intake(&state, &req, payload, auth, &addr, true).await,
+        };
+        if let (Ok(k), Ok(v)) = (
+            actix_web::http::header::HeaderName::try_from(allow_origin.0),
+            actix_web::http::header::HeaderValue::try_from(allow_origin.1),
+        ) {
+            r.headers_mut().insert(k, v);
         }
+        r
     })
     .await;
     state.headers.apply(&mut resp);
@@ -209,6 +301,7 @@ async fn run_intake(
     req: &HttpRequest,
     payload: web::Payload,
     auth: AuthResult,
+    addr: &ClientAddr,
     rum: bool,
 ) -> HttpResponse {
     if let Err(e) = intake::precheck(req) {
@@ -224,12 +317,10 @@ async fn run_intake(
     else {
         return intake::timed_out(req);
     };
-    let base = request_base(state, req, rum);
-    let rate_key = if auth.is_anonymous() {
-        base.client_ip
-    } else {
-        None
-    };
+    let base = request_base(state, req, addr, rum);
+    let rate_key = auth
+        .is_anonymous()
+        .then(|| crate::ratelimit::key_of(addr.client_ip));
     let ctx = RequestCtx {
         base,
         auth,

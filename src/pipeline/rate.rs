@@ -3,26 +3,110 @@
 //! outcome is decided: once a batch passes here it is accepted, its handler
 //! is answered, and its events are owed to the output.
 //!
-//! Invariant: a shard never blocks on anything but its downstream `send`.
+//! Each of the K shards owns the [`Store`] of the IPs that hash to it
+//! ([`crate::ratelimit::shard_of`]). The store sits behind a mutex of its own
+//! shard (never shared between shards) because the HTTP layer also takes the
+//! one per-request token from it ([`RateLimiter::allow`]); every critical
+//! section is a single bucket operation.
+//!
+//! Invariants: a shard never sleeps — a batch that must wait for tokens is
+//! parked with its due time and released by the shard's own timer while it
+//! keeps serving other IPs; a shard blocks only on its downstream `send`.
 
 use super::supervisor::Actor;
-use super::{EventBatch, Outcome};
-use crate::telemetry::{reject, Telemetry};
+use super::{EventBatch, Outcome, Terminal};
+use crate::ratelimit::{self, Store, StoreError, BATCH_MAX_WAIT};
+use crate::telemetry::{fail, reject, Telemetry};
 use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// The stores of all shards; shared by the shard actors and the HTTP layer.
+pub struct RateLimiter {
+    shards: Vec<Mutex<Store>>,
+}
+
+impl RateLimiter {
+    pub fn new(ip_limit: i64, event_limit: i64, shards: usize) -> Result<Self, StoreError> {
+        Ok(RateLimiter {
+            shards: ratelimit::shard_stores(ip_limit, event_limit, shards)?
+                .into_iter()
+                .map(Mutex::new)
+                .collect(),
+        })
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The per-request token (ratelimit.md §5.1): false → 429.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let k = ratelimit::shard_of(&ip, self.shards.len());
+        self.shards[k].lock().allow(ip, Instant::now())
+    }
+
+    fn store(&self, k: usize) -> &Mutex<Store> {
+        &self.shards[k]
+    }
+}
+
+struct Parked {
+    due: Instant,
+    seq: u64,
+    ip: IpAddr,
+    batch: EventBatch,
+}
+
+impl PartialEq for Parked {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Parked {}
+impl PartialOrd for Parked {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Parked {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(o.due, o.seq))
+    }
+}
 
 pub struct RateShard {
+    shard: usize,
+    limiter: Arc<RateLimiter>,
+    parked: BinaryHeap<Reverse<Parked>>,
+    seq: u64,
     next: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
 }
 
 impl RateShard {
-    pub fn new(next: Sender<EventBatch>, telemetry: Arc<Telemetry>) -> Self {
-        RateShard { next, telemetry }
+    pub fn new(
+        shard: usize,
+        limiter: Arc<RateLimiter>,
+        next: Sender<EventBatch>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        RateShard {
+            shard,
+            limiter,
+            parked: BinaryHeap::new(),
+            seq: 0,
+            next,
+            telemetry,
+        }
     }
 
     /// Commits the batch's outcome and forwards its events.
-    fn accept(&mut self, mut eb: EventBatch) {
+    fn accept(&mut self, mut eb: EventBatch, reserved: Option<IpAddr>) {
         let n = eb.events.len();
         if let Some(t) = eb.ticket.take() {
             let outcome = Outcome {
@@ -31,14 +115,29 @@ impl RateShard {
                 terminal: None,
             };
             if t.commit(outcome).is_err() {
+                if let Some(ip) = reserved {
+                    self.limiter.store(self.shard).lock().cancel(ip, n as u32);
+                }
                 self.telemetry.reject(reject::QUEUE_FULL, n);
                 return;
             }
             self.telemetry.events_accepted.inc_by(n as u64);
         }
         if let Err(e) = self.next.send(eb) {
-            let lost = e.into_inner().events.len();
-            self.telemetry.fail(crate::telemetry::fail::SHUTDOWN, lost);
+            self.telemetry
+                .fail(fail::SHUTDOWN, e.into_inner().events.len());
+        }
+    }
+
+    fn release_due(&mut self, all: bool) {
+        let now = Instant::now();
+        while let Some(Reverse(p)) = self.parked.peek() {
+            if !all && p.due > now {
+                break;
+            }
+            if let Some(Reverse(p)) = self.parked.pop() {
+                self.accept(p.batch, Some(p.ip));
+            }
         }
     }
 }
@@ -46,7 +145,58 @@ impl RateShard {
 impl Actor for RateShard {
     type Msg = EventBatch;
 
-    fn handle(&mut self, eb: EventBatch) {
-        self.accept(eb);
+    fn handle(&mut self, mut eb: EventBatch) {
+        let n = eb.events.len();
+        if eb.ticket.as_ref().is_some_and(|t| t.cancelled()) {
+            self.telemetry.reject(reject::QUEUE_FULL, n);
+            return;
+        }
+        match eb.req.rate_key {
+            None => self.accept(eb, None),
+            Some(ip) => {
+                let now = Instant::now();
+                let res = self.limiter.store(self.shard).lock().reserve(
+                    ip,
+                    n as u32,
+                    now,
+                    BATCH_MAX_WAIT,
+                );
+                match res {
+                    Ok(wait) if wait.is_zero() => self.accept(eb, Some(ip)),
+                    Ok(wait) => {
+                        self.seq += 1;
+                        self.parked.push(Reverse(Parked {
+                            due: now + wait,
+                            seq: self.seq,
+                            ip,
+                            batch: eb,
+                        }));
+                    }
+                    Err(ratelimit::RateLimited) => {
+                        self.telemetry.reject(reject::RATE_LIMITED, n);
+                        if let Some(t) = eb.ticket.take() {
+                            let _ = t.commit(Outcome {
+                                accepted: 0,
+                                errors: std::mem::take(&mut eb.errors),
+                                terminal: Some(Terminal::RateLimited),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.release_due(false);
+    }
+
+    fn idle(&mut self) {
+        self.release_due(false);
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.parked.peek().map(|Reverse(p)| p.due)
+    }
+
+    fn stop(&mut self) {
+        self.release_due(true);
     }
 }

@@ -22,6 +22,10 @@ pub trait Actor: Send + 'static {
     fn idle(&mut self) {}
     /// Called once, after the inbox is closed and drained.
     fn stop(&mut self) {}
+    /// When the actor next needs [`Actor::idle`] called (deferred work), if ever.
+    fn next_wake(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// What is lost if handling a message panics.
@@ -113,8 +117,13 @@ fn run<A: Actor>(
     let busy = telemetry.stage_busy_ns.with_label_values(&[name]);
     let panics = telemetry.stage_panics.with_label_values(&[name]);
     loop {
-        let msg = match idle_every {
-            Some(d) => match inbox.recv_timeout(d) {
+        let now = Instant::now();
+        let deadline = match (idle_every.map(|d| now + d), actor.next_wake()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let msg = match deadline {
+            Some(d) => match inbox.recv_deadline(d) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {
                     if catch_unwind(AssertUnwindSafe(|| actor.idle())).is_err() {

@@ -7,7 +7,7 @@
 
 use super::decoder::Decoder;
 use super::indexer::Indexer;
-use super::rate::RateShard;
+use super::rate::{RateLimiter, RateShard};
 use super::sourcemap::SourcemapApplier;
 use super::supervisor::{self, StageHandle};
 use super::validator::Validator;
@@ -74,6 +74,8 @@ impl Intake {
 /// A running pipeline.
 pub struct Pipeline {
     pub intake: Intake,
+    /// Per-IP token buckets of anonymous requests (shared with the HTTP layer).
+    pub limiter: Arc<RateLimiter>,
     pub budget: Arc<MemoryBudget>,
     stages: Vec<StageHandle>,
     deadline: Arc<OnceLock<Instant>>,
@@ -189,17 +191,22 @@ impl Pipeline {
                 move |_| SourcemapApplier::new(idx_tx.clone(), Arc::clone(&t)),
             )?);
         }
+        let rl = &cfg.apm_server.auth.anonymous.rate_limit;
+        let limiter = Arc::new(
+            RateLimiter::new(rl.ip_limit, rl.event_limit, p.rate.instances)
+                .map_err(|e| OutputError::Config(e.to_string()))?,
+        );
         for (k, rx) in shard_rxs.into_iter().enumerate() {
             let t = Arc::clone(&telemetry);
             let next = sm_tx.clone();
-            let _ = k;
+            let lim = Arc::clone(&limiter);
             stages.push(supervisor::spawn(
                 "rate",
                 1,
                 rx,
                 None,
                 Arc::clone(&telemetry),
-                move |_| RateShard::new(next.clone(), Arc::clone(&t)),
+                move |_| RateShard::new(k, Arc::clone(&lim), next.clone(), Arc::clone(&t)),
             )?);
         }
         drop(sm_tx);
@@ -248,6 +255,7 @@ impl Pipeline {
                 tx: Arc::new(RwLock::new(Some(dec_tx))),
             },
             budget,
+            limiter,
             stages,
             deadline,
             telemetry,

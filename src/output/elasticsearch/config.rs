@@ -87,7 +87,11 @@ fn resolve_host(raw: &str, protocol: &str, path: &str) -> Result<Url, SettingsEr
     let with_scheme = if raw_t.contains("://") {
         raw_t.to_string()
     } else {
-        let proto = if protocol.is_empty() { "http" } else { protocol };
+        let proto = if protocol.is_empty() {
+            "http"
+        } else {
+            protocol
+        };
         format!("{proto}://{raw_t}")
     };
     let mut url = Url::parse(&with_scheme).map_err(|e| err(e.to_string()))?;
@@ -118,8 +122,8 @@ fn resolve_host(raw: &str, protocol: &str, path: &str) -> Result<Url, SettingsEr
 }
 
 fn sensitive(v: String) -> Result<HeaderValue, SettingsError> {
-    let mut h = HeaderValue::from_str(&v)
-        .map_err(|_| SettingsError::Header("Authorization".into()))?;
+    let mut h =
+        HeaderValue::from_str(&v).map_err(|_| SettingsError::Header("Authorization".into()))?;
     h.set_sensitive(true);
     Ok(h)
 }
@@ -170,7 +174,8 @@ impl EsSettings {
             let n = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| SettingsError::Header(name.clone()))?;
             for v in values.values() {
-                let hv = HeaderValue::from_str(v).map_err(|_| SettingsError::Header(name.clone()))?;
+                let hv =
+                    HeaderValue::from_str(v).map_err(|_| SettingsError::Header(name.clone()))?;
                 // configured headers replace the defaults; several values are all sent
                 if first.insert(n.clone()) {
                     headers.insert(n.clone(), hv);
@@ -303,10 +308,14 @@ fn apply_tls(
         }
     };
     if let (Some(lo), Some(hi)) = (versions.iter().min(), versions.iter().max()) {
-        b = b.min_tls_version(version(*lo)).max_tls_version(version(*hi));
+        b = b
+            .min_tls_version(version(*lo))
+            .max_tls_version(version(*hi));
     }
     if !tls.cipher_suites.is_empty() || !tls.curve_types.is_empty() {
-        tracing::warn!("output.elasticsearch.ssl.cipher_suites / curve_types are ignored (rustls defaults)");
+        tracing::warn!(
+            "output.elasticsearch.ssl.cipher_suites / curve_types are ignored (rustls defaults)"
+        );
     }
     Ok(b)
 }

@@ -87,6 +87,8 @@ struct Shared {
     service: Service,
     slots: Arc<Slots>,
     ready: AtomicBool,
+    /// The shutdown deadline once [`ElasticsearchFactory::begin_shutdown`] was called.
+    shutdown: watch::Sender<Option<Instant>>,
 }
 
 /// The factory: shared client, hosts, request slots and runtime.
@@ -119,6 +121,7 @@ impl ElasticsearchFactory {
                 hosts,
             },
             ready: AtomicBool::new(false),
+            shutdown: watch::channel(None).0,
         });
         handle.spawn(ready_loop(Arc::downgrade(&shared)));
         Ok(ElasticsearchFactory {
@@ -136,6 +139,21 @@ impl ElasticsearchFactory {
     /// Free bulk request slots right now (tests, diagnostics).
     pub fn free_slots(&self) -> usize {
         self.shared.slots.free()
+    }
+
+    /// Announces the shutdown deadline to every instance at once, before
+    /// their `close`: an indexer blocked in `append` waiting for a slot (all
+    /// slots held by bulks being retried) gives up at `deadline` and counts its
+    /// bulk as failed (`shutdown`), and bulks still retrying at `deadline` are
+    /// abandoned the same way. Until `deadline` everything drains normally.
+    pub fn begin_shutdown(&self, deadline: Instant) {
+        self.shared.shutdown.send_if_modified(|d| {
+            let new = Some(d.map_or(deadline, |old| old.min(deadline)));
+            let changed = *d != new;
+            *d = new;
+            changed
+        });
+        self.shared.slots.set_shutdown(deadline);
     }
 
     fn metrics_for(&self, telemetry: &Arc<Telemetry>) -> EsMetrics {
@@ -203,6 +221,7 @@ impl OutputFactory for ElasticsearchFactory {
             cancel,
             closed: false,
             instance,
+            undelivered: 0,
         }))
     }
 
@@ -230,23 +249,25 @@ pub struct EsOutputInstance {
     cancel: watch::Sender<bool>,
     closed: bool,
     instance: usize,
+    /// Documents of this instance failed for `shutdown` so far (reported by `close`).
+    undelivered: u64,
 }
 
 impl EsOutputInstance {
-    fn reap(&mut self) -> u64 {
-        let mut n = 0;
+    /// Collects finished bulk tasks.
+    fn reap(&mut self) {
         while let Ok(u) = self.done_rx.try_recv() {
             self.inflight = self.inflight.saturating_sub(1);
-            n += u;
+            self.undelivered += u;
         }
-        n
     }
 
-    /// Sends the buffer. Blocks for a free slot (until `deadline` if given);
-    /// returns the documents failed because no slot came in time.
-    fn flush(&mut self, deadline: Option<Instant>) -> u64 {
+    /// Sends the buffer. Blocks for a free slot (until `deadline` if given,
+    /// and never past the shutdown deadline); without a slot in time the
+    /// documents fail (`shutdown`).
+    fn flush(&mut self, deadline: Option<Instant>) {
         if self.buffer.is_empty() {
-            return 0;
+            return;
         }
         let waited = Instant::now();
         let slot = self.shared.slots.acquire(deadline);
@@ -255,17 +276,22 @@ impl EsOutputInstance {
             .inc_by(waited.elapsed().as_nanos() as u64);
         let body = match self.buffer.take() {
             Ok(Some(b)) => b,
-            Ok(None) => return 0,
+            Ok(None) => return,
             Err((e, acks)) => {
                 tracing::error!(documents = acks.len(), error = %e, "cannot finish bulk body; documents counted as failed");
                 self.telemetry.fail(fail::IO, acks.len());
-                return 0;
+                return;
             }
         };
         let Some(slot) = slot else {
             let n = body.docs();
+            tracing::warn!(
+                documents = n,
+                "no bulk request slot before the shutdown deadline; documents counted as failed"
+            );
             self.telemetry.fail(fail::SHUTDOWN, n);
-            return n as u64;
+            self.undelivered += n as u64;
+            return;
         };
         self.reap();
         self.inflight += 1;
@@ -276,7 +302,10 @@ impl EsOutputInstance {
             remaining: Arc::new(AtomicU64::new(body.docs() as u64)),
         };
         let done = self.done_tx.clone();
-        let cancel = self.cancel.subscribe();
+        let cancel = Stop {
+            cancel: self.cancel.subscribe(),
+            shutdown: self.shared.shutdown.subscribe(),
+        };
         self.handle.spawn(async move {
             use futures_util::FutureExt;
             let remaining = Arc::clone(&task.remaining);
@@ -288,14 +317,16 @@ impl EsOutputInstance {
                 Ok(n) => n,
                 Err(_) => {
                     let n = remaining.load(Ordering::Relaxed);
-                    tracing::error!(documents = n, "bulk task panicked; documents counted as failed");
+                    tracing::error!(
+                        documents = n,
+                        "bulk task panicked; documents counted as failed"
+                    );
                     telemetry.fail(fail::PANIC, n as usize);
                     0
                 }
             };
             let _ = done.send(abandoned);
         });
-        0
     }
 }
 
@@ -332,8 +363,8 @@ impl Output for EsOutputInstance {
             return CloseReport::default();
         }
         self.closed = true;
-        let mut undelivered = self.flush(Some(deadline));
-        undelivered += self.reap();
+        self.flush(Some(deadline));
+        self.reap();
         while self.inflight > 0 {
             let now = Instant::now();
             if now >= deadline {
@@ -342,7 +373,7 @@ impl Output for EsOutputInstance {
             match self.done_rx.recv_timeout(deadline - now) {
                 Ok(n) => {
                     self.inflight -= 1;
-                    undelivered += n;
+                    self.undelivered += n;
                 }
                 Err(_) => break,
             }
@@ -359,7 +390,7 @@ impl Output for EsOutputInstance {
                 match self.done_rx.recv_timeout(grace - now) {
                     Ok(n) => {
                         self.inflight -= 1;
-                        undelivered += n;
+                        self.undelivered += n;
                     }
                     Err(_) => break,
                 }
@@ -371,6 +402,7 @@ impl Output for EsOutputInstance {
                 );
             }
         }
+        let undelivered = std::mem::take(&mut self.undelivered);
         if undelivered > 0 {
             tracing::warn!(
                 documents = undelivered,
@@ -400,9 +432,32 @@ struct Task {
     remaining: Arc<AtomicU64>,
 }
 
-/// Resolves when `cancel` turns true (or its sender is gone).
-async fn cancelled(cancel: &mut watch::Receiver<bool>) {
-    let _ = cancel.wait_for(|c| *c).await;
+/// What a bulk task listens to for giving up: its instance's close deadline
+/// (`cancel` turns true) and the factory-wide shutdown deadline.
+struct Stop {
+    cancel: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Option<Instant>>,
+}
+
+impl Stop {
+    fn now(&self) -> bool {
+        *self.cancel.borrow() || self.shutdown.borrow().is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// Resolves when the bulk must be abandoned.
+async fn cancelled(stop: &mut Stop) {
+    let shutdown = &mut stop.shutdown;
+    let global = async move {
+        match shutdown.wait_for(Option::is_some).await.map(|d| *d) {
+            Ok(Some(d)) => tokio::time::sleep_until(d.into()).await,
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = stop.cancel.wait_for(|c| *c) => {},
+        _ = global => {},
+    }
 }
 
 impl Task {
@@ -426,12 +481,7 @@ impl Task {
     }
 
     /// Returns the documents abandoned at shutdown (already counted).
-    async fn deliver(
-        self,
-        mut body: BulkBody,
-        slot: SlotGuard,
-        mut cancel: watch::Receiver<bool>,
-    ) -> u64 {
+    async fn deliver(self, mut body: BulkBody, slot: SlotGuard, mut cancel: Stop) -> u64 {
         let _slot = slot;
         self.metrics.in_flight.inc();
         struct Dec(prometheus::IntGauge);
@@ -453,7 +503,7 @@ impl Task {
         let mut resends = vec![0u32; body.docs()];
         let mut item_round = 0u32;
         loop {
-            if *cancel.borrow() {
+            if cancel.now() {
                 return self.abandon(body);
             }
             let sent = tokio::select! {

@@ -49,6 +49,8 @@ impl SendError {
 pub struct Slots {
     free: Mutex<usize>,
     cv: Condvar,
+    /// Set by [`Slots::set_shutdown`]: no waiting past this instant.
+    shutdown_at: Mutex<Option<Instant>>,
 }
 
 /// One bulk request slot; released on drop.
@@ -59,24 +61,43 @@ impl Slots {
         Arc::new(Slots {
             free: Mutex::new(n.max(1)),
             cv: Condvar::new(),
+            shutdown_at: Mutex::new(None),
         })
     }
 
-    /// Blocks until a slot is free, or until `deadline` (then `None`).
+    /// Blocks until a slot is free, or until `deadline` or the shutdown
+    /// deadline, whichever comes first (then `None`). Once the shutdown
+    /// deadline has passed, only an immediately free slot is taken.
     pub fn acquire(self: &Arc<Self>, deadline: Option<Instant>) -> Option<SlotGuard> {
         let mut free = self.free.lock();
         while *free == 0 {
-            match deadline {
+            let shutdown = *self.shutdown_at.lock();
+            let limit = match (deadline, shutdown) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match limit {
                 Some(d) => {
-                    if self.cv.wait_until(&mut free, d).timed_out() && *free == 0 {
+                    if Instant::now() >= d {
                         return None;
                     }
+                    let _ = self.cv.wait_until(&mut free, d);
                 }
                 None => self.cv.wait(&mut free),
             }
         }
         *free -= 1;
         Some(SlotGuard(Arc::clone(self)))
+    }
+
+    /// From now on nobody waits for a slot past `deadline`; wakes every waiter.
+    pub fn set_shutdown(&self, deadline: Instant) {
+        {
+            let mut s = self.shutdown_at.lock();
+            *s = Some(s.map_or(deadline, |d| d.min(deadline)));
+        }
+        let _free = self.free.lock();
+        self.cv.notify_all();
     }
 
     pub fn free(&self) -> usize {

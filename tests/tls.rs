@@ -1,0 +1,138 @@
+//! TLS through the real server with the corpus certificates: HTTPS works,
+//! plain HTTP to the TLS port fails cleanly, a required client certificate
+//! is enforced, a bad certificate stops start-up.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn tls_client(
+    ca: &[u8],
+    addr: std::net::SocketAddr,
+    identity: Option<reqwest::Identity>,
+) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca).unwrap())
+        .resolve("apm-server", addr)
+        .timeout(Duration::from_secs(5));
+    if let Some(id) = identity {
+        b = b.identity(id);
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn https_with_corpus_certificates() {
+    let Some(c) = corpus("https_with_corpus_certificates") else {
+        return;
+    };
+    let tls = c.join("tls");
+    let srv = TestServer::start(&[
+        &format!(
+            "apm-server.ssl.certificate={}",
+            tls.join("certificate.pem").display()
+        ),
+        &format!("apm-server.ssl.key={}", tls.join("key.pem").display()),
+    ]);
+    let server = srv.server.as_ref().unwrap();
+    let addr = server.addr;
+    let ca = std::fs::read(tls.join("ca.crt.pem")).unwrap();
+    let client = tls_client(&ca, addr, None);
+    let r = client
+        .post(format!(
+            "https://apm-server:{}/intake/v2/events?verbose",
+            addr.port()
+        ))
+        .header("content-type", "application/x-ndjson")
+        .body(errors_payload(3, "tls", "python"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // plain HTTP to the TLS port fails cleanly (no hang, no 2xx)
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    match plain.get(format!("http://{addr}/")).send().await {
+        Ok(r) => assert!(!r.status().is_success(), "plain HTTP must not succeed"),
+        Err(e) => assert!(!e.is_timeout(), "plain HTTP must fail fast: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn required_client_certificate_is_enforced() {
+    let Some(c) = corpus("required_client_certificate_is_enforced") else {
+        return;
+    };
+    let tls = c.join("tls");
+    // A client CA and a client certificate made for this test.
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let client_ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let cli_key = KeyPair::generate().unwrap();
+    let mut cli_params = CertificateParams::new(vec!["client".to_string()]).unwrap();
+    cli_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cli = cli_params.signed_by(&cli_key, &issuer).unwrap();
+    let ca_path = dir.path().join("client-ca.pem");
+    std::fs::write(&ca_path, client_ca.pem()).unwrap();
+
+    // certificate_authorities without client_authentication → required
+    let srv = TestServer::start(&[
+        &format!(
+            "apm-server.ssl.certificate={}",
+            tls.join("certificate.pem").display()
+        ),
+        &format!("apm-server.ssl.key={}", tls.join("key.pem").display()),
+        &format!(
+            "apm-server.ssl.certificate_authorities=[\"{}\"]",
+            ca_path.display()
+        ),
+    ]);
+    let addr = srv.server.as_ref().unwrap().addr;
+    let ca = std::fs::read(tls.join("ca.crt.pem")).unwrap();
+    let url = format!("https://apm-server:{}/", addr.port());
+    let err = tls_client(&ca, addr, None).get(&url).send().await;
+    assert!(
+        err.is_err(),
+        "a client without a certificate must fail the handshake"
+    );
+    let pem = format!("{}{}", cli.pem(), cli_key.serialize_pem());
+    let id = reqwest::Identity::from_pem(pem.as_bytes()).unwrap();
+    let r = tls_client(&ca, addr, Some(id))
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[test]
+fn bad_certificate_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apm-rs"))
+        .args([
+            "-E",
+            "apm-server.host=127.0.0.1:0",
+            "-E",
+            &format!("apm-server.ssl.certificate={}", bad.display()),
+            "-E",
+            &format!("apm-server.ssl.key={}", bad.display()),
+            "-E",
+            &format!("output.file.path={}", dir.path().display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.pem"), "{err}");
+}
