@@ -11,8 +11,9 @@
 #   * peak RSS (VmHWM) of apm-rs;
 #   * request latency percentiles (from apm-loadgen);
 #   * the accounting check: sent = accepted + rejected (generator),
-#     accepted (generator) = indexed (ES double) = accepted/indexed (server's
-#     own counters, logged at shutdown).
+#     accepted (generator) = indexed (ES double), and the server's own
+#     counters from its /metrics listener (received = rejected + accepted,
+#     accepted = indexed + failed, accepted = the generator's accepted).
 #
 # Phases (PHASES, default "max half overload"):
 #   max       max rate, STREAMS streams                       → capacity
@@ -40,6 +41,7 @@ MIX=${MIX:-node}
 POOL=${POOL:-400}
 APM_PORT=${APM_PORT:-28200}
 ES_PORT=${ES_PORT:-29200}
+METRICS_PORT=${METRICS_PORT:-29201}
 PHASES=${PHASES:-max half overload}
 OVERLOAD_ES_LATENCY_MS=${OVERLOAD_ES_LATENCY_MS:-2000}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -64,6 +66,11 @@ trap cleanup EXIT
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# metric NAME: sum of a Prometheus series (all label sets) from apm-rs /metrics
+metric() {
+  curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
+    awk -v n="$1" '$1 == n || index($1, n "{") == 1 {s += $2} END {printf "%d", s}'
+}
 es_docs() { curl -fsS "http://127.0.0.1:$ES_PORT/_double/stats" | jq -r .docs; }
 wait_http() {
   for _ in $(seq 1 100); do
@@ -88,6 +95,7 @@ start_apm() {
   taskset -c "$CPU_SERVER" "$BIN/apm-rs" --pipeline "$PROFILE" \
     -E "apm-server.host=127.0.0.1:$APM_PORT" \
     -E "output.elasticsearch.hosts=[\"http://127.0.0.1:$ES_PORT\"]" \
+    -E "monitoring.metrics_host=127.0.0.1:$METRICS_PORT" \
     "${extra[@]}" >"$OUT/apm-rs-$1.log" 2>&1 &
   APM_PID=$!
   PIDS+=("$APM_PID")
@@ -134,6 +142,13 @@ run_phase() {
     docs=$(es_docs)
   done
   c1=$(cpu_ticks "$APM_PID")
+  local m_recv m_acc m_rej m_idx m_fail m_budget
+  m_recv=$(metric apm_rs_events_received_total)
+  m_acc=$(metric apm_rs_events_accepted_total)
+  m_rej=$(metric apm_rs_events_rejected_total)
+  m_idx=$(metric apm_rs_events_indexed_total)
+  m_fail=$(metric apm_rs_events_failed_total)
+  m_budget=$(metric apm_rs_memory_budget_limit_bytes)
   t1=$(date +%s.%N)
   local hwm
   hwm=$(hwm_kb "$APM_PID")
@@ -153,7 +168,8 @@ run_phase() {
   rejected=$(jq -r .events_not_accepted "$OUT/$name.json")
   [ "$docs" -eq "$ACCEPTED" ] || ok=NO
   echo "  accounting: sent $sent = accepted $ACCEPTED + not accepted $rejected; indexed by ES double $docs → $( [ $ok = yes ] && echo OK || echo MISMATCH)"
-  echo "  server counters: ${server_line:-<no shutdown line in $OUT/apm-rs-$name.log>}" | sed -E 's/\x1b\[[0-9;]*m//g'
+  echo "  /metrics: received $m_recv = rejected $m_rej + accepted $m_acc; accepted $m_acc = indexed $m_idx + failed $m_fail → $( [ "$m_recv" -eq $((m_rej + m_acc)) ] && [ "$m_acc" -eq $((m_idx + m_fail)) ] && [ "$m_acc" -eq "$ACCEPTED" ] && echo "OK (= generator's accepted)" || echo MISMATCH); memory budget $((m_budget / 1048576)) MiB"
+  echo "  server log: ${server_line:-<no shutdown line in $OUT/apm-rs-$name.log>}" | sed -E 's/\x1b\[[0-9;]*m//g'
   jq -n --arg phase "$name" --arg profile "$PROFILE" --argjson cpu "$cpu_s" --argjson wall "$wall_s" \
     --argjson hwm "$hwm" --argjson docs "$docs" --argjson eps "$EPS_CPU" \
     '{phase:$phase, profile:$profile, server_cpu_s:$cpu, wall_s:$wall, server_vmhwm_kib:$hwm, es_docs:$docs, events_per_server_cpu_s:$eps}' \
