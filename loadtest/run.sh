@@ -27,8 +27,10 @@
 # request, 100), MIX (node), POOL (400 pre-built bodies; 0 = fresh body per
 # request), APM_PORT (28200), ES_PORT (29200), OUT (target/loadtest),
 # HALF_RATE / MAX_RATE (skip measuring), OVERLOAD_ES_LATENCY_MS (2000),
-# CARGO_TARGET_DIR (target), APM_CORPUS (../shared/corpus), EXTRA_E (extra
-# `-E k=v` settings for apm-rs, space separated).
+# CARGO_TARGET_DIR (target), SKIP_BUILD (set: use the binaries as built), APM_CORPUS (../shared/corpus), EXTRA_E (extra
+# `-E k=v` settings for apm-rs, space separated), METRICS_PORT (29201, the
+# apm-rs /metrics listener), APM_PRELOAD (a library to LD_PRELOAD into apm-rs
+# only, e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 to try an allocator).
 set -euo pipefail
 
 PROFILE=${1:-default}
@@ -51,8 +53,11 @@ CPU_SERVER=${CPU_SERVER:-0}
 CPU_LOAD=${CPU_LOAD:-1}
 mkdir -p "$OUT"
 
-echo "== building release (apm-rs, es-double, apm-loadgen)"
-cargo build --release -q -p apm-rs -p es-double -p loadtest
+if [ -z "${SKIP_BUILD:-}" ]; then
+  # note: build.rs embeds the git commit, so every commit relinks apm-rs
+  echo "== building release (apm-rs, es-double, apm-loadgen)"
+  cargo build --release -q -p apm-rs -p es-double -p loadtest
+fi
 BIN=$TARGET/release
 CLK=$(getconf CLK_TCK)
 
@@ -74,7 +79,7 @@ metric() {
 es_docs() { curl -fsS "http://127.0.0.1:$ES_PORT/_double/stats" | jq -r .docs; }
 wait_http() {
   for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "$1" && return 0
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "no answer from $1" >&2
@@ -92,7 +97,8 @@ start_es() {
 start_apm() {
   local extra=()
   for kv in ${EXTRA_E:-}; do extra+=(-E "$kv"); done
-  taskset -c "$CPU_SERVER" "$BIN/apm-rs" --pipeline "$PROFILE" \
+  env ${APM_PRELOAD:+LD_PRELOAD=$APM_PRELOAD} \
+    taskset -c "$CPU_SERVER" "$BIN/apm-rs" --pipeline "$PROFILE" \
     -E "apm-server.host=127.0.0.1:$APM_PORT" \
     -E "output.elasticsearch.hosts=[\"http://127.0.0.1:$ES_PORT\"]" \
     -E "monitoring.metrics_host=127.0.0.1:$METRICS_PORT" \

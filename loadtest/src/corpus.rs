@@ -177,7 +177,12 @@ fn fnv(s: &[u8]) -> u64 {
 }
 
 fn compile(line: &str, max_ts: &mut i64) -> Result<Template, String> {
-    let mut v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    // Like the server, take the first JSON value and ignore what follows it.
+    let mut v: serde_json::Value = serde_json::Deserializer::from_str(line)
+        .into_iter()
+        .next()
+        .ok_or_else(|| "empty line".to_string())?
+        .map_err(|e| e.to_string())?;
     mark(&mut v, max_ts);
     let s = serde_json::to_string(&v).map_err(|e| e.to_string())?;
     let mut segs = Vec::new();

@@ -2,6 +2,7 @@
 //! latency p50/p99 per second below. Drawn with plotters' bitmap backend;
 //! text uses the Hack font embedded by the `epaint_default_fonts` crate
 //! through plotters' `ab_glyph` feature, so no system font is needed.
+//! Latency lines skip seconds in which no request finished.
 
 use crate::stats::Report;
 use plotters::prelude::*;
@@ -84,13 +85,21 @@ fn draw_inner(report: &Report, title: &str, path: &Path) -> Result<(), Box<dyn s
         .label_style((FONT, 12))
         .draw()?;
     c.draw_series(LineSeries::new(
-        report.series.iter().map(|p| (p.t, p.p50_ms)),
+        report
+            .series
+            .iter()
+            .filter(|p| p.requests > 0)
+            .map(|p| (p.t, p.p50_ms)),
         BLUE.stroke_width(2),
     ))?
     .label("p50")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE));
     c.draw_series(LineSeries::new(
-        report.series.iter().map(|p| (p.t, p.p99_ms)),
+        report
+            .series
+            .iter()
+            .filter(|p| p.requests > 0)
+            .map(|p| (p.t, p.p99_ms)),
         RED.stroke_width(2),
     ))?
     .label("p99")
