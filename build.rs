@@ -38,6 +38,17 @@ fn main() {
         s % 60
     );
     println!("cargo:rustc-env=APM_RS_BUILD_SHA={sha}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
+    // In a worktree `.git` is a file: ask git where HEAD really lives, so the
+    // script does not rerun on every build.
+    let git_dir = Command::new("git")
+        .args(["rev-parse", "--git-dir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(dir) = git_dir {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        println!("cargo:rerun-if-changed={dir}/refs/heads");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
 }

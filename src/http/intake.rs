@@ -147,6 +147,9 @@ pub struct IntakeRun {
     pending: Vec<RawLine>,
     pending_count: usize,
     pending_bytes: usize,
+    /// Time this request has waited for room in the pipeline so far; the
+    /// request gets `queue_wait` of it in total, not per batch.
+    room_waited: Duration,
 }
 
 impl IntakeRun {
@@ -160,6 +163,7 @@ impl IntakeRun {
             pending: Vec::with_capacity(BATCH_LINES),
             pending_count: 0,
             pending_bytes: 0,
+            room_waited: Duration::ZERO,
         }
     }
 
@@ -307,7 +311,8 @@ impl IntakeRun {
         let meta_len = metadata_line.as_ref().map_or(0, |m| m.len());
         let st = Arc::clone(&self.state);
         let wait = st.cfg.pipeline.queue_wait.get();
-        let give_up = Instant::now() + wait;
+        let room_start = Instant::now();
+        let give_up = room_start + wait.saturating_sub(self.room_waited);
         let telemetry = &st.telemetry;
 
         // Room in the memory budget.
@@ -357,6 +362,8 @@ impl IntakeRun {
                 }
             }
         }
+
+        self.room_waited += room_start.elapsed();
 
         // The outcome: decided by the pipeline, or given up on after the wait
         // budget (queue_wait plus the rate limiter's one-second wait budget).

@@ -25,7 +25,8 @@ pub enum BuildError {
 
 enum Sink {
     Plain(Vec<u8>),
-    Gzip(GzEncoder<Vec<u8>>),
+    // Boxed: the zlib-rs encoder state is large, and one buffer exists per indexer.
+    Gzip(Box<GzEncoder<Vec<u8>>>),
 }
 
 impl Sink {
@@ -33,10 +34,10 @@ impl Sink {
         if level == 0 {
             Sink::Plain(Vec::with_capacity(capacity))
         } else {
-            Sink::Gzip(GzEncoder::new(
+            Sink::Gzip(Box::new(GzEncoder::new(
                 Vec::with_capacity(capacity / 4),
                 Compression::new(level),
-            ))
+            )))
         }
     }
     fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
