@@ -29,6 +29,10 @@ use tokio::time::Instant;
 pub const BATCH_LINES: usize = 10;
 /// Per-line errors listed in a response; later ones are only counted.
 pub const MAX_LISTED_ERRORS: usize = 5;
+/// Time a batch may take through the pipeline without counting as queued
+/// (normal processing; an anonymous batch may also wait up to the rate
+/// limiter's one-second budget for tokens).
+pub const BATCH_ALLOWANCE: Duration = Duration::from_millis(50);
 
 #[derive(Serialize)]
 struct ErrorEntry {
@@ -147,9 +151,10 @@ pub struct IntakeRun {
     pending: Vec<RawLine>,
     pending_count: usize,
     pending_bytes: usize,
-    /// Time this request has waited for room in the pipeline so far; the
-    /// request gets `queue_wait` of it in total, not per batch.
-    room_waited: Duration,
+    /// Time this request has spent queued so far: waiting for room, and
+    /// waiting for outcomes beyond [`BATCH_ALLOWANCE`]. A request gets
+    /// `queue_wait` of it in total, not per batch.
+    waited: Duration,
 }
 
 impl IntakeRun {
@@ -163,7 +168,7 @@ impl IntakeRun {
             pending: Vec::with_capacity(BATCH_LINES),
             pending_count: 0,
             pending_bytes: 0,
-            room_waited: Duration::ZERO,
+            waited: Duration::ZERO,
         }
     }
 
@@ -312,7 +317,7 @@ impl IntakeRun {
         let st = Arc::clone(&self.state);
         let wait = st.cfg.pipeline.queue_wait.get();
         let room_start = Instant::now();
-        let give_up = room_start + wait.saturating_sub(self.room_waited);
+        let give_up = room_start + wait.saturating_sub(self.waited);
         let telemetry = &st.telemetry;
 
         // Room in the memory budget.
@@ -363,27 +368,34 @@ impl IntakeRun {
             }
         }
 
-        self.room_waited += room_start.elapsed();
+        self.waited += room_start.elapsed();
 
-        // The outcome: decided by the pipeline, or given up on after the wait
-        // budget (queue_wait plus the rate limiter's one-second wait budget).
+        // The outcome: decided by the pipeline, or given up on once the
+        // request's queueing budget is spent.
+        let allowance = if self.ctx.rate_key.is_some() {
+            BATCH_ALLOWANCE + crate::ratelimit::BATCH_MAX_WAIT
+        } else {
+            BATCH_ALLOWANCE
+        };
+        let outcome_start = Instant::now();
         let mut watch = watch;
-        let outcome =
-            match tokio::time::timeout(wait + Duration::from_secs(1), &mut watch.reply).await {
-                Ok(Ok(o)) => Ok(o),
-                Ok(Err(_)) => Err(IntakeError::Internal(msg::PANIC.into())),
-                Err(_) => {
-                    if watch.cancel() {
-                        Err(IntakeError::QueueFull)
-                    } else {
-                        // Committed just now: the answer is on its way.
-                        match (&mut watch.reply).await {
-                            Ok(o) => Ok(o),
-                            Err(_) => Err(IntakeError::Internal(msg::PANIC.into())),
-                        }
+        let budget = wait.saturating_sub(self.waited) + allowance;
+        let outcome = match tokio::time::timeout(budget, &mut watch.reply).await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(_)) => Err(IntakeError::Internal(msg::PANIC.into())),
+            Err(_) => {
+                if watch.cancel() {
+                    Err(IntakeError::QueueFull)
+                } else {
+                    // Committed just now: the answer is on its way.
+                    match (&mut watch.reply).await {
+                        Ok(o) => Ok(o),
+                        Err(_) => Err(IntakeError::Internal(msg::PANIC.into())),
                     }
                 }
-            };
+            }
+        };
+        self.waited += outcome_start.elapsed().saturating_sub(allowance);
         match outcome {
             Ok(o) => {
                 self.result.accepted += o.accepted;
