@@ -1117,29 +1117,7 @@ fn transaction(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     tx.custom = custom;
     if let Some(x) = set_obj(o, "experience")? {
         ctx.push("experience");
-        let mut e = Experience {
-            cls: num(x, "cls")?,
-            fid: num(x, "fid")?,
-            ..Default::default()
-        };
-        ctx.min("cls", e.cls, 0);
-        ctx.min("fid", e.fid, 0);
-        if let Some(l) = set_obj(x, "longtask")? {
-            ctx.push("longtask");
-            let c = int(l, "count")?.map(|v| v as f64);
-            ctx.min("count", c, 0);
-            ctx.required("count", c.is_some());
-            let mx = num(l, "max")?;
-            ctx.min("max", mx, 0);
-            ctx.required("max", mx.is_some());
-            let sm = num(l, "sum")?;
-            ctx.min("sum", sm, 0);
-            ctx.required("sum", sm.is_some());
-            ctx.pop();
-            e.longtask = Some((c.unwrap_or(0.0), sm.unwrap_or(0.0), mx.unwrap_or(0.0)));
-        }
-        e.tbt = num(x, "tbt")?;
-        ctx.min("tbt", e.tbt, 0);
+        let e = experience(x, ctx, "longtask")?;
         ctx.pop();
         tx.experience = Some(e);
     }
@@ -1802,4 +1780,33 @@ fn log(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
     }
     ev.body = Body::Log(Box::new(lg));
     Ok(ev)
+}
+
+/// `experience` (v3 `exp`): web vitals with the optional long-task summary
+/// under `longtask_key` (v3 `lt`); the caller pushes the object's own key.
+pub(crate) fn experience(x: Obj<'_>, ctx: &mut Ctx, longtask_key: &'static str) -> R<Experience> {
+    let mut e = Experience {
+        cls: num(x, "cls")?,
+        fid: num(x, "fid")?,
+        ..Default::default()
+    };
+    ctx.min("cls", e.cls, 0);
+    ctx.min("fid", e.fid, 0);
+    if let Some(l) = set_obj(x, longtask_key)? {
+        ctx.push(longtask_key);
+        let c = int(l, "count")?.map(|v| v as f64);
+        ctx.min("count", c, 0);
+        ctx.required("count", c.is_some());
+        let mx = num(l, "max")?;
+        ctx.min("max", mx, 0);
+        ctx.required("max", mx.is_some());
+        let sm = num(l, "sum")?;
+        ctx.min("sum", sm, 0);
+        ctx.required("sum", sm.is_some());
+        ctx.pop();
+        e.longtask = Some((c.unwrap_or(0.0), sm.unwrap_or(0.0), mx.unwrap_or(0.0)));
+    }
+    e.tbt = num(x, "tbt")?;
+    ctx.min("tbt", e.tbt, 0);
+    Ok(e)
 }

@@ -7,7 +7,8 @@
 //! metricsets always carry the request time, spans request time + `s` ms.
 
 use super::v2::{
-    build_metadata, finalize, header, merge_labels, page_url, rep_count, span_types, str_field,
+    build_metadata, experience, finalize, header, merge_labels, page_url, rep_count, span_types,
+    str_field,
 };
 use super::*;
 use crate::model::event::*;
@@ -388,29 +389,7 @@ fn transaction(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata, out: &mut Vec<Event>)
     ctx.required("d", duration.is_some());
     if let Some(x) = set_obj(o, "exp")? {
         ctx.push("exp");
-        let mut e = Experience {
-            cls: num(x, "cls")?,
-            fid: num(x, "fid")?,
-            ..Default::default()
-        };
-        ctx.min("cls", e.cls, 0);
-        ctx.min("fid", e.fid, 0);
-        if let Some(l) = set_obj(x, "lt")? {
-            ctx.push("lt");
-            let c = int(l, "count")?.map(|v| v as f64);
-            ctx.min("count", c, 0);
-            ctx.required("count", c.is_some());
-            let mx = num(l, "max")?;
-            ctx.min("max", mx, 0);
-            ctx.required("max", mx.is_some());
-            let sm = num(l, "sum")?;
-            ctx.min("sum", sm, 0);
-            ctx.required("sum", sm.is_some());
-            ctx.pop();
-            e.longtask = Some((c.unwrap_or(0.0), sm.unwrap_or(0.0), mx.unwrap_or(0.0)));
-        }
-        e.tbt = num(x, "tbt")?;
-        ctx.min("tbt", e.tbt, 0);
+        let e = experience(x, ctx, "lt")?;
         ctx.pop();
         tx.experience = Some(e);
     }
