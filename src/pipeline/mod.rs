@@ -175,3 +175,10 @@ pub struct EventBatch {
     /// Released when the last document of the batch is indexed or failed.
     pub permit: Arc<Permit>,
 }
+
+impl EventBatch {
+    /// True when the handler gave up on this batch before its outcome was committed.
+    pub fn cancelled(&self) -> bool {
+        self.ticket.as_ref().is_some_and(|t| t.cancelled())
+    }
+}

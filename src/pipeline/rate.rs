@@ -40,10 +40,6 @@ impl RateLimiter {
         })
     }
 
-    pub fn shards(&self) -> usize {
-        self.shards.len()
-    }
-
     /// The per-request token (ratelimit.md §5.1): false → 429.
     pub fn allow(&self, ip: IpAddr) -> bool {
         let k = ratelimit::shard_of(&ip, self.shards.len());
@@ -147,7 +143,7 @@ impl Actor for RateShard {
 
     fn handle(&mut self, mut eb: EventBatch) {
         let n = eb.events.len();
-        if eb.ticket.as_ref().is_some_and(|t| t.cancelled()) {
+        if eb.cancelled() {
             self.telemetry.reject(reject::QUEUE_FULL, n);
             return;
         }

@@ -62,10 +62,6 @@ impl Intake {
         }
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.tx.read().is_none()
-    }
-
     fn close(&self) {
         self.tx.write().take();
     }
@@ -266,11 +262,6 @@ impl Pipeline {
             output,
             depth: Arc::new(DepthProbe { inboxes: depth }),
         })
-    }
-
-    /// Whether the output's destination is reachable.
-    pub fn output_ready(&self) -> bool {
-        self.output.ready()
     }
 
     /// Updates the inbox-depth and memory gauges (called before a scrape).

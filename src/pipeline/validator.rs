@@ -47,7 +47,7 @@ impl Actor for Validator {
 
     fn handle(&mut self, mut eb: EventBatch) {
         let n = eb.events.len();
-        if eb.ticket.as_ref().is_some_and(|t| t.cancelled()) {
+        if eb.cancelled() {
             self.telemetry.reject(reject::QUEUE_FULL, n);
             return;
         }
