@@ -124,30 +124,107 @@ async fn accounting_counters_balance() {
     assert_eq!(srv.docs().len(), 12);
 }
 
+/// A panic injected into each stage kind: caught by supervision, counted, the
+/// instance restarted (the only one of its stage), the request answered 500
+/// when its outcome was not decided yet (decoder, validator, rate) or left
+/// at 202 when it was (sourcemap, indexer: its events count as failed
+/// `panic`), later requests unaffected, and the accounting identity intact.
 #[tokio::test]
-async fn a_panicking_stage_answers_500_and_recovers() {
-    let hooks = PipelineHooks {
-        after_decode: Some(Arc::new(|events: &[apm_rs::model::Event]| {
+async fn a_panic_in_any_stage_is_caught_counted_and_recovered() {
+    use apm_rs::pipeline::EventsHook;
+    fn boom() -> Option<EventsHook> {
+        Some(Arc::new(|events: &[apm_rs::model::Event]| {
             if events.iter().any(|e| e.service_name() == "boom") {
                 panic!("injected test panic");
             }
-        })),
-    };
-    let srv = TestServer::start_with(&["pipeline.decoder.instances=1"], None, hooks);
-    let url = format!("{}/intake/v2/events?verbose", srv.url);
-    let r = post(&url, errors_payload(3, "boom", "python"), &[NDJSON]).await;
-    assert_eq!(r.status, 500, "{}", r.body);
-    // The single decoder instance was restarted: the server keeps serving.
-    for _ in 0..3 {
-        let r = post(&url, errors_payload(3, "fine", "python"), &[NDJSON]).await;
-        assert_eq!((r.status, r.accepted()), (202, 3));
+        }))
     }
-    let panics = srv
-        .telemetry()
-        .stage_panics
-        .with_label_values(&["decoder"])
-        .get();
-    assert_eq!(panics, 1);
+    type Table = [(&'static str, fn() -> PipelineHooks, u16, &'static str); 5];
+    let table: Table = [
+        (
+            "decoder",
+            || PipelineHooks {
+                after_decode: boom(),
+                ..Default::default()
+            },
+            500,
+            "internal",
+        ),
+        (
+            "validator",
+            || PipelineHooks {
+                before_validate: boom(),
+                ..Default::default()
+            },
+            500,
+            "internal",
+        ),
+        (
+            "rate",
+            || PipelineHooks {
+                before_rate: boom(),
+                ..Default::default()
+            },
+            500,
+            "internal",
+        ),
+        (
+            "sourcemap",
+            || PipelineHooks {
+                before_sourcemap: boom(),
+                ..Default::default()
+            },
+            202,
+            "panic",
+        ),
+        (
+            "indexer",
+            || PipelineHooks {
+                before_index: boom(),
+                ..Default::default()
+            },
+            202,
+            "panic",
+        ),
+    ];
+    for (stage, hooks, status, counted_as) in table {
+        let one = format!("pipeline.{stage}.instances=1");
+        let mut srv = TestServer::start_with(&[&one], None, hooks());
+        let url = format!("{}/intake/v2/events?verbose", srv.url);
+        let r = post(&url, errors_payload(3, "boom", "python"), &[NDJSON]).await;
+        assert_eq!(r.status, status, "{stage}: {}", r.body);
+        // The single instance was restarted: the stage keeps serving.
+        for _ in 0..3 {
+            let r = post(&url, errors_payload(3, "fine", "python"), &[NDJSON]).await;
+            assert_eq!((r.status, r.accepted()), (202, 3), "{stage}: {}", r.body);
+        }
+        let t = Arc::clone(&srv.server.as_ref().expect("running").telemetry);
+        assert_eq!(t.stage_panics.with_label_values(&[stage]).get(), 1, "{stage}");
+        assert!(srv.shutdown().await, "{stage}: drained");
+        let a = t.accounting();
+        println!(
+            "IDENTITY | panic in {stage} | received={} rejected={} indexed={} failed={} | {}",
+            a.received,
+            a.rejected,
+            a.indexed,
+            a.failed,
+            if a.received == a.rejected + a.indexed + a.failed + a.discarded {
+                "holds"
+            } else {
+                "BROKEN"
+            }
+        );
+        assert_eq!(a.received, 12, "{stage}: {a:?}");
+        assert_eq!(a.received, a.rejected + a.indexed + a.failed, "{stage}: {a:?}");
+        assert_eq!(a.indexed, 9, "{stage}: {a:?}");
+        assert_eq!(srv.docs().len(), 9, "{stage}");
+        let lost = if counted_as == "internal" {
+            t.events_rejected.with_label_values(&["internal"]).get()
+        } else {
+            t.events_failed.with_label_values(&["panic"]).get()
+        };
+        assert_eq!((lost, a.rejected + a.failed), (3, 3), "{stage}: {a:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

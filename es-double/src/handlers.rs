@@ -207,6 +207,10 @@ async fn bulk(
     record_bulk(&ctx, &req, items, 200);
     let resp = query::filter_response(resp, q.get("filter_path").map(String::as_str));
     let bytes = serde_json::to_vec(&resp).unwrap_or_default();
+    let delay = st.inner.lock().faults.bulk_response_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if drop_conn {
         // Half the answer, then an error: actix aborts the connection mid-body.
         let half = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);

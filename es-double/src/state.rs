@@ -33,6 +33,10 @@ pub struct Faults {
     pub request_fault_limit: Option<u64>,
     /// Latency added to every Elasticsearch route (not to `/_double/*`), in milliseconds.
     pub latency_ms: u64,
+    /// Delay, in milliseconds, between indexing a bulk and answering it: a
+    /// client that times out meanwhile sees a failure although the documents
+    /// are stored (the source of duplicates on resend).
+    pub bulk_response_delay_ms: u64,
 }
 
 /// How `_has_privileges` answers for one API key.

@@ -30,6 +30,9 @@ pub struct Decoder {
     next: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
     hooks: PipelineHooks,
+    /// Valid events of the batch in hand that are counted received but not
+    /// yet handed on (what a panic now would lose).
+    in_hand: usize,
 }
 
 impl Decoder {
@@ -44,12 +47,22 @@ impl Decoder {
             next,
             telemetry,
             hooks,
+            in_hand: 0,
         }
     }
 }
 
 impl Actor for Decoder {
     type Msg = Batch;
+
+    /// The batch's valid events were counted received: they are rejected
+    /// (`internal`); its invalid lines were already counted rejected.
+    fn after_panic(&mut self, loss: Loss) -> Loss {
+        Loss {
+            committed: false,
+            events: loss.events + std::mem::take(&mut self.in_hand),
+        }
+    }
 
     fn handle(&mut self, b: Batch) {
         let Batch {
@@ -113,9 +126,11 @@ impl Actor for Decoder {
         self.telemetry.reject(reject::INVALID, invalid);
         self.telemetry
             .reject(reject::TOO_LARGE, errors.len() - invalid);
+        self.in_hand = events.len();
         if let Some(hook) = &self.hooks.after_decode {
             hook(&events);
         }
+        self.in_hand = 0;
         if events.is_empty() {
             let _ = ticket.commit(Outcome {
                 accepted: 0,

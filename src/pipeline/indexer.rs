@@ -6,7 +6,8 @@
 //! event fails only that event; the output is flushed at least every flush
 //! interval and closed with the shutdown deadline.
 
-use super::supervisor::Actor;
+use super::supervisor::{Actor, Loss};
+use super::topology::EventsHook;
 use super::EventBatch;
 use crate::model::{encode, EncodeContext};
 use crate::output::Output;
@@ -23,6 +24,11 @@ pub struct Indexer {
     flush_every: Duration,
     last_tick: Instant,
     deadline: Arc<OnceLock<Instant>>,
+    discarded: prometheus::IntCounter,
+    /// Events of the batch in hand not yet handed to the output or counted
+    /// (what a panic now would lose).
+    in_hand: usize,
+    hook: Option<EventsHook>,
 }
 
 impl Indexer {
@@ -34,6 +40,11 @@ impl Indexer {
         deadline: Arc<OnceLock<Instant>>,
     ) -> Self {
         Indexer {
+            discarded: telemetry
+                .events_discarded
+                .with_label_values(&["unsampled"]),
+            in_hand: 0,
+            hook: None,
             output,
             ctx,
             scratch: Vec::with_capacity(4096),
@@ -45,28 +56,44 @@ impl Indexer {
     }
 }
 
+impl Indexer {
+    /// Test seam: runs on each event before it is encoded.
+    pub fn with_hook(mut self, hook: Option<EventsHook>) -> Self {
+        self.hook = hook;
+        self
+    }
+}
+
 impl Actor for Indexer {
     type Msg = EventBatch;
 
+    /// Events already handed to the output are the output's to count; only
+    /// the rest of the batch is lost. (The output itself is rebuilt; what it
+    /// held is settled by its own drop.)
+    fn after_panic(&mut self, loss: Loss) -> Loss {
+        Loss {
+            committed: loss.committed,
+            events: std::mem::take(&mut self.in_hand),
+        }
+    }
+
     fn handle(&mut self, eb: EventBatch) {
-        let mut discarded = 0;
+        self.in_hand = eb.events.len();
         for ev in &eb.events {
+            if let Some(hook) = &self.hook {
+                hook(std::slice::from_ref(ev));
+            }
             self.scratch.clear();
             let scratch = &mut self.scratch;
             match catch_unwind(AssertUnwindSafe(|| encode(ev, &self.ctx, scratch))) {
                 Ok(true) => self.output.append(&self.scratch, Arc::clone(&eb.permit)),
-                Ok(false) => discarded += 1,
+                Ok(false) => self.discarded.inc(),
                 Err(_) => {
                     tracing::error!("encoding an event panicked; the event is counted as failed");
                     self.telemetry.fail(fail::PANIC, 1);
                 }
             }
-        }
-        if discarded > 0 {
-            self.telemetry
-                .events_discarded
-                .with_label_values(&["unsampled"])
-                .inc_by(discarded);
+            self.in_hand -= 1;
         }
         if self.last_tick.elapsed() >= self.flush_every {
             self.idle();

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::oneshot;
 
-pub use topology::{Intake, Pipeline, PipelineHooks};
+pub use topology::{EventsHook, Intake, Pipeline, PipelineHooks};
 
 /// What every batch of one request shares.
 #[derive(Debug)]
@@ -129,11 +129,19 @@ impl Ticket {
     /// Decides the batch's outcome. Fails (returning the outcome) when the
     /// handler cancelled first; the caller must then drop the batch.
     pub fn commit(self, outcome: Outcome) -> Result<(), Outcome> {
+        self.commit_then(outcome, || {})
+    }
+
+    /// Like [`Ticket::commit`], running `on_commit` once the outcome is
+    /// decided but before the handler can see it, so counters it bumps are
+    /// already up to date when the client gets its answer.
+    pub fn commit_then(self, outcome: Outcome, on_commit: impl FnOnce()) -> Result<(), Outcome> {
         match self
             .state
             .compare_exchange(PENDING, COMMITTED, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
+                on_commit();
                 // The handler may have gone (client disconnected); the outcome stands.
                 let _ = self.reply.send(outcome);
                 Ok(())

@@ -13,7 +13,8 @@
 //! parked with its due time and released by the shard's own timer while it
 //! keeps serving other IPs; a shard blocks only on its downstream `send`.
 
-use super::supervisor::Actor;
+use super::supervisor::{Actor, Loss};
+use super::topology::EventsHook;
 use super::{EventBatch, Outcome, Terminal};
 use crate::ratelimit::{self, Store, StoreError, BATCH_MAX_WAIT};
 use crate::telemetry::{fail, reject, Telemetry};
@@ -76,6 +77,7 @@ impl Ord for Parked {
 }
 
 pub struct RateShard {
+    hook: Option<EventsHook>,
     shard: usize,
     limiter: Arc<RateLimiter>,
     parked: BinaryHeap<Reverse<Parked>>,
@@ -92,6 +94,7 @@ impl RateShard {
         telemetry: Arc<Telemetry>,
     ) -> Self {
         RateShard {
+            hook: None,
             shard,
             limiter,
             parked: BinaryHeap::new(),
@@ -99,6 +102,12 @@ impl RateShard {
             next,
             telemetry,
         }
+    }
+
+    /// Test seam: runs on each batch before the limiter sees it.
+    pub fn with_hook(mut self, hook: Option<EventsHook>) -> Self {
+        self.hook = hook;
+        self
     }
 
     /// Commits the batch's outcome and forwards its events.
@@ -110,14 +119,17 @@ impl RateShard {
                 errors: std::mem::take(&mut eb.errors),
                 terminal: None,
             };
-            if t.commit(outcome).is_err() {
+            let accepted = &self.telemetry.events_accepted;
+            if t
+                .commit_then(outcome, || accepted.inc_by(n as u64))
+                .is_err()
+            {
                 if let Some(ip) = reserved {
                     self.limiter.store(self.shard).lock().cancel(ip, n as u32);
                 }
                 self.telemetry.reject(reject::QUEUE_FULL, n);
                 return;
             }
-            self.telemetry.events_accepted.inc_by(n as u64);
         }
         if let Err(e) = self.next.send(eb) {
             self.telemetry
@@ -142,6 +154,9 @@ impl Actor for RateShard {
     type Msg = EventBatch;
 
     fn handle(&mut self, mut eb: EventBatch) {
+        if let Some(hook) = &self.hook {
+            hook(&eb.events);
+        }
         let n = eb.events.len();
         if eb.cancelled() {
             self.telemetry.reject(reject::QUEUE_FULL, n);
@@ -194,5 +209,26 @@ impl Actor for RateShard {
 
     fn stop(&mut self) {
         self.release_due(true);
+    }
+
+    /// The parked batches would die with this instance: their requests get a
+    /// 500 and their events are rejected (`internal`), their tokens returned.
+    fn after_panic(&mut self, loss: Loss) -> Loss {
+        for Reverse(p) in std::mem::take(&mut self.parked).into_vec() {
+            let mut eb = p.batch;
+            let n = eb.events.len();
+            self.limiter.store(self.shard).lock().cancel(p.ip, n as u32);
+            self.telemetry.reject(reject::INTERNAL, n);
+            if let Some(t) = eb.ticket.take() {
+                let _ = t.commit(Outcome {
+                    accepted: 0,
+                    errors: std::mem::take(&mut eb.errors),
+                    terminal: Some(Terminal::Internal(
+                        "rate limiter restarted after a panic".into(),
+                    )),
+                });
+            }
+        }
+        loss
     }
 }

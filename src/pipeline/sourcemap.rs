@@ -13,6 +13,7 @@
 //! source-map fetch, bounded by the batch deadline.
 
 use super::supervisor::Actor;
+use super::topology::EventsHook;
 use super::EventBatch;
 use crate::config::Config;
 use crate::model::{Event, Frame};
@@ -128,6 +129,7 @@ impl RumProcessor {
 }
 
 pub struct SourcemapApplier {
+    hook: Option<EventsHook>,
     next: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
     rum: Arc<RumProcessor>,
@@ -140,6 +142,7 @@ impl SourcemapApplier {
         rum: Arc<RumProcessor>,
     ) -> Self {
         SourcemapApplier {
+            hook: None,
             next,
             telemetry,
             rum,
@@ -147,10 +150,21 @@ impl SourcemapApplier {
     }
 }
 
+impl SourcemapApplier {
+    /// Test seam: runs on each batch before it is processed.
+    pub fn with_hook(mut self, hook: Option<EventsHook>) -> Self {
+        self.hook = hook;
+        self
+    }
+}
+
 impl Actor for SourcemapApplier {
     type Msg = EventBatch;
 
     fn handle(&mut self, mut eb: EventBatch) {
+        if let Some(hook) = &self.hook {
+            hook(&eb.events);
+        }
         if eb.req.base.rum {
             self.rum.process(&mut eb.events);
         }

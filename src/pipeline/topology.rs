@@ -15,18 +15,32 @@ use super::{budget::MemoryBudget, Batch, EventBatch};
 use crate::config::Config;
 use crate::model::{DecodeConfig, EncodeContext, Event};
 use crate::output::{OutputError, OutputFactory};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{fail, reject, Telemetry};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Test seams: code run inside stages (e.g. to inject a panic).
+/// How long past the shutdown deadline stages may take to finish counting.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Code a test runs inside a stage on the events in hand.
+pub type EventsHook = Arc<dyn Fn(&[Event]) + Send + Sync>;
+
+/// Test seams: code run inside stages (e.g. to inject a panic). Construct
+/// with `..Default::default()`: fields may be added.
 #[derive(Clone, Default)]
 pub struct PipelineHooks {
-    /// Runs in the decoder after each batch is decoded.
-    #[allow(clippy::type_complexity)]
-    pub after_decode: Option<Arc<dyn Fn(&[Event]) + Send + Sync>>,
+    /// Runs in the decoder after each batch is decoded (its events counted received).
+    pub after_decode: Option<EventsHook>,
+    /// Runs in the validator before a batch is authorized.
+    pub before_validate: Option<EventsHook>,
+    /// Runs in a rate shard before a batch is checked against the limiter.
+    pub before_rate: Option<EventsHook>,
+    /// Runs in the sourcemap applier before a batch is processed.
+    pub before_sourcemap: Option<EventsHook>,
+    /// Runs in the indexer before each event is encoded (one event at a time).
+    pub before_index: Option<EventsHook>,
 }
 
 impl std::fmt::Debug for PipelineHooks {
@@ -138,12 +152,13 @@ impl Pipeline {
         let mut stages = Vec::new();
         let flush_every = output.flush_interval();
         {
-            let (t, out, ctx, dl, factory) = (
+            let (t, out, ctx, dl, factory, hook) = (
                 Arc::clone(&telemetry),
                 Arc::clone(&outputs),
                 Arc::new(encode_ctx),
                 Arc::clone(&deadline),
                 Arc::clone(&output),
+                hooks.before_index.clone(),
             );
             stages.push(supervisor::spawn(
                 "indexer",
@@ -173,11 +188,13 @@ impl Pipeline {
                         flush_every,
                         Arc::clone(&dl),
                     )
+                    .with_hook(hook.clone())
                 },
             )?);
         }
         {
             let t = Arc::clone(&telemetry);
+            let hook = hooks.before_sourcemap.clone();
             let rum = Arc::new(
                 RumProcessor::from_config(cfg, &telemetry)
                     .map_err(|e| OutputError::Config(format!("source mapping: {e}")))?,
@@ -188,7 +205,10 @@ impl Pipeline {
                 sm_rx,
                 None,
                 Arc::clone(&telemetry),
-                move |_| SourcemapApplier::new(idx_tx.clone(), Arc::clone(&t), Arc::clone(&rum)),
+                move |_| {
+                    SourcemapApplier::new(idx_tx.clone(), Arc::clone(&t), Arc::clone(&rum))
+                        .with_hook(hook.clone())
+                },
             )?);
         }
         let rl = &cfg.apm_server.auth.anonymous.rate_limit;
@@ -200,13 +220,17 @@ impl Pipeline {
             let t = Arc::clone(&telemetry);
             let next = sm_tx.clone();
             let lim = Arc::clone(&limiter);
+            let hook = hooks.before_rate.clone();
             stages.push(supervisor::spawn(
                 "rate",
                 1,
                 rx,
                 None,
                 Arc::clone(&telemetry),
-                move |_| RateShard::new(k, Arc::clone(&lim), next.clone(), Arc::clone(&t)),
+                move |_| {
+                    RateShard::new(k, Arc::clone(&lim), next.clone(), Arc::clone(&t))
+                        .with_hook(hook.clone())
+                },
             )?);
         }
         drop(sm_tx);
@@ -216,13 +240,16 @@ impl Pipeline {
             .set(p.rate.instances as i64);
         {
             let t = Arc::clone(&telemetry);
+            let hook = hooks.before_validate.clone();
             stages.push(supervisor::spawn(
                 "validator",
                 p.validator.instances,
                 val_rx,
                 None,
                 Arc::clone(&telemetry),
-                move |i| Validator::new(shard_txs.clone(), i, Arc::clone(&t)),
+                move |i| {
+                    Validator::new(shard_txs.clone(), i, Arc::clone(&t)).with_hook(hook.clone())
+                },
             )?);
         }
         {
@@ -287,27 +314,45 @@ impl Pipeline {
 
     /// Closes the intake and drains every stage until `deadline`.
     /// Returns true when everything drained in time.
+    ///
+    /// A stage that misses the deadline gets [`SHUTDOWN_GRACE`] more (an
+    /// indexer closing its output at the deadline needs a moment to count
+    /// what it abandons). Whatever is still uncounted after that is booked
+    /// so the accounting identity holds at exit: events received but not yet
+    /// answered as rejected (`shutting_down`), accepted events as failed
+    /// (`shutdown`). Stage threads still stuck past that point are left to
+    /// the process exit.
     pub fn shutdown(&self, deadline: Instant) -> bool {
         let _ = self.deadline.set(deadline);
         self.output.shutdown(deadline);
         self.intake.close();
         let mut ok = true;
         for st in &self.stages {
-            if !st.wait(deadline) {
-                tracing::error!(
-                    stage = st.name,
-                    "stage did not drain before the shutdown deadline"
-                );
-                ok = false;
+            if st.wait(deadline) {
+                continue;
+            }
+            tracing::error!(
+                stage = st.name,
+                "stage did not drain before the shutdown deadline"
+            );
+            ok = false;
+            if !st.wait(deadline + SHUTDOWN_GRACE) {
                 break;
             }
         }
         let acc = self.telemetry.accounting();
-        if acc.in_flight() > 0 {
+        let unanswered = acc.received.saturating_sub(acc.rejected + acc.accepted);
+        let in_flight = acc.in_flight().max(0) as usize;
+        if unanswered > 0 || in_flight > 0 {
             tracing::error!(
-                events = acc.in_flight(),
-                "accepted events not delivered at shutdown"
+                unanswered,
+                accepted = in_flight,
+                "events not delivered at shutdown; counted as rejected (shutting_down) and failed (shutdown)"
             );
+            ok = false;
+            self.telemetry
+                .reject(reject::SHUTTING_DOWN, unanswered as usize);
+            self.telemetry.fail(fail::SHUTDOWN, in_flight);
         }
         ok
     }

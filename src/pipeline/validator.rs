@@ -7,6 +7,7 @@
 //! batches accepted earlier stay accepted (security.md §5.3).
 
 use super::supervisor::{Actor, Loss, Message};
+use super::topology::EventsHook;
 use super::{EventBatch, Outcome, Terminal};
 use crate::auth::{Action, Resource};
 use crate::telemetry::{reject, Telemetry};
@@ -23,6 +24,7 @@ impl Message for EventBatch {
 }
 
 pub struct Validator {
+    hook: Option<EventsHook>,
     shards: Vec<Sender<EventBatch>>,
     next_shard: usize,
     telemetry: Arc<Telemetry>,
@@ -35,6 +37,7 @@ impl Validator {
         telemetry: Arc<Telemetry>,
     ) -> Self {
         Validator {
+            hook: None,
             next_shard: instance,
             shards,
             telemetry,
@@ -42,10 +45,21 @@ impl Validator {
     }
 }
 
+impl Validator {
+    /// Test seam: runs on each batch before it is authorized.
+    pub fn with_hook(mut self, hook: Option<EventsHook>) -> Self {
+        self.hook = hook;
+        self
+    }
+}
+
 impl Actor for Validator {
     type Msg = EventBatch;
 
     fn handle(&mut self, mut eb: EventBatch) {
+        if let Some(hook) = &self.hook {
+            hook(&eb.events);
+        }
         let n = eb.events.len();
         if eb.cancelled() {
             self.telemetry.reject(reject::QUEUE_FULL, n);

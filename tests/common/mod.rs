@@ -2,6 +2,8 @@
 //! file sink in a temporary directory, corpus lookup, and HTTP helpers.
 #![allow(dead_code)]
 
+pub mod identity;
+
 use apm_rs::config::{self, Config};
 use apm_rs::output::OutputFactory;
 use apm_rs::pipeline::PipelineHooks;
