@@ -128,6 +128,8 @@ fn es_overrides(es: &EsDouble, extra: &[&str]) -> Vec<String> {
         "output.elasticsearch.backoff.init=50ms".to_string(),
         "output.elasticsearch.backoff.max=500ms".to_string(),
         "monitoring.metrics_host=127.0.0.1:0".to_string(),
+        // Bulks of about 100 documents, so a load makes many of them.
+        "output.elasticsearch.flush_bytes=32KiB".to_string(),
     ];
     o.extend(extra.iter().map(|s| s.to_string()));
     o
@@ -147,8 +149,8 @@ fn metrics_addr(srv: &TestServer) -> std::net::SocketAddr {
 }
 
 /// Runs `workers × requests × events` against a fresh server and double with
-/// `faults` set for the length of the load; then clears the faults, waits
-/// for the counters to drain and prints the identity line.
+/// `faults` set (for `window`, or until used up); waits for the counters to
+/// drain and prints the identity line.
 struct Case<'a> {
     name: &'a str,
     faults: Faults,
@@ -156,7 +158,8 @@ struct Case<'a> {
     workers: usize,
     requests: usize,
     events: usize,
-    /// Clear the faults after this long instead of at the end of the load.
+    /// Clear the faults after this long; `None`: leave them (count-limited
+    /// faults run out by themselves) until the counters have drained.
     window: Option<Duration>,
 }
 
@@ -191,7 +194,6 @@ async fn run(case: Case<'_>) -> Outcome {
     if let Some(c) = clearer {
         c.await.expect("clearer");
     }
-    es.clear_faults();
     let id = scrape_until_drained(metrics_addr(&srv), Duration::from_secs(60)).await;
     id.check(case.name);
     let (docs, distinct) = es_docs(&es);
@@ -240,6 +242,7 @@ async fn storm_429_short_backoff_loses_nothing() {
             "output.elasticsearch.backoff.init=20ms",
             "output.elasticsearch.backoff.max=200ms",
             "output.elasticsearch.max_retries=20",
+            "output.elasticsearch.retry_budget=60s",
         ],
         workers: 4,
         requests: 40,
@@ -262,6 +265,7 @@ async fn storm_429_long_backoff_loses_nothing() {
             "output.elasticsearch.backoff.init=200ms",
             "output.elasticsearch.backoff.max=2s",
             "output.elasticsearch.max_retries=20",
+            "output.elasticsearch.retry_budget=60s",
         ],
         workers: 4,
         requests: 40,
@@ -271,6 +275,7 @@ async fn storm_429_long_backoff_loses_nothing() {
     .await;
     assert_eq!(o.id.failed, 0, "{:?}", o.id);
     assert_eq!((o.docs, o.distinct), (o.id.indexed, o.id.indexed));
+    assert!(o.bulks > 30, "the storm was hit ({} bulks)", o.bulks);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +288,10 @@ async fn server_errors_are_retried_and_lose_nothing() {
     let o = run(Case {
         name: "5xx answers (25 bulks answered 500)",
         faults,
-        overrides: &["output.elasticsearch.backoff.init=20ms"],
+        overrides: &[
+            "output.elasticsearch.backoff.init=20ms",
+            "output.elasticsearch.retry_budget=60s",
+        ],
         workers: 4,
         requests: 40,
         events: 10,
@@ -323,11 +331,17 @@ async fn slow_answers_past_the_timeout() {
         })
         .await;
         assert_eq!(o.id.failed, 0, "{:?}", o.id);
-        assert_eq!(o.distinct, o.id.indexed, "every indexed event is in ES once or more");
+        assert_eq!(
+            o.distinct, o.id.indexed,
+            "every indexed event is in ES once or more"
+        );
         if ids {
             assert_eq!(o.docs, o.distinct, "idempotent ids: no duplicates");
         } else {
-            assert!(o.docs > o.distinct, "timed-out bulks were stored, then resent");
+            assert!(
+                o.docs > o.distinct,
+                "timed-out bulks were stored, then resent"
+            );
         }
     }
 }
@@ -348,7 +362,11 @@ async fn connections_cut_mid_answer() {
                 request_fault_limit: Some(30),
                 ..Default::default()
             },
-            overrides: &["output.elasticsearch.backoff.init=20ms", &ids_opt],
+            overrides: &[
+                "output.elasticsearch.backoff.init=20ms",
+                "output.elasticsearch.retry_budget=60s",
+                &ids_opt,
+            ],
             workers: 4,
             requests: 40,
             events: 10,
@@ -462,7 +480,10 @@ async fn sigterm_binary(
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
     while reqwest::get(format!("{base}/")).await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "apm-rs did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "apm-rs did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -510,8 +531,15 @@ async fn sigterm_mid_load_drains_everything() {
     assert!(id.accepted > 0, "load was accepted before SIGTERM");
     assert!(id.drained(), "{id:?}");
     assert_eq!(id.failed, 0, "{id:?}");
-    assert_eq!(l.accepted, id.accepted, "clients were told of every accepted event");
-    assert_eq!((docs, distinct), (id.indexed, id.indexed), "every indexed event is in ES once");
+    assert_eq!(
+        l.accepted, id.accepted,
+        "clients were told of every accepted event"
+    );
+    assert_eq!(
+        (docs, distinct),
+        (id.indexed, id.indexed),
+        "every indexed event is in ES once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,7 +558,10 @@ async fn sigterm_with_elasticsearch_down_counts_what_it_abandons() {
         "  SIGTERM with ES down: exit {status:?} {took:?} after SIGTERM, client statuses {:?}, client-accepted {}",
         l.statuses, l.accepted
     );
-    assert!(!status.success(), "undelivered events make the exit code non-zero");
+    assert!(
+        !status.success(),
+        "undelivered events make the exit code non-zero"
+    );
     assert!(id.failed > 0, "{id:?}");
     assert!(id.drained(), "{id:?}");
     assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
@@ -600,7 +631,10 @@ async fn panics_under_load() {
         );
     }
     // Three stages before the outcome: rejected (internal); two after: failed (panic).
-    assert_eq!(id.rejected_by.get("internal"), Some(&(3 * rounds as u64 * 5)));
+    assert_eq!(
+        id.rejected_by.get("internal"),
+        Some(&(3 * rounds as u64 * 5))
+    );
     assert_eq!(id.failed_by.get("panic"), Some(&(2 * rounds as u64 * 5)));
     assert_eq!(id.indexed, l.accepted, "{id:?}");
     let (docs, distinct) = es_docs(&es);

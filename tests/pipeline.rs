@@ -199,7 +199,11 @@ async fn a_panic_in_any_stage_is_caught_counted_and_recovered() {
             assert_eq!((r.status, r.accepted()), (202, 3), "{stage}: {}", r.body);
         }
         let t = Arc::clone(&srv.server.as_ref().expect("running").telemetry);
-        assert_eq!(t.stage_panics.with_label_values(&[stage]).get(), 1, "{stage}");
+        assert_eq!(
+            t.stage_panics.with_label_values(&[stage]).get(),
+            1,
+            "{stage}"
+        );
         assert!(srv.shutdown().await, "{stage}: drained");
         let a = t.accounting();
         println!(
@@ -215,7 +219,11 @@ async fn a_panic_in_any_stage_is_caught_counted_and_recovered() {
             }
         );
         assert_eq!(a.received, 12, "{stage}: {a:?}");
-        assert_eq!(a.received, a.rejected + a.indexed + a.failed, "{stage}: {a:?}");
+        assert_eq!(
+            a.received,
+            a.rejected + a.indexed + a.failed,
+            "{stage}: {a:?}"
+        );
         assert_eq!(a.indexed, 9, "{stage}: {a:?}");
         assert_eq!(srv.docs().len(), 9, "{stage}");
         let lost = if counted_as == "internal" {

@@ -40,9 +40,7 @@ impl Indexer {
         deadline: Arc<OnceLock<Instant>>,
     ) -> Self {
         Indexer {
-            discarded: telemetry
-                .events_discarded
-                .with_label_values(&["unsampled"]),
+            discarded: telemetry.events_discarded.with_label_values(&["unsampled"]),
             in_hand: 0,
             hook: None,
             output,

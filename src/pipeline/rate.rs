@@ -120,8 +120,7 @@ impl RateShard {
                 terminal: None,
             };
             let accepted = &self.telemetry.events_accepted;
-            if t
-                .commit_then(outcome, || accepted.inc_by(n as u64))
+            if t.commit_then(outcome, || accepted.inc_by(n as u64))
                 .is_err()
             {
                 if let Some(ip) = reserved {
