@@ -231,3 +231,77 @@ impl Actor for RateShard {
         loss
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthResult;
+    use crate::model::{DecodeConfig, Decoder, RequestBase};
+    use crate::pipeline::{budget::MemoryBudget, ticket, RequestCtx, TicketWatch};
+    use std::sync::OnceLock;
+
+    /// A batch of `n` error events from `ip`, and its handler's watch.
+    fn batch(ip: IpAddr, n: usize) -> (EventBatch, TicketWatch) {
+        let base = RequestBase::default();
+        let mut d = Decoder::new(DecodeConfig::default());
+        let meta = d
+            .decode_metadata(
+                br#"{"metadata":{"service":{"name":"web","agent":{"name":"rum-js","version":"5.0.0"}}}}"#,
+                &base,
+            )
+            .unwrap();
+        let mut events = Vec::new();
+        for i in 0..n {
+            let line = format!(
+                r#"{{"error":{{"id":"{:016x}","exception":{{"message":"m","type":"E"}}}}}}"#,
+                i + 1
+            );
+            d.decode_event(line.as_bytes(), &meta, &mut events).unwrap();
+        }
+        assert_eq!(events.len(), n);
+        let req = Arc::new(RequestCtx {
+            base,
+            auth: AuthResult::none(),
+            rate_key: Some(ip),
+            metadata: OnceLock::new(),
+        });
+        let (t, w) = ticket();
+        let permit = MemoryBudget::new(1 << 20).try_acquire(1).unwrap();
+        let eb = EventBatch {
+            req,
+            events,
+            errors: Vec::new(),
+            ticket: Some(t),
+            permit: Arc::new(permit),
+        };
+        (eb, w)
+    }
+
+    #[test]
+    fn parked_batches_of_a_panicking_shard_are_answered_and_counted() {
+        let t = Arc::new(Telemetry::new());
+        // 10 events/s per IP, bursts of 30
+        let lim = Arc::new(RateLimiter::new(100, 10, 1).unwrap());
+        let (tx, rx) = crossbeam_channel::bounded(10);
+        let mut shard = RateShard::new(0, Arc::clone(&lim), tx, Arc::clone(&t));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let (first, mut w1) = batch(ip, 30);
+        shard.handle(first);
+        assert_eq!(w1.reply.try_recv().unwrap().accepted, 30);
+        let (second, mut w2) = batch(ip, 5);
+        shard.handle(second);
+        assert_eq!(shard.parked.len(), 1, "the second batch waits for tokens");
+        let nothing = Loss {
+            committed: false,
+            events: 0,
+        };
+        assert_eq!(shard.after_panic(nothing), nothing);
+        let o = w2.reply.try_recv().expect("the parked batch is answered");
+        assert!(matches!(o.terminal, Some(Terminal::Internal(_))), "{o:?}");
+        assert_eq!(o.accepted, 0);
+        let a = t.accounting();
+        assert_eq!((a.accepted, a.rejected), (30, 5), "{a:?}");
+        assert_eq!(t.events_rejected.with_label_values(&["internal"]).get(), 5);
+        assert_eq!(rx.len(), 1, "only the first batch went on");
+    }
+}
