@@ -218,12 +218,13 @@ async fn a_panic_in_any_stage_is_caught_counted_and_recovered() {
             );
         }
         let t = Arc::clone(&srv.server.as_ref().expect("running").telemetry);
+        assert!(srv.shutdown().await, "{stage}: drained");
+        // (after the drain: sourcemap and indexer panic after the 202)
         assert_eq!(
             t.stage_panics.with_label_values(&[stage]).get(),
             1,
             "{stage}"
         );
-        assert!(srv.shutdown().await, "{stage}: drained");
         let a = t.accounting();
         println!(
             "IDENTITY | panic in {stage} | received={} rejected={} indexed={} failed={} | {}",
@@ -347,4 +348,59 @@ async fn sigterm_during_load_drains_every_accepted_event() {
         accepted,
         "every accepted event is in the sink"
     );
+}
+
+/// An output stuck for good: shutdown gives up at its deadline (plus the
+/// grace), and books what is still uncounted so the identity holds at exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_past_its_deadline_still_accounts_for_every_event() {
+    let gate = Arc::new(Gate::default()); // never opened
+    let mut srv = TestServer::start_with(
+        &[
+            "apm-server.shutdown_timeout=1s",
+            "pipeline.queue_wait=300ms",
+            "pipeline={decoder: {instances: 1, capacity: 1}, validator: {instances: 1, capacity: 1}, rate: {instances: 1, capacity: 1}, sourcemap: {instances: 1, capacity: 1}, indexer: {instances: 1, capacity: 1}}",
+        ],
+        Some(Arc::new(GatedFactory(Arc::clone(&gate)))),
+        PipelineHooks::default(),
+    );
+    let url = format!("{}/intake/v2/events?verbose", srv.url);
+    let mut accepted = 0;
+    for i in 0..30 {
+        let r = post(
+            &url,
+            errors_payload(10, &format!("s{i}"), "python"),
+            &[NDJSON],
+        )
+        .await;
+        accepted += r.accepted();
+        if r.status == 503 {
+            break;
+        }
+    }
+    assert!(accepted > 0);
+    let t = Arc::clone(&srv.server.as_ref().expect("running").telemetry);
+    let t0 = Instant::now();
+    assert!(!srv.shutdown().await, "a stuck output cannot drain");
+    let took = t0.elapsed();
+    let a = t.accounting();
+    println!(
+        "IDENTITY | shutdown past its deadline, output stuck | received={} rejected={} indexed={} failed={} | {} | took {took:?}",
+        a.received,
+        a.rejected,
+        a.indexed,
+        a.failed,
+        if a.received == a.rejected + a.indexed + a.failed { "holds" } else { "BROKEN" }
+    );
+    assert_eq!(a.received, a.rejected + a.indexed + a.failed, "{a:?}");
+    assert_eq!(a.accepted, accepted, "{a:?}");
+    assert_eq!(
+        t.events_failed.with_label_values(&["shutdown"]).get(),
+        accepted,
+        "{a:?}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // let the stuck indexer go
+    *gate.open.lock() = true;
+    gate.cv.notify_all();
 }
