@@ -4,7 +4,10 @@
 //! Shutdown order (within `apm-server.shutdown_timeout`): stop accepting
 //! connections and let in-flight requests finish, close the pipeline intake,
 //! drain every stage in order, flush and close the outputs. Whatever is not
-//! delivered by the deadline is logged with its count.
+//! delivered by the deadline (plus a short grace, see
+//! [`crate::pipeline::Pipeline::shutdown`]) is logged with its count and
+//! counted as rejected or failed, so the final `shutdown complete` line
+//! satisfies the accounting identity.
 
 use crate::auth::Authenticator;
 use crate::config::Config;

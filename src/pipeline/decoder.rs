@@ -17,7 +17,8 @@ pub const TOO_LARGE: &str = "event exceeded the permitted size";
 
 impl Message for Batch {
     fn loss(&self) -> Loss {
-        // Not yet counted as received: a panic here loses nothing already counted.
+        // Nothing is counted received until the batch is decoded; what a
+        // panic after that loses is reported by `Decoder::after_panic`.
         Loss {
             committed: false,
             events: 0,

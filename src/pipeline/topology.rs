@@ -3,7 +3,9 @@
 //! profile, wiring decoder → validator → rate shards → sourcemap → indexer.
 //!
 //! Shutdown closes the intake, then waits for each stage to drain in order;
-//! the indexers close their outputs with the same deadline.
+//! the indexers close their outputs with the same deadline. After the
+//! deadline and a short grace, anything still uncounted is booked
+//! (rejected `shutting_down` / failed `shutdown`).
 
 use super::decoder::Decoder;
 use super::indexer::Indexer;
