@@ -47,15 +47,9 @@ pub fn from_env(test: &str) -> Option<Engine> {
 }
 
 /// Serialises the tests of one binary that share the engine.
-pub fn lock() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
-    let m = LOCK.get_or_init(|| tokio::sync::Mutex::new(()));
-    loop {
-        if let Ok(g) = m.try_lock() {
-            return g;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+pub async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 impl Engine {

@@ -45,6 +45,8 @@ public final class EngineMain {
             settings.put("http.port", String.valueOf(port));
             settings.put("transport.port", String.valueOf(port + 100));
             settings.put("discovery.type", "single-node");
+            // The runner defaults to master+data; the ingest pipelines need ingest.
+            settings.putList("node.roles", "cluster_manager", "data", "ingest");
             settings.put("thread_pool.write.size", 1);
             settings.put("thread_pool.write.queue_size", 8);
             // Tests fill the disk of a shared machine a little; never go read-only.
