@@ -84,31 +84,44 @@ pub fn index_template(family: &str, pattern: &str) -> Value {
         "type": "keyword", "ignore_above": 1024,
         "fields": {"text": {"type": "match_only_text"}}
     });
+    let wildcard = json!({"type": "wildcard"});
     let wildcard_with_text = json!({
         "type": "wildcard",
         "fields": {"text": {"type": "match_only_text"}}
     });
-    let dynamic_templates = json!([
-        {"numeric_labels": {"path_match": "numeric_labels.*",
-            "mapping": {"type": "scaled_float", "scaling_factor": 1_000_000}}},
-        {"ip": {"match_mapping_type": "string", "match_pattern": "regex", "match": "^(.*_)?ip$",
-            "mapping": {"type": "ip", "ignore_malformed": true}}},
-        {"message": {"match_mapping_type": "string", "match": "message", "mapping": text}},
-        {"wildcard_text": {"match_mapping_type": "string",
-            "path_match": ["*url.full", "*url.original"], "mapping": wildcard_with_text}},
-        {"wildcard": {"match_mapping_type": "string",
-            "path_match": ["*url.path", "*.stack_trace"], "mapping": {"type": "wildcard"}}},
-        {"user_agent_original": {"match_mapping_type": "string",
-            "path_match": "user_agent.original", "mapping": keyword_with_text}},
-        {"text_multifield": {"match_mapping_type": "string", "match_pattern": "regex",
+    // One dynamic template per path: OpenSearch 2.19 has no list form of
+    // `path_match` (Elasticsearch 8.9+).
+    let mut dynamic_templates = vec![
+        json!({"numeric_labels": {"path_match": "numeric_labels.*",
+            "mapping": {"type": "scaled_float", "scaling_factor": 1_000_000}}}),
+        json!({"ip": {"match_mapping_type": "string", "match_pattern": "regex", "match": "^(.*_)?ip$",
+            "mapping": {"type": "ip", "ignore_malformed": true}}}),
+        json!({"message": {"match_mapping_type": "string", "match": "message", "mapping": text}}),
+    ];
+    let per_path = [
+        ("url.full", &wildcard_with_text),
+        ("url.original", &wildcard_with_text),
+        ("url.path", &wildcard),
+        ("stack_trace", &wildcard),
+        ("file.path", &keyword_with_text),
+        ("file.target_path", &keyword_with_text),
+        ("os.full", &keyword_with_text),
+    ];
+    for (i, (suffix, mapping)) in per_path.iter().enumerate() {
+        for (j, pattern) in [format!("*.{suffix}"), (*suffix).to_owned()].iter().enumerate() {
+            dynamic_templates.push(json!({format!("path_{i}_{j}"): {
+                "match_mapping_type": "string", "path_match": pattern, "mapping": mapping}}));
+        }
+    }
+    dynamic_templates.extend([
+        json!({"user_agent_original": {"match_mapping_type": "string",
+            "path_match": "user_agent.original", "mapping": keyword_with_text}}),
+        json!({"text_multifield": {"match_mapping_type": "string", "match_pattern": "regex",
             "match": "^(name|title|executable|working_directory|full_name)$",
-            "mapping": keyword_with_text}},
-        {"text_multifield_paths": {"match_mapping_type": "string",
-            "path_match": ["*file.path", "*file.target_path", "*os.full"],
-            "mapping": keyword_with_text}},
-        {"strings": {"match_mapping_type": "string",
-            "mapping": {"type": "keyword", "ignore_above": 1024}}},
-        {"doubles": {"match_mapping_type": "double", "mapping": {"type": "double"}}}
+            "mapping": keyword_with_text}}),
+        json!({"strings": {"match_mapping_type": "string",
+            "mapping": {"type": "keyword", "ignore_above": 1024}}}),
+        json!({"doubles": {"match_mapping_type": "double", "mapping": {"type": "double"}}}),
     ]);
     json!({
         "index_patterns": [pattern],
@@ -231,7 +244,7 @@ if (samples instanceof List) {
     } else {
       v = s.get('value');
     }
-    ctx.put((String) name, v);
+    put(ctx, (String) name, v);
   }
 }
 "#;
