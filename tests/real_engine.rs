@@ -117,10 +117,16 @@ async fn delivery_into_data_streams_through_ingest_pipelines() {
     let streams = engine.data_streams().await;
     let docs = engine.documents().await;
     for (ds, _, _) in &docs {
-        assert!(streams.contains(ds), "{ds} is not a data stream: {streams:?}");
+        assert!(
+            streams.contains(ds),
+            "{ds} is not a data stream: {streams:?}"
+        );
     }
     for want in ["traces-apm-default", "logs-apm.error-default"] {
-        assert!(streams.iter().any(|s| s == want), "{want} missing: {streams:?}");
+        assert!(
+            streams.iter().any(|s| s == want),
+            "{want} missing: {streams:?}"
+        );
     }
     assert!(
         streams.iter().any(|s| s.starts_with("metrics-apm.")),
@@ -132,7 +138,11 @@ async fn delivery_into_data_streams_through_ingest_pipelines() {
         let pe = first_str(f, "processor.event")
             .unwrap_or_else(|| panic!("no processor.event in {ds}: {f:?}"));
         *by_event.entry(pe.to_owned()).or_default() += 1;
-        assert_eq!(first_str(f, "data_stream.type"), ds.split('-').next(), "{f:?}");
+        assert_eq!(
+            first_str(f, "data_stream.type"),
+            ds.split('-').next(),
+            "{f:?}"
+        );
         match pe {
             "transaction" => {
                 // 12.5 ms → µs by the traces pipeline; success counted.
@@ -154,11 +164,15 @@ async fn delivery_into_data_streams_through_ingest_pipelines() {
             other => panic!("unexpected processor.event {other}"),
         }
     }
-    let want: std::collections::BTreeMap<String, usize> =
-        [("error", 30), ("metric", 30), ("span", 30), ("transaction", 30)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+    let want: std::collections::BTreeMap<String, usize> = [
+        ("error", 30),
+        ("metric", 30),
+        ("span", 30),
+        ("transaction", 30),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     assert_eq!(by_event, want);
 }
 
@@ -204,7 +218,12 @@ async fn back_pressure_real_429s_lose_nothing_and_duplicate_nothing() {
     for i in 0..20 {
         let url = url.clone();
         sends.push(tokio::spawn(async move {
-            post(&url, errors_payload(100, &format!("bp{i}"), "go"), &[NDJSON]).await
+            post(
+                &url,
+                errors_payload(100, &format!("bp{i}"), "go"),
+                &[NDJSON],
+            )
+            .await
         }));
     }
     for s in sends {
@@ -226,7 +245,10 @@ async fn back_pressure_real_429s_lose_nothing_and_duplicate_nothing() {
         "back-pressure: engine rejected {rejected} write tasks, apm-rs resent {resent} documents"
     );
     assert_eq!((a.accepted, a.indexed, a.failed), (2000, 2000, 0), "{a:?}");
-    assert_eq!(n, 2001, "every event indexed exactly once (plus the warm-up)");
+    assert_eq!(
+        n, 2001,
+        "every event indexed exactly once (plus the warm-up)"
+    );
     assert_eq!(engine.count().await, 2001);
     assert!(
         rejected > 0,

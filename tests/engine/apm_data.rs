@@ -72,7 +72,10 @@ pub fn index_template(family: &str, pattern: &str) -> Value {
     for p in NOT_INDEXED.iter().chain(FLATTENED) {
         set_path(&mut props, p, json!({"type": "object", "enabled": false}));
     }
-    for p in ["transaction.representative_count", "span.representative_count"] {
+    for p in [
+        "transaction.representative_count",
+        "span.representative_count",
+    ] {
         set_path(
             &mut props,
             p,
@@ -108,7 +111,10 @@ pub fn index_template(family: &str, pattern: &str) -> Value {
         ("os.full", &keyword_with_text),
     ];
     for (i, (suffix, mapping)) in per_path.iter().enumerate() {
-        for (j, pattern) in [format!("*.{suffix}"), (*suffix).to_owned()].iter().enumerate() {
+        for (j, pattern) in [format!("*.{suffix}"), (*suffix).to_owned()]
+            .iter()
+            .enumerate()
+        {
             dynamic_templates.push(json!({format!("path_{i}_{j}"): {
                 "match_mapping_type": "string", "path_match": pattern, "mapping": mapping}}));
         }

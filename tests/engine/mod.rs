@@ -37,7 +37,10 @@ pub fn from_env(test: &str) -> Option<Engine> {
                 "{test}: APM_RS_ENGINE_URL is not set under CI=true; .ci/run must start \
                  the engine (.ci/engine.sh spawn / wait)"
             );
-            eprintln!(
+            // Straight to stderr: the harness captures eprintln! of passing tests.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** SKIPPED {test}: no real engine (start one with \
                  `APM_RS_ENGINE_URL=$(.ci/engine.sh start)`) ***\n"
             );
@@ -72,14 +75,22 @@ impl Engine {
     }
 
     /// One request; `(status, body as JSON or as a string)`.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut rb = self.client.request(method, format!("{}{path}", self.url));
         if let Some(b) = body {
             rb = rb
                 .header("content-type", "application/json")
                 .body(b.to_string());
         }
-        let r = rb.send().await.unwrap_or_else(|e| panic!("engine {path}: {e}"));
+        let r = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("engine {path}: {e}"));
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -116,11 +127,19 @@ impl Engine {
     pub async fn reset(&self) {
         use reqwest::Method;
         let (s, v) = self
-            .call(Method::DELETE, &format!("/_data_stream/{DATA_STREAMS}"), None)
+            .call(
+                Method::DELETE,
+                &format!("/_data_stream/{DATA_STREAMS}"),
+                None,
+            )
             .await;
         assert!(s == 200 || s == 404, "deleting data streams: {s} {v}");
         let (s, v) = self
-            .call(Method::DELETE, "/.apm-source-map?ignore_unavailable=true", None)
+            .call(
+                Method::DELETE,
+                "/.apm-source-map?ignore_unavailable=true",
+                None,
+            )
             .await;
         assert!(s == 200 || s == 404, "deleting .apm-source-map: {s} {v}");
         self.install().await;
@@ -151,7 +170,11 @@ impl Engine {
     /// Names of our data streams.
     pub async fn data_streams(&self) -> Vec<String> {
         let v = self
-            .ok(reqwest::Method::GET, &format!("/_data_stream/{DATA_STREAMS}"), None)
+            .ok(
+                reqwest::Method::GET,
+                &format!("/_data_stream/{DATA_STREAMS}"),
+                None,
+            )
             .await;
         let mut names: Vec<String> = v["data_streams"]
             .as_array()
@@ -182,7 +205,11 @@ impl Engine {
             .map(|h| {
                 let backing = h["_index"].as_str().unwrap_or_default();
                 let source = h["_source"].clone();
-                (data_stream_of(backing), fields_of(&h["fields"], &source), source)
+                (
+                    data_stream_of(backing),
+                    fields_of(&h["fields"], &source),
+                    source,
+                )
             })
             .collect()
     }
@@ -271,8 +298,6 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     if let Some(x) = o.get(path) {
         return Some(x);
     }
-    path.match_indices('.').find_map(|(i, _)| {
-        o.get(&path[..i])
-            .and_then(|h| lookup(h, &path[i + 1..]))
-    })
+    path.match_indices('.')
+        .find_map(|(i, _)| o.get(&path[..i]).and_then(|h| lookup(h, &path[i + 1..])))
 }
