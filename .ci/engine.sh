@@ -41,16 +41,18 @@ ensure_tools() {
 build() {
   ensure_tools
   local t0; t0=$(date +%s)
-  # Rebuild only when engine/ changed since the last build.
-  local stamp="$ROOT/engine/target/.built"
-  if [ -f "$stamp" ] && [ -f "$ROOT/engine/target/classpath.txt" ] \
-     && [ -z "$(find "$ROOT/engine/pom.xml" "$ROOT/engine/src" -newer "$stamp" -print -quit)" ]; then
+  # Rebuild only when engine/ changed since the last build, the Maven
+  # repository is another one, or a jar of the classpath has gone.
+  local stamp="$ROOT/engine/target/.built" cpfile="$ROOT/engine/target/classpath.txt"
+  if [ -f "$stamp" ] && [ -f "$cpfile" ] && [ "$(cat "$stamp")" = "$M2" ] \
+     && [ -z "$(find "$ROOT/engine/pom.xml" "$ROOT/engine/src" -newer "$stamp" -print -quit)" ] \
+     && tr ':' '\n' < "$cpfile" | while read -r jar; do [ -f "$jar" ] || exit 1; done; then
     log "engine/ is built"
     return
   fi
   log "building engine/ with maven (repository $M2)"
-  (cd "$ROOT/engine" && mvn -B -q -Dmaven.repo.local="$M2" package) >&2
-  touch "$stamp"
+  (cd "$ROOT/engine" && mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$M2" package) >&2
+  echo "$M2" > "$stamp"
   log "build took $(( $(date +%s) - t0 ))s"
 }
 

@@ -23,6 +23,7 @@ pub const DATA_STREAMS: &str = "traces-apm*,logs-apm*,metrics-apm*";
 pub struct Engine {
     pub url: String,
     client: reqwest::Client,
+    installed: std::sync::atomic::AtomicBool,
 }
 
 /// The engine named by `APM_RS_ENGINE_URL`, or `None` after a loud SKIPPED
@@ -63,6 +64,7 @@ impl Engine {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("client"),
+            installed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -123,7 +125,8 @@ impl Engine {
         }
     }
 
-    /// Deletes our data streams and `.apm-source-map`, then installs.
+    /// Deletes our data streams and `.apm-source-map`; installs the
+    /// templates and pipelines on first use (from then on they stay).
     pub async fn reset(&self) {
         use reqwest::Method;
         let (s, v) = self
@@ -142,7 +145,9 @@ impl Engine {
             )
             .await;
         assert!(s == 200 || s == 404, "deleting .apm-source-map: {s} {v}");
-        self.install().await;
+        if !self.installed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.install().await;
+        }
     }
 
     pub async fn refresh(&self) {
