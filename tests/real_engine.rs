@@ -106,6 +106,20 @@ async fn delivery_into_data_streams_through_ingest_pipelines() {
         assert_eq!(r.status, 202, "{}", r.body);
     }
     let n = wait_count(&engine, 120, Duration::from_secs(30)).await;
+    // The server's readiness check against the engine succeeds.
+    let t = Instant::now();
+    loop {
+        let r = common::send(reqwest::Method::GET, &format!("{}/", srv.url), vec![], &[]).await;
+        if r.json()["publish_ready"].as_bool() == Some(true) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "publish_ready stays false: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let telemetry = std::sync::Arc::clone(&srv.server.as_ref().expect("running").telemetry);
     assert!(srv.shutdown().await, "clean shutdown");
     let a = telemetry.accounting();

@@ -145,7 +145,10 @@ impl Engine {
             )
             .await;
         assert!(s == 200 || s == 404, "deleting .apm-source-map: {s} {v}");
-        if !self.installed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self
+            .installed
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             self.install().await;
         }
     }
