@@ -59,7 +59,10 @@ build() {
 running_pid() {
   local pid
   pid=$(cat "$STATE/pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  # Only our node: a stale pid file must never make `stop` kill another process.
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+    && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q 'apmrs.engine.EngineMain' \
+    && echo "$pid"
 }
 
 url() { echo "http://127.0.0.1:$(cat "$STATE/port")"; }
