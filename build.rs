@@ -38,17 +38,28 @@ fn main() {
         s % 60
     );
     println!("cargo:rustc-env=APM_RS_BUILD_SHA={sha}");
-    // In a worktree `.git` is a file: ask git where HEAD really lives, so the
-    // script does not rerun on every build.
-    let git_dir = Command::new("git")
-        .args(["rev-parse", "--git-dir"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if let Some(dir) = git_dir {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/refs/heads");
+    // Rerun when HEAD moves. In a worktree `.git` is a file and HEAD lives in
+    // the worktree's own git dir while branch refs live in the common dir, so
+    // ask git for both and only name paths that exist (a missing path would
+    // make cargo rerun the script, and rebuild the crate, on every build).
+    let git = |arg: &str| {
+        Command::new("git")
+            .args(["rev-parse", arg])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+    };
+    let mut watch = Vec::new();
+    if let Some(dir) = git("--git-dir") {
+        watch.push(dir.join("HEAD"));
+    }
+    if let Some(common) = git("--git-common-dir") {
+        watch.push(common.join("refs").join("heads"));
+        watch.push(common.join("packed-refs"));
+    }
+    for p in watch.into_iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", p.display());
     }
     println!("cargo:rerun-if-changed=build.rs");
 }
