@@ -37,7 +37,7 @@ else
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check \
-    --cache-dir "$HOME/.cache/apm-rs/pip" -r "$PY_LOCK"
+    --cache-dir "${PIP_CACHE_DIR:-$HOME/.cache/apm-rs/pip}" -r "$PY_LOCK"
   stamp_write "$VENV/.stamp" "$PY_LOCK"
 fi
 "$VENV/bin/python" -c 'import elasticapm; print("elastic-apm", elasticapm.VERSION)'

@@ -20,6 +20,7 @@ use base64::Engine;
 use common::*;
 use es_double::{ApiKeyAnswer, EsDouble};
 use serde_json::Value;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,7 +87,8 @@ fn agents(test: &str) -> Option<Agents> {
     if ci() {
         panic!("{test}: {msg} (CI=true: agents are required)");
     }
-    eprintln!("\n*** SKIPPED {test}: {msg} ***\n");
+    // straight to the process's stderr, past the test harness's capture
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {msg} ***\n");
     None
 }
 

@@ -42,6 +42,16 @@ const apm = require('elastic-apm-node').start(opts)
 // A custom metric: a gauge read at each metrics collection.
 apm.registerMetric('apmrs_test.queue_depth', () => 42)
 
+// The event loop can empty while a flush waits forever (e.g. after a rejected
+// request): ending without reaching the end of main() is a failure too.
+let finished = false
+process.on('exit', (code) => {
+  if (!finished && code === 0) {
+    process.stderr.write(`AGENT-FAILED exited before the end of the program (${problems.length} problem(s))\n`)
+    process.exitCode = 1
+  }
+})
+
 function sleep (ms) { return new Promise((resolve) => setTimeout(resolve, ms)) }
 
 async function main () {
@@ -59,13 +69,14 @@ async function main () {
     tx.result = 'HTTP 2xx'
     tx.end()
   }
-  await sleep(1500) // at least one metrics collection
+  await sleep(2000) // at least one metrics collection (metricsInterval 1s)
   await new Promise((resolve) => apm.flush(resolve))
   await apm.destroy()
   if (problems.length > 0) {
     process.stderr.write(`AGENT-FAILED ${problems.length} problem(s)\n`)
     process.exit(1)
   }
+  finished = true
   process.stdout.write('AGENT-OK\n')
   process.exit(0)
 }

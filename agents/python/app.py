@@ -12,17 +12,40 @@ import os
 import sys
 import time
 
+import urllib3
+
 import elasticapm
 from elasticapm.metrics.base_metrics import MetricSet
 
 problems = []
 
 
+def problem(msg):
+    msg = "AGENT-PROBLEM " + msg
+    problems.append(msg)
+    print(msg, file=sys.stderr, flush=True)
+
+
+# The agent logs failed config fetches only at DEBUG level, so every answer it
+# gets is checked here, where its transport (a urllib3 PoolManager) sends.
+_urlopen = urllib3.PoolManager.urlopen
+
+
+def urlopen(self, method, url, *args, **kwargs):
+    response = _urlopen(self, method, url, *args, **kwargs)
+    line = "%s %s -> %d" % (method, urllib3.util.parse_url(url).path, response.status)
+    print("apm-rs: " + line, flush=True)
+    if not (200 <= response.status < 300 or response.status == 304):
+        problem("non-2xx answer: " + line)
+    return response
+
+
+urllib3.PoolManager.urlopen = urlopen
+
+
 class Collect(logging.Handler):
     def emit(self, record):
-        msg = "AGENT-PROBLEM %s %s: %s" % (record.levelname, record.name, record.getMessage())
-        problems.append(msg)
-        print(msg, file=sys.stderr, flush=True)
+        problem("%s %s: %s" % (record.levelname, record.name, record.getMessage()))
 
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)

@@ -38,6 +38,15 @@ function serve () {
   return new Promise((resolve) => server.listen(0, 'localhost', () => resolve(server)))
 }
 
+// Ending without reaching the end of main() is a failure too.
+let finished = false
+process.on('exit', (code) => {
+  if (!finished && code === 0) {
+    process.stderr.write(`AGENT-FAILED exited before the end of the program (${problems.length} problem(s))\n`)
+    process.exitCode = 1
+  }
+})
+
 async function main () {
   const server = await serve()
   const origin = `http://localhost:${server.address().port}`
@@ -95,6 +104,7 @@ async function main () {
     process.stderr.write(`AGENT-FAILED ${problems.length} problem(s)\n`)
     process.exit(1)
   }
+  finished = true
   process.stdout.write('AGENT-OK\n')
 }
 
