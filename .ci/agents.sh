@@ -17,13 +17,18 @@ stamp_ok() { # <stamp file> <lock files...>: true when the installed set matches
 }
 stamp_write() { local stamp=$1; shift; cat "$@" | sha256sum >"$stamp"; }
 
-# --- Chromium (for the RUM agent) -------------------------------------------
+# --- system packages: Chromium (for the RUM agent), and Node.js / Python
+# from Debian only where the machine has none ----------------------------------
 CHROMIUM="${APM_RS_CHROMIUM:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM" ]; then
-  echo "installing Debian's chromium"
+APT=()
+[ -x "$CHROMIUM" ] || APT+=(chromium)
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || APT+=(nodejs npm)
+command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null || APT+=(python3 python3-venv)
+if [ ${#APT[@]} -gt 0 ]; then
+  echo "installing from Debian: ${APT[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${APT[@]}" >/dev/null
 fi
 "$CHROMIUM" --version 2>/dev/null  # its wrapper script prints shell noise on stderr
 

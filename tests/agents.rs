@@ -478,12 +478,26 @@ async fn python_agent_with_secret_token() {
     .assert_clean("python, secret token");
     assert_complete(&es, &e).await;
     // the completeness check itself can fail: the same documents do not
-    // satisfy another service's expectations
+    // satisfy another service's expectations ...
     let other = backend("py-other", "python");
     let m = missing(&es, &other);
     assert!(
         m.iter().any(|x| x.contains("a document of service"))
             && m.iter().any(|x| x.contains("metrics-apm.app.py_other")),
+        "{m:?}"
+    );
+    // ... nor do they once the traces sit in another data stream
+    let moved = EsDouble::start();
+    for (i, (index, doc)) in all_docs(&es).into_iter().enumerate() {
+        let index = index.replace("traces-apm-default", "traces-apm.rum-default");
+        moved.put_doc(&index, &i.to_string(), doc);
+    }
+    let m = missing(&moved, &e);
+    assert!(
+        m.iter()
+            .any(|x| x.contains("names data stream traces-apm-default"))
+            && m.iter()
+                .any(|x| x.contains("traces-apm-default: 2 transaction(s)")),
         "{m:?}"
     );
 }
