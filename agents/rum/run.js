@@ -58,13 +58,18 @@ async function main () {
   const page = await browser.newPage()
   let inflight = 0
   let intakeOk = 0
+  let intakeSent = 0
   let configOk = 0
   const isApm = (u) => u.startsWith(apmUrl)
   page.on('console', (m) => {
     if (m.type() === 'warning' || m.type() === 'error') problem(`console.${m.type()}: ${m.text()}`)
   })
   page.on('pageerror', (e) => problem(`page error: ${e}`))
-  page.on('request', (r) => { if (isApm(r.url())) inflight++ })
+  page.on('request', (r) => {
+    if (!isApm(r.url())) return
+    inflight++
+    if (r.method() === 'POST') intakeSent++
+  })
   page.on('requestfailed', (r) => {
     if (isApm(r.url())) inflight--
     problem(`request failed: ${r.method()} ${r.url()}: ${r.failure() && r.failure().errorText}`)
@@ -84,12 +89,12 @@ async function main () {
   const q = new URLSearchParams({ server: apmUrl, service: process.env.SERVICE_NAME, api: process.env.API_VERSION })
   await page.goto(`${origin}/?${q}`)
   await page.waitForFunction(() => window.__apmrsDone === true, null, { timeout: 15000 })
-  // let the agent flush its queue (flushInterval 200 ms), then wait for quiet
+  // let the agent send its queue (flushInterval 200 ms), then wait for quiet
   const deadline = Date.now() + 15000
   let quietSince = 0
   while (Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 100))
-    if (inflight === 0 && intakeOk > 0) {
+    if (inflight === 0 && intakeSent > 0) {
       if (!quietSince) quietSince = Date.now()
       if (Date.now() - quietSince >= 1500) break
     } else {
