@@ -184,10 +184,15 @@ async fn run_agent(
         .env("SERVICE_NAME", service)
         .env_remove("SECRET_TOKEN")
         .env_remove("API_KEY")
-        .env_remove("ELASTIC_APM_SERVER_URL")
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log file"))
         .stderr(file);
+    // the agents read ELASTIC_APM_* settings from the environment: none leak in
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ELASTIC_APM_") {
+            c.env_remove(k);
+        }
+    }
     match creds {
         Credentials::None => {}
         Credentials::Token(t) => {
