@@ -123,6 +123,8 @@ impl ServerBuilder {
             ),
         };
         // --- end agentcfg ---
+        let http_metrics = http::limits::HttpMetrics::new(&telemetry.registry)
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let state = Arc::new(AppState {
             telemetry: Arc::clone(&telemetry),
             intake: pipeline.intake.clone(),
@@ -149,6 +151,7 @@ impl ServerBuilder {
                 .map_err(|e| StartError::Config(e.to_string()))?,
             cfg: Arc::clone(&cfg),
             agent_configs: Arc::clone(&agent_configs),
+            http_metrics: http_metrics.clone(),
         });
 
         let tls = match cfg.tls() {
@@ -170,9 +173,11 @@ impl ServerBuilder {
                     let st = Arc::clone(&state);
                     let mut server = HttpServer::new(move || {
                         App::new()
+                            .wrap(middleware::from_fn(http::limits::connection_limits))
                             .wrap(middleware::from_fn(http::observe))
                             .configure(http::configure(Arc::clone(&st)))
                     })
+                    .on_connect(move |_, ext| http_metrics.on_connect(ext))
                     .disable_signals()
                     .keep_alive(a.idle_timeout.get())
                     .client_request_timeout(a.read_timeout.get())

@@ -239,6 +239,43 @@ pub(crate) fn first_value_len(line: &[u8]) -> usize {
     }
 }
 
+/// Deepest nesting of objects and arrays a line may have; deeper lines are
+/// decode errors (walking them recursively could overflow the stack).
+pub const MAX_DEPTH: usize = 1000;
+
+/// Whether the value tree on `nodes` nests deeper than `limit` (iterative).
+fn too_deep(nodes: &[Node<'_>], limit: usize) -> bool {
+    if nodes.len() <= limit {
+        return false;
+    }
+    // End index (exclusive) of every open container.
+    let mut open: Vec<usize> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        while open.last().is_some_and(|&end| end <= i) {
+            open.pop();
+        }
+        if let Node::Object { count, .. } | Node::Array { count, .. } = n {
+            open.push(i.saturating_add(*count).saturating_add(1));
+            if open.len() > limit {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn root_object<'a>(nodes: &'a [Node<'a>]) -> R<Obj<'a>> {
+    if too_deep(nodes, MAX_DEPTH) {
+        return Err(LineError::Decode(format!(
+            "nesting deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    match view(nodes) {
+        V::Object(o) => Ok(o),
+        _ => Err(LineError::Decode("expected a JSON object".into())),
+    }
+}
+
 impl Decoder {
     /// A decoder applying `cfg`.
     pub fn new(cfg: DecodeConfig) -> Self {
@@ -265,10 +302,7 @@ impl Decoder {
         self.scratch.extend_from_slice(line);
         let err = match simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape) {
             Ok(()) => {
-                let r = match view(&tape.0) {
-                    V::Object(o) => f(o, &self.cfg),
-                    _ => Err(LineError::Decode("expected a JSON object".into())),
-                };
+                let r = root_object(&tape.0).and_then(|o| f(o, &self.cfg));
                 self.tape = Some(tape.reset());
                 return r;
             }
@@ -283,10 +317,7 @@ impl Decoder {
         self.retry.clear();
         self.retry.extend_from_slice(line.get(..n).unwrap_or(line));
         let r = match simd_json::fill_tape(&mut self.retry, &mut self.buffers, &mut tape) {
-            Ok(()) => match view(&tape.0) {
-                V::Object(o) => f(o, &self.cfg),
-                _ => Err(LineError::Decode("expected a JSON object".into())),
-            },
+            Ok(()) => root_object(&tape.0).and_then(|o| f(o, &self.cfg)),
             Err(e) => Err(LineError::Decode(e.to_string())),
         };
         self.tape = Some(tape.reset());
