@@ -457,4 +457,73 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn over_long_line_is_reported_before_it_ends() {
+        let mut d = BodyDecoder::new(Encoding::Sniff, 10);
+        let mut rest: &[u8] = b"meta\n0123456789abcdef";
+        while !rest.is_empty() {
+            let n = d.feed(rest).unwrap();
+            rest = &rest[n..];
+        }
+        // the line has not ended, yet it is already reported (truncated)
+        assert_eq!(d.next_line(), Some(line("meta")));
+        assert_eq!(
+            d.next_line(),
+            Some(LineItem::TooLarge(Bytes::from_static(b"0123456789")))
+        );
+        d.feed(b"more and more\nok\n").unwrap();
+        d.finish().unwrap();
+        assert_eq!(d.next_line(), Some(line("ok")));
+        assert_eq!(d.next_line(), None);
+    }
+
+    fn zeros_gz(n: usize) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+        gz.write_all(b"meta\n").unwrap();
+        gz.write_all(&vec![0u8; n]).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn decompression_is_bounded_per_feed_and_by_ratio() {
+        let body = zeros_gz(64 << 20);
+        // ratio off: one feed call produces at most about 64 KiB
+        let mut d = BodyDecoder::new(Encoding::Gzip, 100);
+        let mut rest: &[u8] = &body;
+        let mut before = 0;
+        while !rest.is_empty() {
+            let n = d.feed(rest).unwrap();
+            rest = &rest[n..];
+            assert!(d.decoded() - before <= 64 << 10, "{}", d.decoded() - before);
+            before = d.decoded();
+        }
+        d.finish().unwrap();
+        assert_eq!(d.decoded(), (64 << 20) + 5);
+        // ratio 200: stops past the 16 MiB floor, long before the end
+        let mut d = BodyDecoder::new(Encoding::Gzip, 100).with_ratio_limit(200);
+        let mut rest: &[u8] = &body;
+        let err = loop {
+            match d.feed(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) => break e,
+            }
+            assert!(!rest.is_empty(), "the limit was not hit");
+        };
+        assert_eq!(err, BodyError::RatioExceeded { ratio: 200 });
+        assert!(d.decoded() < RATIO_FLOOR + (64 << 10));
+        assert_eq!(
+            format!("data decoding error: {err}"),
+            "data decoding error: decompressed body exceeds 200 times its compressed size (apm-server.max_decompression_ratio)"
+        );
+        // a plain body is never limited
+        let mut d = BodyDecoder::new(Encoding::Sniff, 100).with_ratio_limit(1);
+        let plain = vec![b'a'; RATIO_FLOOR as usize + 10];
+        let mut rest: &[u8] = &plain;
+        while !rest.is_empty() {
+            let n = d.feed(rest).unwrap();
+            rest = &rest[n..];
+        }
+        d.finish().unwrap();
+    }
 }

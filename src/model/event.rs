@@ -795,3 +795,39 @@ impl Frame {
         self.sourcemap_updated = true;
     }
 }
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn later_values_replace_earlier_ones_with_and_without_the_index() {
+        let mut l = Labels::default();
+        for i in 0..1000 {
+            l.set_string(&format!("k{i}"), format!("a{i}"));
+            l.set_number(&format!("n{i}"), i as f64);
+        }
+        for i in (0..1000).step_by(7) {
+            l.set_string(&format!("k{i}"), "b".into());
+            l.set_number(&format!("n{i}"), -1.0);
+        }
+        l.set_string("new", "x".into());
+        assert_eq!(l.strings.len(), 1001);
+        assert_eq!(l.numbers.len(), 1000);
+        assert_eq!(l.strings[7], ("k7".to_string(), "b".to_string()));
+        assert_eq!(l.strings[8], ("k8".to_string(), "a8".to_string()));
+        assert_eq!(l.numbers[14].1, -1.0);
+        assert_eq!(l.strings[1000].0, "new");
+        // a clone keeps a working index
+        let mut c = l.clone();
+        c.set_string("k999", "z".into());
+        assert_eq!(c.strings.len(), 1001);
+        assert_eq!(c.strings[999].1, "z");
+        // small sets use no index
+        let mut s = Labels::default();
+        s.set_string("a", "1".into());
+        s.set_string("a", "2".into());
+        assert_eq!(s.strings, vec![("a".to_string(), "2".to_string())]);
+        assert!(s.index.is_none());
+    }
+}
