@@ -164,6 +164,10 @@ impl ServerBuilder {
         let addr = cfg.listen_addr();
         let (tx, rx) = std::sync::mpsc::channel();
         let http_cfg = Arc::clone(&cfg);
+        let conn_hooks = http::limits::ConnHooks {
+            metrics: http_metrics,
+            idle_limit: cfg.apm_server.idle_timeout.get() + cfg.apm_server.read_timeout.get(),
+        };
         let thread = std::thread::Builder::new()
             .name("http".into())
             .spawn(move || {
@@ -177,7 +181,7 @@ impl ServerBuilder {
                             .wrap(middleware::from_fn(http::observe))
                             .configure(http::configure(Arc::clone(&st)))
                     })
-                    .on_connect(move |_, ext| http_metrics.on_connect(ext))
+                    .on_connect(move |io, ext| conn_hooks.on_connect(io, ext))
                     .disable_signals()
                     .keep_alive(a.idle_timeout.get())
                     .client_request_timeout(a.read_timeout.get())

@@ -739,7 +739,7 @@ async fn content_encoding_lying_about_the_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_one_byte_per_second() {
-    let srv = TestServer::start(&["apm-server.read_timeout=2s"]);
+    let srv = TestServer::start(&["apm-server.read_timeout=2s", "apm-server.idle_timeout=2s"]);
     let case = Case::start("slowloris (1 byte/s, read_timeout 2s)", &srv);
     // in the head: actix's request timeout answers 408 and closes
     let mut c = Conn::open(addr(&srv)).await;
@@ -762,6 +762,25 @@ async fn slowloris_one_byte_per_second() {
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.json(), serde_json::json!({"error":"request timed out"}));
     assert!(r.closes());
+    // the head of a second request on a kept-alive connection, 1 byte/s:
+    // closed (with or without a 408) after the timeouts, not served forever
+    let body = payload(&[META, &event(0)]);
+    let mut first = request(INTAKE, &[], Some(body.len()));
+    first.extend_from_slice(&body);
+    let mut c = Conn::open(addr(&srv)).await;
+    let second = request(INTAKE, &[], Some(body.len()));
+    c.send_after(first, second, 1, Duration::from_secs(1));
+    let r = c
+        .response(Duration::from_secs(5))
+        .await
+        .expect("first answer");
+    assert_eq!(r.status, 202, "{r:?}");
+    let r = c.response(Duration::from_secs(15)).await;
+    assert!(r.as_ref().is_none_or(|r| r.status == 408), "{r:?}");
+    assert!(
+        c.closed_within(Duration::from_secs(5)).await,
+        "second head slowloris closed"
+    );
     case.end(&srv, "408/503");
     still_up(&srv).await;
 }

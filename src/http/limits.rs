@@ -1,13 +1,22 @@
 //! Protocol-level limits of the HTTP listener and their metrics: open
-//! connections (counted per connection, decremented when it closes),
-//! `apm-server.max_header_size` (→ `431 {"error":"request header fields too
-//! large"}`), and the intake body byte counters.
+//! connections (counted per connection, decremented when it closes), the
+//! connection watchdog, `apm-server.max_header_size` (→ `431
+//! {"error":"request header fields too large"}`), no processing behind a
+//! `Connection: close`, and the intake body byte counters.
 //!
 //! Invariants: the open-connections gauge is raised by the server's
-//! `on_connect` hook and lowered by a guard dropped with the connection's
-//! extensions, so it cannot drift; the header check looks only at the parsed
-//! head (actix-http itself refuses heads over 128 KiB or 96 headers with a
-//! bodiless 431 before any of this runs).
+//! `on_connect` hook and lowered by per-connection state dropped with the
+//! connection's extensions, so it cannot drift; the header check looks only
+//! at the parsed head (actix-http itself refuses heads over 128 KiB or 96
+//! headers with a bodiless 431 before any of this runs).
+//!
+//! Watchdog: actix-http bounds the first request's head
+//! (`client_request_timeout`) and idle keep-alive, but a kept-alive
+//! connection trickling the next head a byte at a time stays open forever.
+//! Every connection therefore gets a timer: when no request has been in
+//! progress for `idle_timeout + read_timeout`, its socket is shut down
+//! (through a duplicate of the socket's descriptor, owned by the connection
+//! state and dropped with it, so it can never touch another connection).
 
 use super::response;
 use super::AppState;
@@ -16,8 +25,14 @@ use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
 use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web;
+use parking_lot::Mutex;
 use prometheus::{IntCounter, IntGauge, Registry};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::any::Any;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Answer to a request head larger than `apm-server.max_header_size`.
 pub const HEADER_TOO_LARGE: &str = "request header fields too large";
@@ -65,29 +80,114 @@ impl HttpMetrics {
             decoded_bytes,
         })
     }
+}
 
-    /// For the server's `on_connect` hook: counts the connection until its
-    /// extensions (and so the guard) are dropped.
-    pub fn on_connect(&self, ext: &mut Extensions) {
-        self.open_connections.inc();
-        ext.insert(ConnState {
-            open: self.open_connections.clone(),
+/// The listener's `on_connect` hook: metrics and the watchdog.
+#[derive(Clone)]
+pub struct ConnHooks {
+    pub metrics: HttpMetrics,
+    /// No request in progress for this long closes the connection.
+    pub idle_limit: Duration,
+}
+
+impl ConnHooks {
+    /// For `HttpServer::on_connect`: counts the connection until its
+    /// extensions are dropped and starts its watchdog.
+    pub fn on_connect(&self, io: &dyn Any, ext: &mut Extensions) {
+        self.metrics.open_connections.inc();
+        let shared = Arc::new(ConnShared {
             closing: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+            socket: socket_of(io),
+        });
+        if shared.socket.is_some() {
+            watchdog(Arc::downgrade(&shared), self.idle_limit);
+        }
+        ext.insert(ConnState {
+            open: self.metrics.open_connections.clone(),
+            shared,
         });
     }
+}
+
+/// A duplicate of the connection's TCP socket (plain or under TLS).
+fn socket_of(io: &dyn Any) -> Option<std::net::TcpStream> {
+    use actix_web::rt::net::TcpStream;
+    let tcp: &TcpStream = if let Some(t) = io.downcast_ref::<TcpStream>() {
+        t
+    } else {
+        io.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()?
+            .get_ref()
+            .0
+    };
+    tcp.as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(std::net::TcpStream::from)
+}
+
+/// Shuts the connection down once it has had no request in progress for
+/// `limit`; ends with the connection.
+fn watchdog(conn: Weak<ConnShared>, limit: Duration) {
+    actix_web::rt::spawn(async move {
+        let mut wake = Instant::now() + limit;
+        loop {
+            tokio::time::sleep_until(wake).await;
+            let Some(c) = conn.upgrade() else { return };
+            let due = *c.last.lock() + limit;
+            if c.in_flight.load(Ordering::Relaxed) > 0 {
+                wake = Instant::now() + limit;
+            } else if due > Instant::now() {
+                wake = due;
+            } else {
+                if let Some(s) = &c.socket {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+                return;
+            }
+        }
+    });
 }
 
 /// Per-connection state; lowers the open-connections gauge when the
 /// connection ends.
 struct ConnState {
     open: IntGauge,
-    /// A response on this connection said `Connection: close`.
-    closing: AtomicBool,
+    shared: Arc<ConnShared>,
 }
 
 impl Drop for ConnState {
     fn drop(&mut self) {
         self.open.dec();
+    }
+}
+
+struct ConnShared {
+    /// A response on this connection said `Connection: close`.
+    closing: AtomicBool,
+    /// Requests being handled.
+    in_flight: AtomicUsize,
+    /// When the last request started or ended.
+    last: Mutex<Instant>,
+    socket: Option<std::net::TcpStream>,
+}
+
+/// Marks a request in progress on its connection until dropped.
+struct InFlight(Arc<ConnShared>);
+
+impl InFlight {
+    fn new(c: &Arc<ConnShared>) -> Self {
+        c.in_flight.fetch_add(1, Ordering::Relaxed);
+        *c.last.lock() = Instant::now();
+        InFlight(Arc::clone(c))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last.lock() = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -117,10 +217,12 @@ pub async fn connection_limits<B>(
 where
     B: MessageBody + 'static,
 {
-    let closing = req
-        .conn_data::<ConnState>()
-        .is_some_and(|c| c.closing.load(Ordering::Relaxed));
-    if closing {
+    let conn = req.conn_data::<ConnState>().map(|c| Arc::clone(&c.shared));
+    let _in_flight = conn.as_ref().map(InFlight::new);
+    if conn
+        .as_ref()
+        .is_some_and(|c| c.closing.load(Ordering::Relaxed))
+    {
         return Ok(refuse(
             req,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -133,7 +235,7 @@ where
     if let Some((max, metrics)) = limit {
         if max > 0 && head_size(&req) > max {
             metrics.header_too_large.inc();
-            mark_closing(&req);
+            mark_closing(conn.as_deref());
             return Ok(refuse(
                 req,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -143,15 +245,13 @@ where
     }
     let res = next.call(req).await?;
     if res.response().head().connection_type() == ConnectionType::Close {
-        if let Some(c) = res.request().conn_data::<ConnState>() {
-            c.closing.store(true, Ordering::Relaxed);
-        }
+        mark_closing(conn.as_deref());
     }
     Ok(res.map_into_left_body())
 }
 
-fn mark_closing(req: &ServiceRequest) {
-    if let Some(c) = req.conn_data::<ConnState>() {
+fn mark_closing(conn: Option<&ConnShared>) {
+    if let Some(c) = conn {
         c.closing.store(true, Ordering::Relaxed);
     }
 }
