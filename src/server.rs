@@ -187,11 +187,16 @@ impl ServerBuilder {
                     .client_request_timeout(a.read_timeout.get())
                     .client_disconnect_timeout(Duration::from_secs(1))
                     .shutdown_timeout(a.shutdown_timeout.get().as_secs().max(1));
+                    // actix's limit is per worker: split the total so that
+                    // the sum never exceeds it (0 = actix's 25,000 per worker)
                     if a.max_connections > 0 {
                         let workers = std::thread::available_parallelism()
                             .map(|n| n.get())
-                            .unwrap_or(1);
-                        server = server.max_connections((a.max_connections / workers).max(1));
+                            .unwrap_or(1)
+                            .min(a.max_connections);
+                        server = server
+                            .workers(workers)
+                            .max_connections(a.max_connections / workers);
                     }
                     let bound = match &tls {
                         Some(t) => server.bind_rustls_0_23(&addr, t.clone()),
