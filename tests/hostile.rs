@@ -13,7 +13,6 @@
 mod common;
 use common::*;
 use std::io::Write;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,7 +21,7 @@ use tokio::net::TcpStream;
 /// the rest is decoder scratch, allocator slack and the test's own buffers).
 const RSS_BOUND: u64 = 256 << 20;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const META: &str =
     r#"{"metadata":{"service":{"name":"hostile","agent":{"name":"go","version":"1.0.0"}}}}"#;
@@ -265,8 +264,8 @@ async fn still_up(srv: &TestServer) {
 
 /// Held for a whole test: one test at a time, so one case's peak RSS is not
 /// another's setup.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 /// One measured case; prints its table row.
@@ -338,7 +337,7 @@ fn errors(r: &Resp) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bomb_in_the_metadata_line() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let body = zeros_gz(b"", 2048); // 2 GiB of zeros
     let mut case = Case::start("gzip bomb (2 GiB zeros, no newline)", &srv);
@@ -357,7 +356,7 @@ async fn gzip_bomb_in_the_metadata_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bomb_after_good_events_hits_the_ratio_limit() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let mut head = payload(&[META, &event(0), &event(1)]);
     head.extend_from_slice(b"{\"error\":");
@@ -382,7 +381,7 @@ async fn gzip_bomb_after_good_events_hits_the_ratio_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ratio_limit_is_configurable_and_can_be_off() {
-    let _serial = serial();
+    let _serial = serial().await;
     // 0 = off: a 64 MiB zero line after the metadata is only too large.
     let srv = TestServer::start(&["apm-server.max_decompression_ratio=0"]);
     let mut head = payload(&[META, &event(0)]);
@@ -414,7 +413,7 @@ async fn ratio_limit_is_configurable_and_can_be_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_without_newline() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let case = Case::start("body with no newline (metadata only)", &srv);
     let r = post_raw(&srv, META.as_bytes().to_vec(), &[]).await;
@@ -434,7 +433,7 @@ async fn body_without_newline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_megabyte_single_line() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let mut body = payload(&[META, &event(0)]);
     body.extend_from_slice(b"{\"error\":{\"culprit\":\"");
@@ -458,7 +457,7 @@ async fn hundred_megabyte_single_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_nested_100000_deep() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let deep = format!(
         r#"{{"error":{{"id":"0123456789abcdef","exception":{{"message":"m","attributes":{{"a":{}{}}}}}}}}}"#,
@@ -502,7 +501,7 @@ async fn json_nested_100000_deep() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_and_nul_bytes() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let case = Case::start("invalid UTF-8 / NUL bytes", &srv);
     let mut bad_utf8 = br#"{"error":{"id":"0123456789abcdef","exception":{"message":""#.to_vec();
@@ -553,7 +552,7 @@ async fn invalid_utf8_and_nul_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_out_of_range() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let case = Case::start("numbers out of range", &srv);
     let lines = [
@@ -586,7 +585,7 @@ async fn numbers_out_of_range() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_keys() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let case = Case::start("duplicate keys", &srv);
     let line = r#"{"error":{"id":"aaaaaaaaaaaaaaaa","exception":{"message":"first"},"exception":{"message":"second"},"context":{"tags":{"k":"1","k":"2"}}}}"#;
@@ -609,7 +608,7 @@ async fn duplicate_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_labels() {
-    let _serial = serial();
+    let _serial = serial().await;
     // generous queue_wait: this is about memory and answers, not speed
     let srv = TestServer::start(&[
         "apm-server.max_event_size=8388608",
@@ -636,7 +635,7 @@ async fn hundred_thousand_labels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_line_that_is_an_array() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let case = Case::start("metadata line is an array", &srv);
     let line = format!("[{META}]");
@@ -652,7 +651,7 @@ async fn metadata_line_that_is_an_array() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_of_only_newlines() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let body = vec![b'\n'; 10 << 20];
     // after the metadata empty lines are skipped: 10 MiB of them gzipped
@@ -692,7 +691,7 @@ async fn body_of_only_newlines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_gzip_keeps_what_came_before() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let case = Case::start("truncated gzip stream", &srv);
     let lines: Vec<String> = (0..200).map(event).collect();
@@ -716,7 +715,7 @@ async fn truncated_gzip_keeps_what_came_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_encoding_lying_about_the_body() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let case = Case::start("Content-Encoding lies", &srv);
     let plain = payload(&[META, &event(0)]);
@@ -756,7 +755,7 @@ async fn content_encoding_lying_about_the_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_one_byte_per_second() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&["apm-server.read_timeout=2s", "apm-server.idle_timeout=2s"]);
     let case = Case::start("slowloris (1 byte/s, read_timeout 2s)", &srv);
     // in the head: actix's request timeout answers 408 and closes
@@ -805,7 +804,7 @@ async fn slowloris_one_byte_per_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_idle_connections() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&["apm-server.read_timeout=2s", "apm-server.idle_timeout=2s"]);
     let case = Case::start("3000 idle connections", &srv);
     let mut idle = Vec::new();
@@ -853,7 +852,7 @@ async fn thousands_of_idle_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_is_configurable() {
-    let _serial = serial();
+    let _serial = serial().await;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cap = 8 * workers;
     let srv = TestServer::start(&[
@@ -877,7 +876,7 @@ async fn connection_limit_is_configurable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&["apm-server.max_header_size=8192"]);
     let case = Case::start("oversized headers", &srv);
     let body = payload(&[META, &event(0)]);
@@ -917,7 +916,7 @@ async fn oversized_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_content_length() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&["apm-server.read_timeout=2s"]);
     let case = Case::start("wrong Content-Length", &srv);
     let body = payload(&[META, &event(0), &event(1)]);
@@ -962,7 +961,7 @@ async fn wrong_content_length() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_1_0() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let case = Case::start("HTTP/1.0", &srv);
     let body = payload(&[META, &event(0)]);
@@ -985,7 +984,7 @@ async fn http_1_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests() {
-    let _serial = serial();
+    let _serial = serial().await;
     let srv = TestServer::start(&[]);
     let case = Case::start("pipelined requests", &srv);
     let good = payload(&[META, &event(0)]);
