@@ -36,6 +36,8 @@ use tokio::time::Instant;
 
 /// Answer to a request head larger than `apm-server.max_header_size`.
 pub const HEADER_TOO_LARGE: &str = "request header fields too large";
+/// actix-http refuses longer heads itself (bodiless 431).
+pub const ACTIX_HEAD_LIMIT: usize = 128 << 10;
 /// Answer to a pipelined request behind a response that closed the connection.
 pub const CONNECTION_CLOSING: &str = "connection closing: request not processed";
 
@@ -233,7 +235,7 @@ where
         .app_data::<web::Data<AppState>>()
         .map(|s| (s.cfg.apm_server.max_header_size, s.http_metrics.clone()));
     if let Some((max, metrics)) = limit {
-        if max > 0 && head_size(&req) > max {
+        if max > 0 && max < ACTIX_HEAD_LIMIT && head_size(&req) > max {
             metrics.header_too_large.inc();
             mark_closing(conn.as_deref());
             return Ok(refuse(
@@ -266,4 +268,31 @@ fn refuse<B>(
     let mut resp = response::error(&hreq, status, text);
     resp.head_mut().set_connection_type(ConnectionType::Close);
     ServiceResponse::new(hreq, resp).map_into_right_body()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watchdog_reaches_the_socket_and_shuts_it_down() {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        // something else is not a socket
+        assert!(socket_of(&5u8).is_none());
+        let dup = socket_of(&server).expect("a plain TCP stream's socket");
+        dup.shutdown(std::net::Shutdown::Both).unwrap();
+        // the client sees the connection end
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        drop(server);
+    }
 }
