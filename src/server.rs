@@ -126,6 +126,8 @@ impl ServerBuilder {
             ),
         };
         // --- end agentcfg ---
+        let http_metrics = http::limits::HttpMetrics::new(&telemetry.registry)
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let state = Arc::new(AppState {
             telemetry: Arc::clone(&telemetry),
             intake: pipeline.intake.clone(),
@@ -152,6 +154,7 @@ impl ServerBuilder {
                 .map_err(|e| StartError::Config(e.to_string()))?,
             cfg: Arc::clone(&cfg),
             agent_configs: Arc::clone(&agent_configs),
+            http_metrics: http_metrics.clone(),
         });
 
         let tls = match cfg.tls() {
@@ -164,6 +167,10 @@ impl ServerBuilder {
         let addr = cfg.listen_addr();
         let (tx, rx) = std::sync::mpsc::channel();
         let http_cfg = Arc::clone(&cfg);
+        let conn_hooks = http::limits::ConnHooks {
+            metrics: http_metrics,
+            idle_limit: cfg.apm_server.idle_timeout.get() + cfg.apm_server.read_timeout.get(),
+        };
         let thread = std::thread::Builder::new()
             .name("http".into())
             .spawn(move || {
@@ -173,19 +180,26 @@ impl ServerBuilder {
                     let st = Arc::clone(&state);
                     let mut server = HttpServer::new(move || {
                         App::new()
+                            .wrap(middleware::from_fn(http::limits::connection_limits))
                             .wrap(middleware::from_fn(http::observe))
                             .configure(http::configure(Arc::clone(&st)))
                     })
+                    .on_connect(move |io, ext| conn_hooks.on_connect(io, ext))
                     .disable_signals()
                     .keep_alive(a.idle_timeout.get())
                     .client_request_timeout(a.read_timeout.get())
                     .client_disconnect_timeout(Duration::from_secs(1))
                     .shutdown_timeout(a.shutdown_timeout.get().as_secs().max(1));
+                    // actix's limit is per worker: split the total so that
+                    // the sum never exceeds it (0 = actix's 25,000 per worker)
                     if a.max_connections > 0 {
                         let workers = std::thread::available_parallelism()
                             .map(|n| n.get())
-                            .unwrap_or(1);
-                        server = server.max_connections((a.max_connections / workers).max(1));
+                            .unwrap_or(1)
+                            .min(a.max_connections);
+                        server = server
+                            .workers(workers)
+                            .max_connections(a.max_connections / workers);
                     }
                     let bound = match &tls {
                         Some(t) => server.bind_rustls_0_23(&addr, t.clone()),

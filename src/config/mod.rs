@@ -520,6 +520,14 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.listen_addr(), "127.0.0.1:8200");
         assert_eq!(c.apm_server.max_event_size, 307_200);
+        assert_eq!(c.apm_server.max_decompression_ratio, 200);
+        assert_eq!(
+            cfg(&["apm-server.max_decompression_ratio=0"])
+                .unwrap()
+                .apm_server
+                .max_decompression_ratio,
+            0
+        );
         assert!(!c.anonymous_enabled());
         assert_eq!(
             c.apm_server.auth.anonymous.allow_agent,

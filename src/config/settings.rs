@@ -52,6 +52,9 @@ pub struct ApmServer {
     pub shutdown_timeout: GoDuration,
     /// Maximum length of one ndjson line in bytes.
     pub max_event_size: usize,
+    /// apm-rs extension: a compressed intake body may decompress to at most
+    /// this many times its size (never less than 16 MiB); 0 = unlimited.
+    pub max_decompression_ratio: u64,
     /// Concurrent intake streams being decoded; 0 = auto (see intake.md §6.1).
     pub max_concurrent_decoders: usize,
     /// Headers added to every root, backend and RUM response.
@@ -82,6 +85,7 @@ impl Default for ApmServer {
             idle_timeout: GoDuration::secs(45),
             shutdown_timeout: GoDuration::secs(30),
             max_event_size: 307_200,
+            max_decompression_ratio: 200,
             max_concurrent_decoders: 0,
             response_headers: HeaderMap::new(),
             capture_personal_data: true,

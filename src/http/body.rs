@@ -4,10 +4,13 @@
 //! `max_event_size`.
 //!
 //! Invariants: the body is processed as it arrives, never buffered whole;
-//! at most one partial line (≤ `max_event_size` bytes) is held, and input is
-//! fed to the decompressor in slices of [`FEED`] bytes so one call produces
-//! at most `FEED × 1032` bytes (deflate's maximum ratio) of lines for the
-//! caller to batch; a plain body starting with `x` is never taken for zlib.
+//! at most one partial line (< `max_event_size` bytes) is held and an
+//! over-long line is reported as soon as it reaches the limit (its rest is
+//! skipped unread into memory); one [`BodyDecoder::feed`] produces at most
+//! about 64 KiB of decoded bytes (it may consume less than it was given);
+//! decoded bytes beyond `max_decompression_ratio` × body bytes (floor
+//! [`RATIO_FLOOR`]) end the body; a plain body starting with `x` is never
+//! taken for zlib.
 
 use bytes::{Bytes, BytesMut};
 use flate2::write::{GzDecoder, ZlibDecoder};
@@ -29,10 +32,16 @@ pub enum LineItem {
 }
 
 /// Splits decompressed bytes into lines.
+///
+/// A line reaching `max_event_size` is reported as [`LineItem::TooLarge`] at
+/// once; the rest of it is skipped as it arrives, never held.
 pub struct LineSplitter {
     max: usize,
     partial: BytesMut,
-    overflow: bool,
+    /// Inside an over-long line already reported: skip to the next `\n`.
+    skipping: bool,
+    /// Decoded bytes written so far.
+    pub written: u64,
     pub out: VecDeque<LineItem>,
 }
 
@@ -41,28 +50,32 @@ impl LineSplitter {
         LineSplitter {
             max: max_event_size.max(1),
             partial: BytesMut::with_capacity(8192),
-            overflow: false,
+            skipping: false,
+            written: 0,
             out: VecDeque::new(),
         }
     }
 
     fn push_part(&mut self, p: &[u8]) {
-        if self.overflow {
+        if self.skipping {
             return;
         }
         if self.partial.len() + p.len() >= self.max {
             let take = self.max - self.partial.len();
             self.partial.extend_from_slice(&p[..take]);
-            self.overflow = true;
+            self.out
+                .push_back(LineItem::TooLarge(self.partial.split().freeze()));
+            self.skipping = true;
         } else {
             self.partial.extend_from_slice(p);
         }
     }
 
     fn end_line(&mut self, terminated: bool) {
-        let item = if self.overflow {
-            LineItem::TooLarge(self.partial.split().freeze())
-        } else if self.partial.is_empty() {
+        if std::mem::take(&mut self.skipping) {
+            return;
+        }
+        let item = if self.partial.is_empty() {
             LineItem::Empty
         } else {
             LineItem::Line {
@@ -70,20 +83,21 @@ impl LineSplitter {
                 terminated,
             }
         };
-        self.overflow = false;
         self.out.push_back(item);
     }
 
     /// Emits the final line when the body did not end with `\n`.
     pub fn finish(&mut self) {
-        if !self.partial.is_empty() || self.overflow {
+        if !self.partial.is_empty() {
             self.end_line(false);
         }
+        self.skipping = false;
     }
 }
 
 impl Write for LineSplitter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.written += buf.len() as u64;
         let mut rest = buf;
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
             self.push_part(&rest[..i]);
@@ -127,6 +141,9 @@ pub enum BodyError {
     ZlibHeader,
     #[error("unexpected EOF")]
     UnexpectedEof,
+    /// The decompressed body outgrew `apm-server.max_decompression_ratio`.
+    #[error("decompressed body exceeds {ratio} times its compressed size (apm-server.max_decompression_ratio)")]
+    RatioExceeded { ratio: u64 },
     #[error("{0}")]
     Corrupt(String),
 }
@@ -134,6 +151,10 @@ pub enum BodyError {
 fn is_zlib_header(b0: u8, b1: u8) -> bool {
     b0 & 0x0f == 8 && (b0 >> 4) <= 7 && (u16::from(b0) << 8 | u16::from(b1)) % 31 == 0
 }
+
+/// Decoded bytes always allowed, whatever the ratio (small bodies compress
+/// far better than 200:1 when they are repetitive).
+pub const RATIO_FLOOR: u64 = 16 << 20;
 
 enum Stage {
     /// Waiting for the first two bytes.
@@ -148,6 +169,12 @@ enum Stage {
 pub struct BodyDecoder {
     stage: Stage,
     max: usize,
+    /// `max_decompression_ratio`; 0 = unlimited.
+    ratio: u64,
+    /// Body bytes consumed so far (as sent, before decompression).
+    pub wire: u64,
+    /// Decoded bytes produced so far.
+    decoded: u64,
     /// Lines produced so far that the caller has not taken.
     drained: VecDeque<LineItem>,
     /// Whether any decompressed output was produced (header errors vs later corruption).
@@ -159,9 +186,23 @@ impl BodyDecoder {
         BodyDecoder {
             stage: Stage::Head(enc, Vec::with_capacity(2)),
             max: max_event_size,
+            ratio: 0,
+            wire: 0,
+            decoded: 0,
             drained: VecDeque::new(),
             started: false,
         }
+    }
+
+    /// Limits decoded bytes to `ratio` × body bytes (at least [`RATIO_FLOOR`]); 0 = off.
+    pub fn with_ratio_limit(mut self, ratio: u64) -> Self {
+        self.ratio = ratio;
+        self
+    }
+
+    /// Decoded (decompressed) bytes produced so far.
+    pub fn decoded(&self) -> u64 {
+        self.decoded
     }
 
     fn start(&mut self, enc: Encoding, head: &[u8]) -> Result<(), BodyError> {
@@ -180,52 +221,83 @@ impl BodyDecoder {
             Encoding::Sniff => Stage::Plain(split),
         };
         self.started = true;
-        self.write(head)
+        let mut rest = head;
+        while !rest.is_empty() {
+            let n = self.write(rest)?;
+            rest = &rest[n..];
+        }
+        Ok(())
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<(), BodyError> {
+    /// One write into the decoder: a decompressor takes what fits its 32 KiB
+    /// output buffer, so one call produces a bounded amount of output.
+    fn write(&mut self, data: &[u8]) -> Result<usize, BodyError> {
         let res = match &mut self.stage {
-            Stage::Plain(s) => s.write_all(data),
-            Stage::Gzip(d) => d.write_all(data),
-            Stage::Zlib(d) => d.write_all(data),
-            Stage::Head(..) | Stage::Failed => Ok(()),
+            Stage::Plain(s) => s.write(data),
+            Stage::Gzip(d) => d.write(data),
+            Stage::Zlib(d) => d.write(data),
+            Stage::Head(..) | Stage::Failed => Ok(data.len()),
         };
         self.collect();
-        res.map_err(|e| {
+        match res {
+            // Input the decompressor refuses: data after the end of the stream.
+            Ok(0) if !data.is_empty() => {
+                self.stage = Stage::Failed;
+                Err(BodyError::Corrupt("failed to write whole buffer".into()))
+            }
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.stage = Stage::Failed;
+                Err(BodyError::Corrupt(e.to_string()))
+            }
+        }
+    }
+
+    fn check_ratio(&mut self) -> Result<(), BodyError> {
+        if self.ratio == 0 || matches!(self.stage, Stage::Plain(_)) {
+            return Ok(());
+        }
+        let allowed = self.wire.saturating_mul(self.ratio).max(RATIO_FLOOR);
+        if self.decoded() > allowed {
             self.stage = Stage::Failed;
-            BodyError::Corrupt(e.to_string())
-        })
+            return Err(BodyError::RatioExceeded { ratio: self.ratio });
+        }
+        Ok(())
     }
 
     fn collect(&mut self) {
-        let out = match &mut self.stage {
-            Stage::Plain(s) => &mut s.out,
-            Stage::Gzip(d) => &mut d.get_mut().out,
-            Stage::Zlib(d) => &mut d.get_mut().out,
+        let split = match &mut self.stage {
+            Stage::Plain(s) => s,
+            Stage::Gzip(d) => d.get_mut(),
+            Stage::Zlib(d) => d.get_mut(),
             _ => return,
         };
-        self.drained.append(out);
+        self.decoded = split.written;
+        self.drained.append(&mut split.out);
     }
 
-    /// Feeds at most [`FEED`] bytes of `chunk`; returns how many were consumed.
+    /// Feeds at most [`FEED`] bytes of `chunk`; returns how many were
+    /// consumed, which may be fewer (callers loop). One call produces at most
+    /// about 64 KiB of decoded bytes.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<usize, BodyError> {
         let n = chunk.len().min(FEED);
         let part = &chunk[..n];
-        if let Stage::Head(enc, head) = &mut self.stage {
+        let used = if let Stage::Head(enc, head) = &mut self.stage {
             let enc = *enc;
             let need = 2 - head.len();
             let take = need.min(part.len());
             head.extend_from_slice(&part[..take]);
-            if head.len() < 2 {
-                return Ok(take);
+            if head.len() >= 2 {
+                let head = std::mem::take(head);
+                self.start(enc, &head)?;
             }
-            let head = std::mem::take(head);
-            self.start(enc, &head)?;
-            self.write(&part[take..])?;
-            return Ok(n);
-        }
-        self.write(part)?;
-        Ok(n)
+            take
+        } else {
+            self.write(part)?
+        };
+        self.wire += used as u64;
+        self.check_ratio()?;
+        Ok(used)
     }
 
     /// Ends the body: flushes the decompressor and the last line.
@@ -262,7 +334,8 @@ impl BodyDecoder {
             } else {
                 BodyError::Corrupt(e.to_string())
             }
-        })
+        })?;
+        self.check_ratio()
     }
 
     /// Takes the next complete line, if any.
@@ -383,5 +456,74 @@ mod tests {
                 line("ab\r"),
             ]
         );
+    }
+
+    #[test]
+    fn over_long_line_is_reported_before_it_ends() {
+        let mut d = BodyDecoder::new(Encoding::Sniff, 10);
+        let mut rest: &[u8] = b"meta\n0123456789abcdef";
+        while !rest.is_empty() {
+            let n = d.feed(rest).unwrap();
+            rest = &rest[n..];
+        }
+        // the line has not ended, yet it is already reported (truncated)
+        assert_eq!(d.next_line(), Some(line("meta")));
+        assert_eq!(
+            d.next_line(),
+            Some(LineItem::TooLarge(Bytes::from_static(b"0123456789")))
+        );
+        d.feed(b"more and more\nok\n").unwrap();
+        d.finish().unwrap();
+        assert_eq!(d.next_line(), Some(line("ok")));
+        assert_eq!(d.next_line(), None);
+    }
+
+    fn zeros_gz(n: usize) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+        gz.write_all(b"meta\n").unwrap();
+        gz.write_all(&vec![0u8; n]).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn decompression_is_bounded_per_feed_and_by_ratio() {
+        let body = zeros_gz(64 << 20);
+        // ratio off: one feed call produces at most about 64 KiB
+        let mut d = BodyDecoder::new(Encoding::Gzip, 100);
+        let mut rest: &[u8] = &body;
+        let mut before = 0;
+        while !rest.is_empty() {
+            let n = d.feed(rest).unwrap();
+            rest = &rest[n..];
+            assert!(d.decoded() - before <= 64 << 10, "{}", d.decoded() - before);
+            before = d.decoded();
+        }
+        d.finish().unwrap();
+        assert_eq!(d.decoded(), (64 << 20) + 5);
+        // ratio 200: stops past the 16 MiB floor, long before the end
+        let mut d = BodyDecoder::new(Encoding::Gzip, 100).with_ratio_limit(200);
+        let mut rest: &[u8] = &body;
+        let err = loop {
+            match d.feed(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) => break e,
+            }
+            assert!(!rest.is_empty(), "the limit was not hit");
+        };
+        assert_eq!(err, BodyError::RatioExceeded { ratio: 200 });
+        assert!(d.decoded() < RATIO_FLOOR + (64 << 10));
+        assert_eq!(
+            format!("data decoding error: {err}"),
+            "data decoding error: decompressed body exceeds 200 times its compressed size (apm-server.max_decompression_ratio)"
+        );
+        // a plain body is never limited
+        let mut d = BodyDecoder::new(Encoding::Sniff, 100).with_ratio_limit(1);
+        let plain = vec![b'a'; RATIO_FLOOR as usize + 10];
+        let mut rest: &[u8] = &plain;
+        while !rest.is_empty() {
+            let n = d.feed(rest).unwrap();
+            rest = &rest[n..];
+        }
+        d.finish().unwrap();
     }
 }

@@ -176,7 +176,7 @@ impl IntakeRun {
     pub async fn run(
         mut self,
         req: &HttpRequest,
-        mut payload: web::Payload,
+        payload: web::Payload,
         deadline: Instant,
     ) -> Result<IntakeResult, TimedOut> {
         let enc = Encoding::from_header(
@@ -184,7 +184,22 @@ impl IntakeRun {
                 .get("content-encoding")
                 .and_then(|v| v.to_str().ok()),
         );
-        let mut body = BodyDecoder::new(enc, self.state.cfg.apm_server.max_event_size);
+        let a = &self.state.cfg.apm_server;
+        let mut body =
+            BodyDecoder::new(enc, a.max_event_size).with_ratio_limit(a.max_decompression_ratio);
+        let result = self.read_body(&mut body, payload, deadline).await;
+        let m = &self.state.http_metrics;
+        m.body_bytes.inc_by(body.wire);
+        m.decoded_bytes.inc_by(body.decoded());
+        result.map(|()| self.result)
+    }
+
+    async fn read_body(
+        &mut self,
+        body: &mut BodyDecoder,
+        mut payload: web::Payload,
+        deadline: Instant,
+    ) -> Result<(), TimedOut> {
         loop {
             let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
                 Err(_) => return Err(TimedOut),
@@ -192,7 +207,7 @@ impl IntakeRun {
                 Ok(Some(Ok(c))) => c,
                 Ok(Some(Err(e))) => {
                     self.read_failed(e.to_string()).await;
-                    return Ok(self.result);
+                    return Ok(());
                 }
             };
             let mut rest: &[u8] = &chunk;
@@ -200,29 +215,43 @@ impl IntakeRun {
                 match body.feed(rest) {
                     Ok(n) => rest = &rest[n..],
                     Err(e) => {
-                        self.body_failed(&body, e).await;
-                        return Ok(self.result);
+                        self.body_failed(body, e).await;
+                        return Ok(());
                     }
                 }
-                if let Next::Stop = self.take_lines(&mut body).await {
-                    return Ok(self.result);
+                if let Next::Stop = self.take_lines(body).await {
+                    return Ok(());
                 }
             }
         }
         if let Err(e) = body.finish() {
-            self.body_failed(&body, e).await;
-            return Ok(self.result);
+            self.body_failed(body, e).await;
+            return Ok(());
         }
-        if let Next::Stop = self.take_lines(&mut body).await {
-            return Ok(self.result);
+        if let Next::Stop = self.take_lines(body).await {
+            return Ok(());
         }
         if !self.pending.is_empty() || (self.metadata.is_some() && !self.metadata_sent) {
             self.flush().await;
         }
-        Ok(self.result)
+        Ok(())
     }
 
-    async fn body_failed(&mut self, body: &BodyDecoder, e: super::body::BodyError) {
+    /// Lines decoded before the failure are processed first (they count).
+    async fn body_failed(&mut self, body: &mut BodyDecoder, e: super::body::BodyError) {
+        if let Next::Stop = self.take_lines(body).await {
+            return;
+        }
+        if let super::body::BodyError::RatioExceeded { .. } = e {
+            // A client error (400), not a read failure.
+            if self.metadata.is_some() {
+                if let Next::Stop = self.flush().await {
+                    return;
+                }
+            }
+            self.result.terminal = Some(IntakeError::Decompress(e));
+            return;
+        }
         if !body.started {
             self.result.terminal = Some(IntakeError::Decompress(e));
         } else {

@@ -20,6 +20,7 @@ pub mod client_ip;
 pub mod cors;
 pub mod error;
 pub mod intake;
+pub mod limits;
 pub mod metrics;
 pub mod response;
 pub mod root;
@@ -78,6 +79,8 @@ pub struct AppState {
     // --- agent configuration (agentcfg branch) ---
     /// Cached agent configurations (intake.md §8), refreshed in the background.
     pub agent_configs: Arc<crate::agentcfg::AgentConfigs>,
+    /// Listener limits' metrics (connections, header size, body bytes).
+    pub http_metrics: limits::HttpMetrics,
 }
 
 /// Registers every route on an actix-web app.

@@ -150,27 +150,81 @@ pub(crate) struct User {
 }
 
 /// `labels.*` (strings) and `numeric_labels.*` (numbers), §5.3. Keys are raw;
-/// the encoder sanitises them.
+/// the encoder sanitises them. A later value for a key replaces the earlier
+/// one in place; past [`LABEL_INDEX_FROM`] keys a hash index finds them, so
+/// an event with 100,000 labels costs linear, not quadratic, time.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Labels {
     pub(crate) strings: Vec<(String, String)>,
     pub(crate) numbers: Vec<(String, f64)>,
+    index: Option<Box<LabelIndex>>,
+}
+
+/// Labels on an event before its keys are indexed (a linear scan is faster below).
+pub(crate) const LABEL_INDEX_FROM: usize = 32;
+
+#[derive(Debug, Default, Clone)]
+struct LabelIndex {
+    strings: std::collections::HashMap<String, usize>,
+    numbers: std::collections::HashMap<String, usize>,
+}
+
+/// Position of `k` in `list`, using (and building) `index` once `list` is long.
+fn label_pos<T>(
+    list: &[(String, T)],
+    index: Option<&mut std::collections::HashMap<String, usize>>,
+    k: &str,
+) -> Option<usize> {
+    match index {
+        Some(ix) => {
+            if ix.is_empty() && !list.is_empty() {
+                ix.extend(
+                    list.iter()
+                        .enumerate()
+                        .map(|(i, (key, _))| (key.clone(), i)),
+                );
+            }
+            ix.get(k)
+                .copied()
+                .filter(|&i| list.get(i).is_some_and(|(key, _)| key == k))
+        }
+        None => list.iter().position(|(key, _)| key == k),
+    }
 }
 
 impl Labels {
     pub(crate) fn is_empty(&self) -> bool {
         self.strings.is_empty() && self.numbers.is_empty()
     }
+    fn ensure_index(&mut self) {
+        if self.index.is_none() && self.strings.len().max(self.numbers.len()) >= LABEL_INDEX_FROM {
+            self.index = Some(Box::default());
+        }
+    }
     pub(crate) fn set_string(&mut self, k: &str, v: String) {
-        match self.strings.iter_mut().find(|(key, _)| key == k) {
-            Some(e) => e.1 = v,
-            None => self.strings.push((k.to_owned(), v)),
+        self.ensure_index();
+        let mut ix = self.index.as_deref_mut().map(|i| &mut i.strings);
+        match label_pos(&self.strings, ix.as_deref_mut(), k) {
+            Some(i) => self.strings[i].1 = v,
+            None => {
+                if let Some(ix) = ix {
+                    ix.insert(k.to_owned(), self.strings.len());
+                }
+                self.strings.push((k.to_owned(), v));
+            }
         }
     }
     pub(crate) fn set_number(&mut self, k: &str, v: f64) {
-        match self.numbers.iter_mut().find(|(key, _)| key == k) {
-            Some(e) => e.1 = v,
-            None => self.numbers.push((k.to_owned(), v)),
+        self.ensure_index();
+        let mut ix = self.index.as_deref_mut().map(|i| &mut i.numbers);
+        match label_pos(&self.numbers, ix.as_deref_mut(), k) {
+            Some(i) => self.numbers[i].1 = v,
+            None => {
+                if let Some(ix) = ix {
+                    ix.insert(k.to_owned(), self.numbers.len());
+                }
+                self.numbers.push((k.to_owned(), v));
+            }
         }
     }
 }
@@ -739,5 +793,41 @@ impl Frame {
         self.pre_context = pre_context;
         self.post_context = post_context;
         self.sourcemap_updated = true;
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn later_values_replace_earlier_ones_with_and_without_the_index() {
+        let mut l = Labels::default();
+        for i in 0..1000 {
+            l.set_string(&format!("k{i}"), format!("a{i}"));
+            l.set_number(&format!("n{i}"), i as f64);
+        }
+        for i in (0..1000).step_by(7) {
+            l.set_string(&format!("k{i}"), "b".into());
+            l.set_number(&format!("n{i}"), -1.0);
+        }
+        l.set_string("new", "x".into());
+        assert_eq!(l.strings.len(), 1001);
+        assert_eq!(l.numbers.len(), 1000);
+        assert_eq!(l.strings[7], ("k7".to_string(), "b".to_string()));
+        assert_eq!(l.strings[8], ("k8".to_string(), "a8".to_string()));
+        assert_eq!(l.numbers[14].1, -1.0);
+        assert_eq!(l.strings[1000].0, "new");
+        // a clone keeps a working index
+        let mut c = l.clone();
+        c.set_string("k999", "z".into());
+        assert_eq!(c.strings.len(), 1001);
+        assert_eq!(c.strings[999].1, "z");
+        // small sets use no index
+        let mut s = Labels::default();
+        s.set_string("a", "1".into());
+        s.set_string("a", "2".into());
+        assert_eq!(s.strings, vec![("a".to_string(), "2".to_string())]);
+        assert!(s.index.is_none());
     }
 }

@@ -239,6 +239,70 @@ pub(crate) fn first_value_len(line: &[u8]) -> usize {
     }
 }
 
+/// Deepest nesting of objects and arrays a line may have; deeper lines are
+/// decode errors (walking them recursively could overflow the stack).
+pub const MAX_DEPTH: usize = 1000;
+
+/// Whether the value tree on `nodes` nests deeper than `limit` (iterative).
+fn too_deep(nodes: &[Node<'_>], limit: usize) -> bool {
+    if nodes.len() <= limit {
+        return false;
+    }
+    // End index (exclusive) of every open container.
+    let mut open: Vec<usize> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        while open.last().is_some_and(|&end| end <= i) {
+            open.pop();
+        }
+        if let Node::Object { count, .. } | Node::Array { count, .. } = n {
+            open.push(i.saturating_add(*count).saturating_add(1));
+            if open.len() > limit {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn root_object<'a>(nodes: &'a [Node<'a>]) -> R<Obj<'a>> {
+    if too_deep(nodes, MAX_DEPTH) {
+        return Err(LineError::Decode(format!(
+            "nesting deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    match view(nodes) {
+        V::Object(o) => Ok(o),
+        _ => Err(LineError::Decode("expected a JSON object".into())),
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    fn depth_of(json: &str) -> R<()> {
+        let mut buf = json.as_bytes().to_vec();
+        let tape = simd_json::to_tape(&mut buf).map_err(|e| LineError::Decode(e.to_string()))?;
+        root_object(&tape.0).map(|_| ())
+    }
+
+    #[test]
+    fn nesting_limit() {
+        let nest = |n: usize| format!(r#"{{"a":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+        // the root object is one level
+        assert!(depth_of(&nest(MAX_DEPTH - 1)).is_ok());
+        assert_eq!(
+            depth_of(&nest(MAX_DEPTH)).unwrap_err().to_string(),
+            "decode error: data read error: nesting deeper than 1000 levels"
+        );
+        assert!(depth_of(&nest(100_000)).is_err());
+        // wide is not deep
+        let wide = format!(r#"{{"a":[{}]}}"#, vec!["[[1]]"; 5000].join(","));
+        assert!(depth_of(&wide).is_ok());
+        assert!(depth_of("[1]").is_err());
+    }
+}
+
 impl Decoder {
     /// A decoder applying `cfg`.
     pub fn new(cfg: DecodeConfig) -> Self {
@@ -265,10 +329,7 @@ impl Decoder {
         self.scratch.extend_from_slice(line);
         let err = match simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape) {
             Ok(()) => {
-                let r = match view(&tape.0) {
-                    V::Object(o) => f(o, &self.cfg),
-                    _ => Err(LineError::Decode("expected a JSON object".into())),
-                };
+                let r = root_object(&tape.0).and_then(|o| f(o, &self.cfg));
                 self.tape = Some(tape.reset());
                 return r;
             }
@@ -283,10 +344,7 @@ impl Decoder {
         self.retry.clear();
         self.retry.extend_from_slice(line.get(..n).unwrap_or(line));
         let r = match simd_json::fill_tape(&mut self.retry, &mut self.buffers, &mut tape) {
-            Ok(()) => match view(&tape.0) {
-                V::Object(o) => f(o, &self.cfg),
-                _ => Err(LineError::Decode("expected a JSON object".into())),
-            },
+            Ok(()) => root_object(&tape.0).and_then(|o| f(o, &self.cfg)),
             Err(e) => Err(LineError::Decode(e.to_string())),
         };
         self.tape = Some(tape.reset());
