@@ -10,7 +10,10 @@
 //! Invariants: at most [`CACHE_SIZE`] parsed maps and [`FETCH_SLOTS`]
 //! concurrent body fetches; permanent failures (not found, too large,
 //! malformed) are cached, transient ones are not; ids whose hash changed or
-//! that disappeared are evicted on every sync.
+//! that disappeared are evicted on every sync. A sync never hides a map
+//! uploaded while it was in flight: uploads are numbered, and a sync keeps
+//! every upload numbered after the moment its query started
+//! ([`RecentUploads`], at most [`RECENT_UPLOADS`] entries).
 
 use super::es::{MetaEntry, SourcemapEs};
 use super::map::{self, ParsedMap};
@@ -33,6 +36,8 @@ pub const CACHE_SIZE: usize = 128;
 pub const FETCH_SLOTS: usize = 8;
 /// Metadata refresh period (§4.2).
 pub const SYNC_EVERY: Duration = Duration::from_secs(30);
+/// Uploads remembered until a sync that started after them has run.
+pub const RECENT_UPLOADS: usize = 4096;
 
 /// (service name, service version, bundle path).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,6 +92,35 @@ struct Meta {
     entries: HashMap<Key, String>,
     /// Alias → stored key.
     aliases: HashMap<Key, Key>,
+}
+
+/// Uploads this server made that a sync in flight may not have seen. An
+/// upload gets its number after its document is stored (with
+/// `refresh=true`), so a sync whose query started at number `n` saw every
+/// upload numbered `<= n`.
+#[derive(Default)]
+struct RecentUploads {
+    seq: u64,
+    recent: std::collections::VecDeque<(u64, Key, String)>,
+}
+
+impl RecentUploads {
+    fn record(&mut self, k: Key, sha: String) {
+        self.seq += 1;
+        if self.recent.len() >= RECENT_UPLOADS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.seq, k, sha));
+    }
+
+    /// Adds to `next` the uploads a sync started at `started` may have
+    /// missed, and forgets those it certainly saw.
+    fn merge_into(&mut self, next: &mut Meta, started: u64) {
+        self.recent.retain(|(n, _, _)| *n > started);
+        for (_, k, sha) in &self.recent {
+            next.insert(k.clone(), sha.clone());
+        }
+    }
 }
 
 impl Meta {
@@ -147,6 +181,8 @@ enum Cached {
 struct Inner {
     es: SourcemapEs,
     meta: RwLock<Meta>,
+    /// Locked only while `meta` is write-locked (lock order: meta, uploads).
+    uploads: Mutex<RecentUploads>,
     ready: Mutex<Readiness>,
     ready_cv: Condvar,
     cache: Mutex<LruCache<Key, Cached>>,
@@ -218,6 +254,7 @@ impl Store {
         let inner = Arc::new(Inner {
             es,
             meta: RwLock::new(Meta::default()),
+            uploads: Mutex::new(RecentUploads::default()),
             ready: Mutex::new(Readiness::Pending),
             ready_cv: Condvar::new(),
             cache: Mutex::new(LruCache::new(
@@ -421,7 +458,11 @@ impl Store {
             .await
             .map_err(|e| UploadError::Store(SourcemapError::Query(e.to_string())))?
             .map_err(UploadError::Store)?;
-        self.inner.meta.write().insert(key.clone(), sha);
+        {
+            let mut meta = self.inner.meta.write();
+            meta.insert(key.clone(), sha.clone());
+            self.inner.uploads.lock().record(key.clone(), sha);
+        }
         self.inner.cache.lock().pop(&key);
         Ok(())
     }
@@ -440,9 +481,13 @@ impl Store {
 
 impl Inner {
     async fn sync(&self) {
+        let started = {
+            let _meta = self.meta.read();
+            self.uploads.lock().seq
+        };
         match self.es.load_metadata().await {
             Ok(entries) => {
-                self.apply(entries);
+                self.apply(entries, started);
                 *self.ready.lock() = Readiness::Ready;
                 self.ready_cv.notify_all();
             }
@@ -459,12 +504,13 @@ impl Inner {
     }
 
     /// §4.2: evict changed and removed ids, rebuild the index and aliases.
-    fn apply(&self, entries: Vec<MetaEntry>) {
+    fn apply(&self, entries: Vec<MetaEntry>, started: u64) {
         let mut next = Meta::default();
         for e in entries {
             next.insert(Key::new(&e.service, &e.version, &e.path), e.sha256);
         }
         let mut meta = self.meta.write();
+        self.uploads.lock().merge_into(&mut next, started);
         {
             let mut cache = self.cache.lock();
             for (k, sha) in &meta.entries {
@@ -491,6 +537,34 @@ mod tests {
 
     fn resolve(m: &Meta, p: &str) -> Result<String, SourcemapError> {
         m.resolve(&Key::new("app", "1.0", p)).map(|k| k.path)
+    }
+
+    #[test]
+    fn sync_in_flight_keeps_a_concurrent_upload() {
+        let mut up = RecentUploads::default();
+        // a sync starts (seq 0), then a map is uploaded, then the sync's
+        // (stale, empty) answer is applied: the upload must stay visible
+        let started = up.seq;
+        up.record(Key::new("app", "1.0", "/b.js"), "h".into());
+        let mut next = Meta::default();
+        up.merge_into(&mut next, started);
+        assert_eq!(resolve(&next, "/b.js").ok().as_deref(), Some("/b.js"));
+        // a later sync started after the upload saw it: its answer rules,
+        // e.g. the map was deleted meanwhile
+        let started = up.seq;
+        let mut next = Meta::default();
+        up.merge_into(&mut next, started);
+        assert!(resolve(&next, "/b.js").is_err());
+        assert!(up.recent.is_empty());
+    }
+
+    #[test]
+    fn recent_uploads_are_bounded() {
+        let mut up = RecentUploads::default();
+        for i in 0..RECENT_UPLOADS + 10 {
+            up.record(Key::new("app", "1.0", &format!("/{i}.js")), "h".into());
+        }
+        assert_eq!(up.recent.len(), RECENT_UPLOADS);
     }
 
     #[test]
@@ -549,7 +623,7 @@ mod tests {
             path: p.into(),
             sha256: h.into(),
         };
-        inner.apply(vec![e("/a", "1"), e("/b", "1")]);
+        inner.apply(vec![e("/a", "1"), e("/b", "1")], 0);
         let dummy = Cached::Err(SourcemapError::Malformed("x".into()));
         for p in ["/a", "/b"] {
             inner
@@ -558,7 +632,7 @@ mod tests {
                 .put(Key::new("app", "1", p), dummy.clone());
         }
         // /a changed, /b removed, /c added
-        inner.apply(vec![e("/a", "2"), e("/c", "1")]);
+        inner.apply(vec![e("/a", "2"), e("/c", "1")], 0);
         assert_eq!(inner.cache.lock().len(), 0);
         let m = inner.meta.read();
         assert_eq!(
