@@ -95,7 +95,7 @@ CONTEXT = {
         "socket": {"remote_address": "192.0.2.1"},
     },
     "response": {"status_code": 200, "headers": {"Content-Type": "text/plain"},
-                 "finished": True, "headers_sent": True, "transfer_size": 10.5,
+                 "finished": True, "headers_sent": True, "transfer_size": 10,
                  "encoded_body_size": 5, "decoded_body_size": 7},
     "user": {"id": "u1", "email": "e@x", "username": "x"},
     "tags": {"a.b": "dots", "c*d": 2, 'q"k': False},
