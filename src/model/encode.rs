@@ -152,11 +152,28 @@ fn write_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+/// Writes `f` as Go's `encoding/json` does: the shortest representation that
+/// round-trips, in plain decimal inside `[1e-6, 1e21)` and in exponent form
+/// (`1e+21`, `1.5e-7`) outside it, so `f64::MAX` is 23 bytes, not 309 digits.
+/// Non-finite values (never produced by JSON input) are written as `0`.
 fn write_f64(out: &mut Vec<u8>, f: f64) {
-    if f.is_finite() {
-        let _ = write!(out, "{f}");
-    } else {
+    if !f.is_finite() {
         out.push(b'0');
+        return;
+    }
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let start = out.len();
+        let _ = write!(out, "{f:e}");
+        // Rust writes `1e21` / `1e-7`; Go writes `1e+21` / `1e-7`.
+        if let Some(e) = out[start..].iter().position(|&b| b == b'e') {
+            let at = start + e + 1;
+            if out.get(at) != Some(&b'-') {
+                out.insert(at, b'+');
+            }
+        }
+    } else {
+        let _ = write!(out, "{f}");
     }
 }
 
@@ -1106,4 +1123,37 @@ fn log(w: &mut W<'_>, l: &LogEvent) {
 #[cfg(test)]
 pub(crate) fn escape_for_test(out: &mut Vec<u8>, s: &str) {
     escape_into(out, s)
+}
+
+#[cfg(test)]
+mod float_tests {
+    use super::write_f64;
+
+    fn f(v: f64) -> String {
+        let mut out = Vec::new();
+        write_f64(&mut out, v);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn floats_are_written_like_go_encoding_json() {
+        // Expected strings are what Go's json.Marshal(float64) prints.
+        assert_eq!(f(f64::MAX), "1.7976931348623157e+308");
+        assert_eq!(f(-1.5e300), "-1.5e+300");
+        assert_eq!(f(1e21), "1e+21");
+        assert_eq!(f(1e20), "100000000000000000000");
+        assert_eq!(f(1e-6), "0.000001");
+        assert_eq!(f(1e-7), "1e-7");
+        assert_eq!(f(1.25e-10), "1.25e-10");
+        assert_eq!(f(5e-324), "5e-324");
+        assert_eq!(f(0.0), "0");
+        assert_eq!(f(-0.0), "-0");
+        assert_eq!(f(0.1), "0.1");
+        assert_eq!(f(123.456), "123.456");
+        assert_eq!(f(3.0), "3");
+        assert_eq!(f(f64::NAN), "0");
+        for v in [f64::MAX, 1e21, 1e-7, 5e-324, -2.5e-9] {
+            assert_eq!(f(v).parse::<f64>().unwrap(), v, "round trip {v}");
+        }
+    }
 }
