@@ -17,6 +17,16 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// The ref HEAD points at (`refs/heads/<branch>`), if HEAD is on a branch.
+fn git_ref() -> Option<std::path::PathBuf> {
+    Command::new("git")
+        .args(["symbolic-ref", "-q", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+}
+
 fn main() {
     let sha = Command::new("git")
         .args(["rev-parse", "HEAD"])
@@ -54,8 +64,10 @@ fn main() {
     if let Some(dir) = git("--git-dir") {
         watch.push(dir.join("HEAD"));
     }
-    if let Some(common) = git("--git-common-dir") {
-        watch.push(common.join("refs").join("heads"));
+    // Only the branch HEAD names, not all of refs/heads: a commit on another
+    // branch (another worktree) must not rebuild this one.
+    if let (Some(common), Some(branch)) = (git("--git-common-dir"), git_ref()) {
+        watch.push(common.join(branch));
         watch.push(common.join("packed-refs"));
     }
     for p in watch.into_iter().filter(|p| p.exists()) {
