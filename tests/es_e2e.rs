@@ -8,21 +8,8 @@ use std::time::{Duration, Instant};
 
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
 
-fn es_overrides(es: &EsDouble, extra: &[&str]) -> Vec<String> {
-    let mut o = vec![
-        format!("output.elasticsearch.hosts=[\"{}\"]", es.host()),
-        "output.elasticsearch.flush_interval=50ms".to_string(),
-        "output.elasticsearch.backoff.init=50ms".to_string(),
-        "output.elasticsearch.backoff.max=500ms".to_string(),
-    ];
-    o.extend(extra.iter().map(|s| s.to_string()));
-    o
-}
-
 fn start(es: &EsDouble, extra: &[&str]) -> TestServer {
-    let o = es_overrides(es, extra);
-    let refs: Vec<&str> = o.iter().map(String::as_str).collect();
-    TestServer::start(&refs)
+    common::start_with_es(&es.host(), extra)
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

@@ -121,24 +121,21 @@ fn es_docs(es: &EsDouble) -> (u64, u64) {
     (docs.len() as u64, ids.len() as u64)
 }
 
+/// The faults' base overrides: metrics on, bulks of about 100 documents so a
+/// load makes many of them.
+const FAULT_BASE: [&str; 2] = [
+    "monitoring.metrics_host=127.0.0.1:0",
+    "output.elasticsearch.flush_bytes=32KiB",
+];
+
 fn es_overrides(es: &EsDouble, extra: &[&str]) -> Vec<String> {
-    let mut o = vec![
-        format!("output.elasticsearch.hosts=[\"{}\"]", es.host()),
-        "output.elasticsearch.flush_interval=50ms".to_string(),
-        "output.elasticsearch.backoff.init=50ms".to_string(),
-        "output.elasticsearch.backoff.max=500ms".to_string(),
-        "monitoring.metrics_host=127.0.0.1:0".to_string(),
-        // Bulks of about 100 documents, so a load makes many of them.
-        "output.elasticsearch.flush_bytes=32KiB".to_string(),
-    ];
-    o.extend(extra.iter().map(|s| s.to_string()));
-    o
+    let all: Vec<&str> = FAULT_BASE.iter().chain(extra).copied().collect();
+    common::es_output_overrides(&es.host(), &all)
 }
 
 fn start(es: &EsDouble, extra: &[&str]) -> TestServer {
-    let o = es_overrides(es, extra);
-    let refs: Vec<&str> = o.iter().map(String::as_str).collect();
-    TestServer::start(&refs)
+    let all: Vec<&str> = FAULT_BASE.iter().chain(extra).copied().collect();
+    common::start_with_es(&es.host(), &all)
 }
 
 fn metrics_addr(srv: &TestServer) -> std::net::SocketAddr {
@@ -233,14 +230,17 @@ fn storm_429() -> Faults {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storm_429_short_backoff_loses_nothing() {
+/// A 429 storm (whole requests and items) with the given backoff: a 429
+/// stores nothing, so there are no duplicates and nothing is lost.
+async fn storm_429_with_backoff(name: &str, init: &str, max: &str) {
+    let init = format!("output.elasticsearch.backoff.init={init}");
+    let max = format!("output.elasticsearch.backoff.max={max}");
     let o = run(Case {
-        name: "429 storm, backoff 20ms..200ms",
+        name,
         faults: storm_429(),
         overrides: &[
-            "output.elasticsearch.backoff.init=20ms",
-            "output.elasticsearch.backoff.max=200ms",
+            &init,
+            &max,
             "output.elasticsearch.max_retries=20",
             "output.elasticsearch.retry_budget=60s",
         ],
@@ -250,32 +250,19 @@ async fn storm_429_short_backoff_loses_nothing() {
         window: None,
     })
     .await;
-    // A 429 (whole request or item) stores nothing: no duplicates, nothing lost.
     assert_eq!(o.id.failed, 0, "{:?}", o.id);
     assert_eq!((o.docs, o.distinct), (o.id.indexed, o.id.indexed));
     assert!(o.bulks > 30, "the storm was hit ({} bulks)", o.bulks);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_429_short_backoff_loses_nothing() {
+    storm_429_with_backoff("429 storm, backoff 20ms..200ms", "20ms", "200ms").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_429_long_backoff_loses_nothing() {
-    let o = run(Case {
-        name: "429 storm, backoff 200ms..2s",
-        faults: storm_429(),
-        overrides: &[
-            "output.elasticsearch.backoff.init=200ms",
-            "output.elasticsearch.backoff.max=2s",
-            "output.elasticsearch.max_retries=20",
-            "output.elasticsearch.retry_budget=60s",
-        ],
-        workers: 4,
-        requests: 40,
-        events: 10,
-        window: None,
-    })
-    .await;
-    assert_eq!(o.id.failed, 0, "{:?}", o.id);
-    assert_eq!((o.docs, o.distinct), (o.id.indexed, o.id.indexed));
-    assert!(o.bulks > 30, "the storm was hit ({} bulks)", o.bulks);
+    storm_429_with_backoff("429 storm, backoff 200ms..2s", "200ms", "2s").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

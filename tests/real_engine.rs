@@ -34,19 +34,15 @@ const KNOWN_FAILURES: &str = include_str!("conformance/known_failures.txt");
 const ENGINE_DIFFERENCES: &str = include_str!("conformance/engine_differences.txt");
 
 fn start(engine: &Engine, extra: &[&str]) -> TestServer {
-    let mut o = vec![
-        format!("output.elasticsearch.hosts=[\"{}\"]", engine.host()),
-        "output.elasticsearch.flush_interval=50ms".to_string(),
-        "output.elasticsearch.backoff.init=50ms".to_string(),
-        "output.elasticsearch.backoff.max=1s".to_string(),
+    let mut all = vec![
+        "output.elasticsearch.backoff.max=1s",
         // The default (5 s) is too short for a 2-core machine running the
         // engine and the tests: a bulk that times out is sent again and the
         // engine, which did index it, then holds duplicates.
-        "output.elasticsearch.timeout=60s".to_string(),
+        "output.elasticsearch.timeout=60s",
     ];
-    o.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = o.iter().map(String::as_str).collect();
-    TestServer::start(&refs)
+    all.extend_from_slice(extra);
+    common::start_with_es(&engine.host(), &all)
 }
 
 /// A v2 payload with `n` of each: transaction, span, metricset, error.

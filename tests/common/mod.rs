@@ -34,6 +34,27 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
+/// Overrides that point the Elasticsearch output at `host` with quick
+/// flushes (50 ms) and backoff (50 ms .. 500 ms), then `extra` (later wins).
+pub fn es_output_overrides(host: &str, extra: &[&str]) -> Vec<String> {
+    let mut o = vec![
+        format!("output.elasticsearch.hosts=[\"{host}\"]"),
+        "output.elasticsearch.flush_interval=50ms".to_string(),
+        "output.elasticsearch.backoff.init=50ms".to_string(),
+        "output.elasticsearch.backoff.max=500ms".to_string(),
+    ];
+    o.extend(extra.iter().map(|s| s.to_string()));
+    o
+}
+
+/// A test server whose output is the Elasticsearch at `host`
+/// ([`es_output_overrides`]).
+pub fn start_with_es(host: &str, extra: &[&str]) -> TestServer {
+    let o = es_output_overrides(host, extra);
+    let refs: Vec<&str> = o.iter().map(String::as_str).collect();
+    TestServer::start(&refs)
+}
+
 pub fn test_config(overrides: &[&str]) -> (Config, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut ov: Vec<String> = vec![
