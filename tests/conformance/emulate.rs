@@ -19,7 +19,7 @@ pub type Fields = BTreeMap<String, Vec<Value>>;
 
 /// Objects mapped with `enabled: false` / dynamic indexing off: present in
 /// `_source`, never in `fields` (§17 "Not indexed").
-const NOT_INDEXED: &[&str] = &[
+pub const NOT_INDEXED: &[&str] = &[
     "span.stacktrace",
     "error.exception.stacktrace",
     "error.log.stacktrace",

@@ -22,17 +22,9 @@
 
 use serde_json::{json, Value};
 
-/// Objects apm-data maps `enabled: false` (never in `fields`).
-const NOT_INDEXED: &[&str] = &[
-    "span.stacktrace",
-    "error.exception.stacktrace",
-    "error.log.stacktrace",
-    "transaction.custom",
-    "error.custom",
-    "error.exception.attributes",
-    "http.request.cookies",
-    "http.request.body",
-];
+/// Objects apm-data maps `enabled: false` (never in `fields`): the same list
+/// the double's emulation uses.
+use crate::emulate::NOT_INDEXED;
 
 /// `flattened` in apm-data; see the module doc.
 pub const FLATTENED: &[&str] = &["http.request.headers", "http.response.headers"];
