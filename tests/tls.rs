@@ -136,3 +136,97 @@ fn bad_certificate_stops_start_up() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.pem"), "{err}");
 }
+
+/// The connection watchdog (src/http/limits.rs) reaches the socket under TLS
+/// too: a kept-alive HTTPS connection whose second request head trickles in
+/// one byte at a time is shut down after `idle_timeout + read_timeout`
+/// instead of being kept open for as long as the client keeps trickling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_second_request_over_tls_is_closed_by_the_watchdog() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(c) = corpus("trickled_second_request_over_tls_is_closed_by_the_watchdog") else {
+        return;
+    };
+    let tls = c.join("tls");
+    let srv = TestServer::start(&[
+        &format!(
+            "apm-server.ssl.certificate={}",
+            tls.join("certificate.pem").display()
+        ),
+        &format!("apm-server.ssl.key={}", tls.join("key.pem").display()),
+        "apm-server.read_timeout=1s",
+        "apm-server.idle_timeout=1s",
+    ]);
+    let addr = srv.server.as_ref().unwrap().addr;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(tls.join("ca.crt.pem")).unwrap();
+    for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("apm-server").unwrap();
+    let mut conn = connector.connect(name, tcp).await.unwrap();
+
+    // a first request, answered, keeps the connection alive
+    let body = errors_payload(1, "tls", "python");
+    let mut first = format!(
+        "POST /intake/v2/events HTTP/1.1\r\nHost: apm-server\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    first.extend_from_slice(&body);
+    conn.write_all(&first).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("first answer in time")
+            .unwrap();
+        assert!(n > 0, "closed before the first answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+
+    // the second head, one byte every 300 ms: the server must close within
+    // a few seconds (limit 2 s), long before the 20 s of trickling end
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let trickle = tokio::spawn(async move {
+        for b in b"POST /intake/v2/events HTTP/1.1\r\nHost: apm-server\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(66)
+        {
+            if wr.write_all(&[*b]).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(12), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // e.g. a 408 before the close
+            }
+        }
+    })
+    .await;
+    trickle.abort();
+    assert!(
+        closed.is_ok(),
+        "the TLS connection was still open after {:?}",
+        started.elapsed()
+    );
+}
