@@ -21,7 +21,7 @@
 //! Not part of the server's API.
 #![doc(hidden)]
 
-use crate::http::body::{BodyDecoder, Encoding, LineItem};
+use crate::http::body::{sniffs_compressed, BodyDecoder, Encoding, LineItem};
 use crate::http::client_ip::{self, ClientAddr, TrustedProxies};
 use crate::model::{encode, DecodeConfig, Decoder, EncodeContext, RequestBase};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -50,7 +50,7 @@ pub fn ndjson_framer(data: &[u8]) {
     let chunk = CHUNKS[usize::from(*chunk_idx) % CHUNKS.len()];
     let (enc, wire, plain): (Encoding, Vec<u8>, Option<&[u8]>) = match mode & 7 {
         0 => {
-            let sniffed_compressed = body.len() >= 2 && looks_compressed(body[0], body[1]);
+            let sniffed_compressed = body.len() >= 2 && sniffs_compressed(body[0], body[1]);
             (
                 Encoding::Sniff,
                 body.to_vec(),
@@ -125,12 +125,6 @@ pub fn ndjson_framer(data: &[u8]) {
         assert!(!failed, "valid body (mode {}) failed", mode & 7);
         check_accounts_for(plain, max, &items);
     }
-}
-
-/// apm-rs sniffs gzip by magic and zlib by a valid header (`body.rs`).
-fn looks_compressed(b0: u8, b1: u8) -> bool {
-    (b0 == 0x1f && b1 == 0x8b)
-        || (b0 & 0x0f == 8 && (b0 >> 4) <= 7 && (u16::from(b0) << 8 | u16::from(b1)) % 31 == 0)
 }
 
 /// The emitted items are exactly the `\n`-separated segments of `plain`.

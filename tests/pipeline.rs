@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
 
+/// Every stage one instance with an inbox of one batch.
+const ONE_SLOT_PIPELINE: &str = "pipeline={decoder: {instances: 1, capacity: 1}, validator: {instances: 1, capacity: 1}, rate: {instances: 1, capacity: 1}, sourcemap: {instances: 1, capacity: 1}, indexer: {instances: 1, capacity: 1}}";
+
 /// An output whose `append` blocks while the gate is closed.
 #[derive(Default)]
 struct Gate {
@@ -51,10 +54,7 @@ impl Output for GatedOutput {
 async fn blocked_sink_gives_503_within_queue_wait_and_loses_nothing() {
     let gate = Arc::new(Gate::default());
     let mut srv = TestServer::start_with(
-        &[
-            "pipeline.queue_wait=300ms",
-            "pipeline={decoder: {instances: 1, capacity: 1}, validator: {instances: 1, capacity: 1}, rate: {instances: 1, capacity: 1}, sourcemap: {instances: 1, capacity: 1}, indexer: {instances: 1, capacity: 1}}",
-        ],
+        &["pipeline.queue_wait=300ms", ONE_SLOT_PIPELINE],
         Some(Arc::new(GatedFactory(Arc::clone(&gate)))),
         PipelineHooks::default(),
     );
@@ -359,7 +359,7 @@ async fn shutdown_past_its_deadline_still_accounts_for_every_event() {
         &[
             "apm-server.shutdown_timeout=1s",
             "pipeline.queue_wait=300ms",
-            "pipeline={decoder: {instances: 1, capacity: 1}, validator: {instances: 1, capacity: 1}, rate: {instances: 1, capacity: 1}, sourcemap: {instances: 1, capacity: 1}, indexer: {instances: 1, capacity: 1}}",
+            ONE_SLOT_PIPELINE,
         ],
         Some(Arc::new(GatedFactory(Arc::clone(&gate)))),
         PipelineHooks::default(),

@@ -6,6 +6,20 @@ mod common;
 use common::*;
 use std::time::Duration;
 
+/// A server with the corpus certificate and key from `tls`, plus `extra`.
+fn tls_server(tls: &std::path::Path, extra: &[&str]) -> TestServer {
+    let mut o = vec![
+        format!(
+            "apm-server.ssl.certificate={}",
+            tls.join("certificate.pem").display()
+        ),
+        format!("apm-server.ssl.key={}", tls.join("key.pem").display()),
+    ];
+    o.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = o.iter().map(String::as_str).collect();
+    TestServer::start(&refs)
+}
+
 fn tls_client(
     ca: &[u8],
     addr: std::net::SocketAddr,
@@ -28,13 +42,7 @@ async fn https_with_corpus_certificates() {
         return;
     };
     let tls = c.join("tls");
-    let srv = TestServer::start(&[
-        &format!(
-            "apm-server.ssl.certificate={}",
-            tls.join("certificate.pem").display()
-        ),
-        &format!("apm-server.ssl.key={}", tls.join("key.pem").display()),
-    ]);
+    let srv = tls_server(&tls, &[]);
     let server = srv.server.as_ref().unwrap();
     let addr = server.addr;
     let ca = std::fs::read(tls.join("ca.crt.pem")).unwrap();
@@ -85,17 +93,13 @@ async fn required_client_certificate_is_enforced() {
     std::fs::write(&ca_path, client_ca.pem()).unwrap();
 
     // certificate_authorities without client_authentication → required
-    let srv = TestServer::start(&[
-        &format!(
-            "apm-server.ssl.certificate={}",
-            tls.join("certificate.pem").display()
-        ),
-        &format!("apm-server.ssl.key={}", tls.join("key.pem").display()),
-        &format!(
+    let srv = tls_server(
+        &tls,
+        &[&format!(
             "apm-server.ssl.certificate_authorities=[\"{}\"]",
             ca_path.display()
-        ),
-    ]);
+        )],
+    );
     let addr = srv.server.as_ref().unwrap().addr;
     let ca = std::fs::read(tls.join("ca.crt.pem")).unwrap();
     let url = format!("https://apm-server:{}/", addr.port());
@@ -148,15 +152,10 @@ async fn trickled_second_request_over_tls_is_closed_by_the_watchdog() {
         return;
     };
     let tls = c.join("tls");
-    let srv = TestServer::start(&[
-        &format!(
-            "apm-server.ssl.certificate={}",
-            tls.join("certificate.pem").display()
-        ),
-        &format!("apm-server.ssl.key={}", tls.join("key.pem").display()),
-        "apm-server.read_timeout=1s",
-        "apm-server.idle_timeout=1s",
-    ]);
+    let srv = tls_server(
+        &tls,
+        &["apm-server.read_timeout=1s", "apm-server.idle_timeout=1s"],
+    );
     let addr = srv.server.as_ref().unwrap().addr;
 
     let mut roots = rustls::RootCertStore::empty();

@@ -148,6 +148,15 @@ pub enum BodyError {
     Corrupt(String),
 }
 
+/// Whether a body starting with `b0 b1` is sniffed as gzip or zlib.
+pub(crate) fn sniffs_compressed(b0: u8, b1: u8) -> bool {
+    is_gzip_magic(b0, b1) || is_zlib_header(b0, b1)
+}
+
+fn is_gzip_magic(b0: u8, b1: u8) -> bool {
+    b0 == 0x1f && b1 == 0x8b
+}
+
 fn is_zlib_header(b0: u8, b1: u8) -> bool {
     b0 & 0x0f == 8 && (b0 >> 4) <= 7 && (u16::from(b0) << 8 | u16::from(b1)) % 31 == 0
 }
@@ -208,7 +217,7 @@ impl BodyDecoder {
     fn start(&mut self, enc: Encoding, head: &[u8]) -> Result<(), BodyError> {
         let split = LineSplitter::new(self.max);
         let (b0, b1) = (head[0], head[1]);
-        let gzip_magic = b0 == 0x1f && b1 == 0x8b;
+        let gzip_magic = is_gzip_magic(b0, b1);
         self.stage = match enc {
             Encoding::Gzip if !gzip_magic => return Err(BodyError::GzipHeader),
             Encoding::Zlib if !is_zlib_header(b0, b1) => return Err(BodyError::ZlibHeader),

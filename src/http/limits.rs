@@ -196,8 +196,13 @@ impl Drop for InFlight {
 /// Size of the request head as received: request line and header lines,
 /// each with its CRLF, plus the final CRLF.
 pub fn head_size(req: &ServiceRequest) -> usize {
-    let line =
-        req.method().as_str().len() + 1 + req.uri().to_string().len() + " HTTP/1.1\r\n".len();
+    // origin-form (`/path?q`) without allocating; absolute-form as written
+    let uri = req.uri();
+    let target = match (uri.authority(), uri.path_and_query()) {
+        (None, Some(p)) => p.as_str().len(),
+        _ => uri.to_string().len(),
+    };
+    let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
     let headers: usize = req
         .headers()
         .iter()
@@ -231,19 +236,21 @@ where
             CONNECTION_CLOSING,
         ));
     }
-    let limit = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| (s.cfg.apm_server.max_header_size, s.http_metrics.clone()));
-    if let Some((max, metrics)) = limit {
-        if max > 0 && max < ACTIX_HEAD_LIMIT && head_size(&req) > max {
-            metrics.header_too_large.inc();
-            mark_closing(conn.as_deref());
-            return Ok(refuse(
-                req,
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                HEADER_TOO_LARGE,
-            ));
+    let too_large = req.app_data::<web::Data<AppState>>().is_some_and(|s| {
+        let max = s.cfg.apm_server.max_header_size;
+        let over = max > 0 && max < ACTIX_HEAD_LIMIT && head_size(&req) > max;
+        if over {
+            s.http_metrics.header_too_large.inc();
         }
+        over
+    });
+    if too_large {
+        mark_closing(conn.as_deref());
+        return Ok(refuse(
+            req,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            HEADER_TOO_LARGE,
+        ));
     }
     let res = next.call(req).await?;
     if res.response().head().connection_type() == ConnectionType::Close {

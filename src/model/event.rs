@@ -169,26 +169,39 @@ struct LabelIndex {
     numbers: std::collections::HashMap<String, usize>,
 }
 
-/// Position of `k` in `list`, using (and building) `index` once `list` is long.
-fn label_pos<T>(
-    list: &[(String, T)],
+/// Sets `k` to `v` in `list`: in place when `k` is there, else appended.
+/// With an `index` (built on first use from `list`) the lookup is a hash
+/// probe instead of a scan.
+fn upsert<T>(
+    list: &mut Vec<(String, T)>,
     index: Option<&mut std::collections::HashMap<String, usize>>,
     k: &str,
-) -> Option<usize> {
-    match index {
-        Some(ix) => {
-            if ix.is_empty() && !list.is_empty() {
-                ix.extend(
-                    list.iter()
-                        .enumerate()
-                        .map(|(i, (key, _))| (key.clone(), i)),
-                );
-            }
-            ix.get(k)
-                .copied()
-                .filter(|&i| list.get(i).is_some_and(|(key, _)| key == k))
+    v: T,
+) {
+    let Some(ix) = index else {
+        match list.iter_mut().find(|(key, _)| key == k) {
+            Some(e) => e.1 = v,
+            None => list.push((k.to_owned(), v)),
         }
-        None => list.iter().position(|(key, _)| key == k),
+        return;
+    };
+    if ix.is_empty() && !list.is_empty() {
+        ix.extend(
+            list.iter()
+                .enumerate()
+                .map(|(i, (key, _))| (key.clone(), i)),
+        );
+    }
+    match ix
+        .get(k)
+        .copied()
+        .filter(|&i| list.get(i).is_some_and(|(key, _)| key == k))
+    {
+        Some(i) => list[i].1 = v,
+        None => {
+            ix.insert(k.to_owned(), list.len());
+            list.push((k.to_owned(), v));
+        }
     }
 }
 
@@ -203,29 +216,21 @@ impl Labels {
     }
     pub(crate) fn set_string(&mut self, k: &str, v: String) {
         self.ensure_index();
-        let mut ix = self.index.as_deref_mut().map(|i| &mut i.strings);
-        match label_pos(&self.strings, ix.as_deref_mut(), k) {
-            Some(i) => self.strings[i].1 = v,
-            None => {
-                if let Some(ix) = ix {
-                    ix.insert(k.to_owned(), self.strings.len());
-                }
-                self.strings.push((k.to_owned(), v));
-            }
-        }
+        upsert(
+            &mut self.strings,
+            self.index.as_deref_mut().map(|i| &mut i.strings),
+            k,
+            v,
+        );
     }
     pub(crate) fn set_number(&mut self, k: &str, v: f64) {
         self.ensure_index();
-        let mut ix = self.index.as_deref_mut().map(|i| &mut i.numbers);
-        match label_pos(&self.numbers, ix.as_deref_mut(), k) {
-            Some(i) => self.numbers[i].1 = v,
-            None => {
-                if let Some(ix) = ix {
-                    ix.insert(k.to_owned(), self.numbers.len());
-                }
-                self.numbers.push((k.to_owned(), v));
-            }
-        }
+        upsert(
+            &mut self.numbers,
+            self.index.as_deref_mut().map(|i| &mut i.numbers),
+            k,
+            v,
+        );
     }
 }
 

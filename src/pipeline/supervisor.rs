@@ -51,6 +51,14 @@ pub struct Loss {
     pub events: usize,
 }
 
+impl Loss {
+    /// What a step that holds no message (an idle step) loses.
+    pub const NOTHING: Loss = Loss {
+        committed: true,
+        events: 0,
+    };
+}
+
 pub trait Message: Send + 'static {
     fn loss(&self) -> Loss;
 }
@@ -141,11 +149,7 @@ fn run<A: Actor>(
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {
                     if catch_unwind(AssertUnwindSafe(|| actor.idle())).is_err() {
-                        let nothing = Loss {
-                            committed: true,
-                            events: 0,
-                        };
-                        recover(name, i, &mut actor, nothing, None, telemetry, factory);
+                        recover(name, i, &mut actor, Loss::NOTHING, None, telemetry, factory);
                     }
                     continue;
                 }
@@ -166,11 +170,7 @@ fn run<A: Actor>(
             continue;
         }
         if inbox.is_empty() && catch_unwind(AssertUnwindSafe(|| actor.idle())).is_err() {
-            let nothing = Loss {
-                committed: true,
-                events: 0,
-            };
-            recover(name, i, &mut actor, nothing, None, telemetry, factory);
+            recover(name, i, &mut actor, Loss::NOTHING, None, telemetry, factory);
         }
     }
     if catch_unwind(AssertUnwindSafe(|| actor.stop())).is_err() {

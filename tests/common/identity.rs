@@ -2,19 +2,17 @@
 //! the binary's `shutdown complete` log line) parsed into [`Identity`], and a
 //! scrape loop that waits until every accepted event has an end.
 
+use apm_rs::telemetry::Accounting;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-/// The accounting counters of one server.
+/// The accounting counters of one server (the library's [`Accounting`], read
+/// from outside) with the rejections and failures by reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
-    pub received: u64,
-    pub rejected: u64,
-    pub accepted: u64,
-    pub indexed: u64,
-    pub failed: u64,
-    pub discarded: u64,
+    pub totals: Accounting,
     /// `events_rejected_total` by reason.
     pub rejected_by: BTreeMap<String, u64>,
     /// `events_failed_total` by reason.
@@ -33,6 +31,7 @@ impl Identity {
     /// From Prometheus text exposition.
     pub fn parse(text: &str) -> Identity {
         let mut id = Identity::default();
+        let t = &mut id.totals;
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((name, value)) = line.rsplit_once(' ') else {
                 continue;
@@ -43,18 +42,18 @@ impl Identity {
             let v = v as u64;
             let metric = name.split('{').next().unwrap_or("");
             match metric {
-                "apm_rs_events_received_total" => id.received = v,
-                "apm_rs_events_accepted_total" => id.accepted = v,
-                "apm_rs_events_indexed_total" => id.indexed = v,
+                "apm_rs_events_received_total" => t.received = v,
+                "apm_rs_events_accepted_total" => t.accepted = v,
+                "apm_rs_events_indexed_total" => t.indexed = v,
                 "apm_rs_events_rejected_total" => {
-                    id.rejected += v;
+                    t.rejected += v;
                     *id.rejected_by.entry(label(name)).or_default() += v;
                 }
                 "apm_rs_events_failed_total" => {
-                    id.failed += v;
+                    t.failed += v;
                     *id.failed_by.entry(label(name)).or_default() += v;
                 }
-                "apm_rs_events_discarded_total" => id.discarded += v,
+                "apm_rs_events_discarded_total" => t.discarded += v,
                 _ => {}
             }
         }
@@ -65,12 +64,14 @@ impl Identity {
     pub fn from_log_fields(f: &serde_json::Value) -> Identity {
         let g = |k: &str| f[k].as_u64().unwrap_or(0);
         Identity {
-            received: g("received"),
-            rejected: g("rejected"),
-            accepted: g("accepted"),
-            indexed: g("indexed"),
-            failed: g("failed"),
-            discarded: g("discarded"),
+            totals: Accounting {
+                received: g("received"),
+                rejected: g("rejected"),
+                accepted: g("accepted"),
+                indexed: g("indexed"),
+                failed: g("failed"),
+                discarded: g("discarded"),
+            },
             ..Default::default()
         }
     }
@@ -82,8 +83,7 @@ impl Identity {
 
     /// Every received event answered and every accepted one ended.
     pub fn drained(&self) -> bool {
-        self.received == self.rejected + self.accepted
-            && self.accepted == self.indexed + self.failed + self.discarded
+        self.balanced() && self.in_flight() == 0
     }
 
     /// The `IDENTITY | case | ...` line.
@@ -117,6 +117,14 @@ impl Identity {
         let line = self.line(case);
         println!("{line}");
         assert!(self.holds(), "{line}\n{self:?}");
+    }
+}
+
+/// The totals are read as the identity's own fields (`id.failed`).
+impl Deref for Identity {
+    type Target = Accounting;
+    fn deref(&self) -> &Accounting {
+        &self.totals
     }
 }
 

@@ -219,6 +219,17 @@ fn metric_samples(doc: &mut Map<String, Value>, extra: &mut Fields) -> Result<()
     Ok(())
 }
 
+/// A `flattened` field's one value: the whole object, one-element arrays
+/// collapsed to their element.
+pub fn flattened_value(o: &Map<String, Value>) -> Map<String, Value> {
+    o.iter()
+        .map(|(k, x)| match x {
+            Value::Array(a) if a.len() == 1 => (k.clone(), a[0].clone()),
+            other => (k.clone(), other.clone()),
+        })
+        .collect()
+}
+
 /// Objects → dotted keys, arrays of objects → multi-valued leaves, nulls and
 /// empty objects → nothing; flattened fields kept whole; non-indexed dropped.
 fn flatten(prefix: &str, v: &Value, out: &mut Fields) {
@@ -227,13 +238,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut Fields) {
     }
     if FLATTENED.contains(&prefix) {
         if let Value::Object(o) = v {
-            let m: Map<String, Value> = o
-                .iter()
-                .map(|(k, x)| match x {
-                    Value::Array(a) if a.len() == 1 => (k.clone(), a[0].clone()),
-                    other => (k.clone(), other.clone()),
-                })
-                .collect();
+            let m = flattened_value(o);
             if !m.is_empty() {
                 out.entry(prefix.to_owned())
                     .or_default()

@@ -268,13 +268,7 @@ pub fn fields_of(fields: &Value, source: &Value) -> Fields {
     // flattened: the whole object as one value, one-element arrays collapsed.
     for path in apm_data::FLATTENED {
         if let Some(Value::Object(o)) = lookup(source, path) {
-            let m: serde_json::Map<String, Value> = o
-                .iter()
-                .map(|(k, x)| match x {
-                    Value::Array(a) if a.len() == 1 => (k.clone(), a[0].clone()),
-                    other => (k.clone(), other.clone()),
-                })
-                .collect();
+            let m = crate::emulate::flattened_value(o);
             if !m.is_empty() {
                 out.insert((*path).to_owned(), vec![Value::Object(m)]);
             }
