@@ -8,6 +8,7 @@
 
 pub mod agentcfg;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod fuzzing;
 pub mod http;

@@ -17,7 +17,9 @@ use crate::http::response::ExtraHeaders;
 use crate::http::{self, AppState, ServerInfo};
 use crate::model::EncodeContext;
 use crate::output::{self, OutputError, OutputFactory};
-use crate::pipeline::{Pipeline, PipelineHooks};
+use crate::pipeline::{self, Pipeline, PipelineHooks, Resources};
+use crate::ratelimit::RateLimiter;
+use crate::sourcemap::{RumSettings, Store};
 use crate::telemetry::Telemetry;
 use actix_web::{middleware, App, HttpServer};
 use std::net::SocketAddr;
@@ -41,6 +43,8 @@ pub enum StartError {
     Config(String),
     #[error("cannot start threads: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::StartError),
 }
 
 /// Builds a server; tests swap the output or add pipeline hooks.
@@ -85,12 +89,30 @@ impl ServerBuilder {
             observer_version: COMPAT_VERSION.into(),
             namespace: cfg.apm_server.data_streams.namespace.clone(),
         };
+        let rl = &cfg.apm_server.auth.anonymous.rate_limit;
+        let limiter = Arc::new(
+            RateLimiter::new(rl.ip_limit, rl.event_limit, cfg.pipeline.rate.instances)
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let rum = RumSettings::from_config(&cfg)
+            .map_err(|e| StartError::Config(format!("apm-server.rum pattern: {e}")))?;
+        let sourcemaps = match rum.source_mapping {
+            true => Some(Arc::new(
+                Store::start(&cfg, Some(&telemetry.registry))
+                    .map_err(|e| StartError::Config(format!("source mapping: {e}")))?,
+            )),
+            false => None,
+        };
         let pipeline = Arc::new(Pipeline::start(
             &cfg,
-            Arc::clone(&output),
             Arc::clone(&telemetry),
-            self.hooks,
-            encode_ctx,
+            Resources {
+                output: Arc::clone(&output),
+                encode_ctx,
+                limiter: Arc::clone(&limiter),
+                sourcemaps: sourcemaps.clone(),
+                hooks: self.hooks,
+            },
         )?);
         let max_decoders = match cfg.apm_server.max_concurrent_decoders {
             0 => 2048,
@@ -103,7 +125,6 @@ impl ServerBuilder {
             tracing::warn!("secret token or API keys are configured but TLS is off: credentials travel in clear text");
         }
         let ready_output = Arc::clone(&output);
-        // --- agent configuration and self-monitoring (agentcfg branch) ---
         let kibana = crate::agentcfg::kibana::KibanaFetcher::from_config(&cfg)
             .map_err(|e| StartError::Config(e.to_string()))?;
         let agent_configs = crate::agentcfg::AgentConfigs::with_fallback(kibana);
@@ -125,7 +146,6 @@ impl ServerBuilder {
                 )?,
             ),
         };
-        // --- end agentcfg ---
         let http_metrics = http::limits::HttpMetrics::new(&telemetry.registry)
             .map_err(|e| StartError::Config(e.to_string()))?;
         let state = Arc::new(AppState {
@@ -145,7 +165,8 @@ impl ServerBuilder {
                 build_sha: env!("APM_RS_BUILD_SHA").into(),
             },
             ready: Arc::new(move || ready_output.ready()),
-            limiter: Arc::clone(&pipeline.limiter),
+            limiter,
+            sourcemaps,
             cors: Cors::new(
                 &cfg.apm_server.rum.allow_origins,
                 &cfg.apm_server.rum.allow_headers,
@@ -250,7 +271,6 @@ pub struct RunningServer {
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
     shutdown_timeout: Duration,
-    // --- agentcfg branch ---
     /// Address of the `/metrics` listener (`monitoring.metrics_host`), if on.
     pub metrics_addr: Option<SocketAddr>,
     metrics: Option<http::metrics::MetricsServer>,

@@ -6,10 +6,10 @@
 //! bounded, and duplicates only where the delivery guarantee allows them
 //! (docs/elasticsearch.md).
 
+use apm_rs::budget::MemoryBudget;
 use apm_rs::config::from_overrides;
 use apm_rs::output::elasticsearch::{ElasticsearchFactory, EsSettings};
 use apm_rs::output::{Ack, OutputFactory};
-use apm_rs::pipeline::budget::MemoryBudget;
 use apm_rs::telemetry::{fail, Telemetry};
 use es_double::{EsDouble, Faults};
 use serde_json::Value;

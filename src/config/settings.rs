@@ -620,7 +620,7 @@ impl Default for Pipeline {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Stage {
     /// Instances of the stage actor (threads).

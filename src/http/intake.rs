@@ -292,7 +292,7 @@ impl IntakeRun {
                     }
                     LineItem::TooLarge(bytes) => {
                         self.result.terminal = Some(IntakeError::Metadata {
-                            message: crate::pipeline::decoder::TOO_LARGE.into(),
+                            message: crate::pipeline::stages::decoder::TOO_LARGE.into(),
                             document: Some(bytes),
                         });
                     }

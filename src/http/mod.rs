@@ -28,11 +28,11 @@ pub mod sourcemap_upload;
 pub mod tls;
 
 use crate::auth::{AuthError, AuthResult, Authenticator};
+use crate::budget::MemoryBudget;
 use crate::config::Config;
 use crate::model::RequestBase;
-use crate::pipeline::budget::MemoryBudget;
-use crate::pipeline::rate::RateLimiter;
 use crate::pipeline::{Intake, RequestCtx};
+use crate::ratelimit::RateLimiter;
 use crate::telemetry::Telemetry;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
@@ -72,6 +72,8 @@ pub struct AppState {
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Per-IP token buckets of anonymous requests.
     pub limiter: Arc<RateLimiter>,
+    /// The source-map store, when source mapping is on (shared with the pipeline).
+    pub sourcemaps: Option<Arc<crate::sourcemap::Store>>,
     /// CORS rules of the RUM routes.
     pub cors: Cors,
     /// Proxies whose forwarding headers are believed.

@@ -18,7 +18,7 @@
 use super::error::msg;
 use super::{authenticate, guarded, response, AppState};
 use crate::auth::{Action, Resource};
-use crate::sourcemap::store::{Store, UploadError};
+use crate::sourcemap::store::UploadError;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -194,16 +194,13 @@ async fn upload(req: &HttpRequest, payload: web::Payload, state: &Arc<AppState>)
     let Some(map) = form.sourcemap else {
         return response::error(req, StatusCode::BAD_REQUEST, MSG_MISSING_FILE);
     };
-    let store = match Store::for_instance(&state.cfg, &state.telemetry) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "source-map store unavailable");
-            return response::error(
-                req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                msg::SERVICE_UNAVAILABLE,
-            );
-        }
+    let Some(store) = &state.sourcemaps else {
+        tracing::error!("source-map store unavailable");
+        return response::error(
+            req,
+            StatusCode::SERVICE_UNAVAILABLE,
+            msg::SERVICE_UNAVAILABLE,
+        );
     };
     match store
         .upload(

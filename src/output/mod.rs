@@ -13,13 +13,10 @@
 pub mod elasticsearch;
 pub mod file;
 
-use crate::pipeline::budget::Permit;
+pub use crate::budget::Ack;
 use crate::telemetry::Telemetry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Held by every document until it is indexed or permanently failed.
-pub type Ack = Arc<Permit>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {

@@ -17,25 +17,20 @@
 //! * accepted events are owed to the output: they are indexed or counted as
 //!   failed, never dropped silently (see [`crate::telemetry`]).
 
-pub mod budget;
-pub mod decoder;
-pub mod indexer;
-pub mod rate;
-pub mod sourcemap;
+pub mod stages;
 pub mod supervisor;
 pub mod topology;
-pub mod validator;
 
 use crate::auth::AuthResult;
+use crate::budget::Permit;
 use crate::model::{Event, Metadata, RequestBase};
-use budget::Permit;
 use bytes::Bytes;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::oneshot;
 
-pub use topology::{EventsHook, Intake, Pipeline, PipelineHooks};
+pub use topology::{EventsHook, Intake, Pipeline, PipelineHooks, Resources, StartError};
 
 /// What every batch of one request shares.
 #[derive(Debug)]

@@ -1,27 +1,205 @@
-//! The topology builder: creates every stage inbox (bounded) and starts the
-//! stage actors with the instance counts and capacities of the pipeline
-//! profile, wiring decoder → validator → rate shards → sourcemap → indexer.
+//! The topology: one table of stages ([`STAGES`]), head to tail, and the
+//! builder that starts them with the instance counts and inbox capacities of
+//! the pipeline profile (`pipeline.<stage>.instances` / `.capacity`).
+//!
+//! Each row names a stage and the function (in the stage's own file under
+//! [`super::stages`]) that starts it. Stages are started tail first, so each
+//! is handed the inboxes of the stage after it through a [`Wiring`]; adding
+//! a stage is one row here, its file, and its key in the profile.
 //!
 //! Shutdown closes the intake, then waits for each stage to drain in order;
 //! the indexers close their outputs with the same deadline. After the
 //! deadline and a short grace, anything still uncounted is booked
 //! (rejected `shutting_down` / failed `shutdown`).
+//!
+//! Invariants: every inbox is bounded by its profile capacity; once
+//! [`Pipeline::start`] returns, the only senders into a stage are held by
+//! the stage before it (the head's by [`Intake`]), so closing the intake
+//! drains and stops the stages in order.
 
-use super::decoder::Decoder;
-use super::indexer::Indexer;
-use super::rate::{RateLimiter, RateShard};
-use super::sourcemap::{RumProcessor, SourcemapApplier};
-use super::supervisor::{self, StageHandle};
-use super::validator::Validator;
-use super::{budget::MemoryBudget, Batch, EventBatch};
+use super::stages::{decoder, indexer, rate, sourcemap, validator};
+use super::supervisor::{self, Actor, StageHandle};
+use super::{Batch, EventBatch};
+use crate::budget::MemoryBudget;
+use crate::config::settings::{Pipeline as Profile, Stage};
 use crate::config::Config;
-use crate::model::{DecodeConfig, EncodeContext, Event};
+use crate::model::{EncodeContext, Event};
 use crate::output::{OutputError, OutputFactory};
+use crate::ratelimit::RateLimiter;
+use crate::sourcemap::Store;
 use crate::telemetry::{fail, reject, Telemetry};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+/// One row of the stage table.
+pub struct StageDef {
+    /// Thread names, metric labels and the profile key `pipeline.<name>`.
+    pub name: &'static str,
+    /// The stage's instance count and inbox capacity in the profile.
+    pub sizing: fn(&Profile) -> Stage,
+    /// Starts the stage's instances, wired to the inboxes of the stage after it.
+    pub start: fn(&mut Wiring<'_>, Stage) -> Result<(), StartError>,
+}
+
+/// Every stage, head to tail.
+pub const STAGES: [StageDef; 5] = [
+    StageDef {
+        name: decoder::NAME,
+        sizing: |p| p.decoder,
+        start: decoder::start,
+    },
+    StageDef {
+        name: validator::NAME,
+        sizing: |p| p.validator,
+        start: validator::start,
+    },
+    StageDef {
+        name: rate::NAME,
+        sizing: |p| p.rate,
+        start: rate::start,
+    },
+    StageDef {
+        name: sourcemap::NAME,
+        sizing: |p| p.sourcemap,
+        start: sourcemap::start,
+    },
+    StageDef {
+        name: indexer::NAME,
+        sizing: |p| p.indexer,
+        start: indexer::start,
+    },
+];
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("cannot start stage threads: {0}")]
+    Threads(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What the server hands the pipeline: the output and the state the
+/// pipeline shares with the HTTP layer.
+pub struct Resources {
+    pub output: Arc<dyn OutputFactory>,
+    pub encode_ctx: EncodeContext,
+    /// The per-IP limiter; the rate stage runs one instance per shard.
+    pub limiter: Arc<RateLimiter>,
+    /// The source-map store, when source mapping is on.
+    pub sourcemaps: Option<Arc<Store>>,
+    pub hooks: PipelineHooks,
+}
+
+/// What a stage's start function gets: the configuration, the shared
+/// resources, and the inboxes of the stage after it.
+pub struct Wiring<'a> {
+    pub cfg: &'a Config,
+    pub telemetry: &'a Arc<Telemetry>,
+    pub resources: &'a Resources,
+    /// Set at shutdown; the indexers close their outputs by it.
+    pub deadline: &'a Arc<OnceLock<Instant>>,
+    next: Vec<Sender<EventBatch>>,
+    intake: Option<Sender<Batch>>,
+    stages: Vec<StageHandle>,
+    depth: Vec<(&'static str, Probe, usize)>,
+}
+
+impl Wiring<'_> {
+    /// The inboxes of the stage after the one being started: one, or one per
+    /// shard when that stage is sharded.
+    pub fn next(&self) -> &[Sender<EventBatch>] {
+        &self.next
+    }
+
+    /// The one inbox of the stage after the one being started.
+    pub fn next_one(&self) -> Result<Sender<EventBatch>, StartError> {
+        match self.next.as_slice() {
+            [tx] => Ok(tx.clone()),
+            other => Err(StartError::Config(format!(
+                "stage expects one downstream inbox, found {}",
+                other.len()
+            ))),
+        }
+    }
+
+    /// Starts `sizing.instances` instances of a stage sharing one inbox of
+    /// `sizing.capacity`; `factory(i)` builds instance `i` (again after a
+    /// panic). `idle_every` bounds how long an instance waits for a message
+    /// before [`Actor::idle`] runs. Returns the inbox's sender.
+    pub fn spawn<A, F>(
+        &mut self,
+        name: &'static str,
+        sizing: Stage,
+        idle_every: Option<Duration>,
+        factory: F,
+    ) -> Result<Sender<A::Msg>, StartError>
+    where
+        A: Actor,
+        F: Fn(usize) -> A + Send + Sync + 'static,
+    {
+        let (tx, rx) = bounded::<A::Msg>(sizing.capacity);
+        self.depth.push((name, probe(&rx), sizing.capacity));
+        self.stages.push(supervisor::spawn(
+            name,
+            sizing.instances,
+            rx,
+            idle_every,
+            Arc::clone(self.telemetry),
+            factory,
+        )?);
+        Ok(tx)
+    }
+
+    /// Starts a sharded stage: `sizing.instances` instances, each with an
+    /// inbox of its own of `sizing.capacity`; `factory(k)` builds shard `k`.
+    /// Returns the inboxes' senders, indexed by shard.
+    pub fn spawn_sharded<A, F>(
+        &mut self,
+        name: &'static str,
+        sizing: Stage,
+        factory: F,
+    ) -> Result<Vec<Sender<A::Msg>>, StartError>
+    where
+        A: Actor,
+        F: Fn(usize) -> A + Clone + Send + Sync + 'static,
+    {
+        let mut txs = Vec::with_capacity(sizing.instances);
+        for k in 0..sizing.instances {
+            let (tx, rx) = bounded::<A::Msg>(sizing.capacity);
+            self.depth.push((name, probe(&rx), sizing.capacity));
+            let f = factory.clone();
+            self.stages.push(supervisor::spawn(
+                name,
+                1,
+                rx,
+                None,
+                Arc::clone(self.telemetry),
+                move |_| f(k),
+            )?);
+            txs.push(tx);
+        }
+        self.telemetry
+            .stage_instances
+            .with_label_values(&[name])
+            .set(sizing.instances as i64);
+        Ok(txs)
+    }
+
+    /// Makes `inboxes` what the next stage started (the one before) sends to.
+    pub fn set_next(&mut self, inboxes: Vec<Sender<EventBatch>>) {
+        self.next = inboxes;
+    }
+
+    /// Makes `inbox` the pipeline's entry (the head stage's inbox).
+    pub fn set_intake(&mut self, inbox: Sender<Batch>) {
+        self.intake = Some(inbox);
+    }
+}
 
 /// How long past the shutdown deadline stages may take to finish counting.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -86,8 +264,6 @@ impl Intake {
 /// A running pipeline.
 pub struct Pipeline {
     pub intake: Intake,
-    /// Per-IP token buckets of anonymous requests (shared with the HTTP layer).
-    pub limiter: Arc<RateLimiter>,
     pub budget: Arc<MemoryBudget>,
     stages: Vec<StageHandle>,
     deadline: Arc<OnceLock<Instant>>,
@@ -109,169 +285,40 @@ fn probe<T: Send + 'static>(rx: &Receiver<T>) -> Probe {
 }
 
 impl Pipeline {
-    /// Builds and starts every stage.
+    /// Starts every stage of [`STAGES`], tail first.
     pub fn start(
         cfg: &Config,
-        output: Arc<dyn OutputFactory>,
         telemetry: Arc<Telemetry>,
-        hooks: PipelineHooks,
-        encode_ctx: EncodeContext,
-    ) -> Result<Pipeline, OutputError> {
-        let p = &cfg.pipeline;
+        resources: Resources,
+    ) -> Result<Pipeline, StartError> {
         let deadline: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
-
-        // Build the outputs first so configuration errors surface at start-up.
-        let mut outputs = Vec::new();
-        for i in 0..p.indexer.instances {
-            outputs.push(parking_lot::Mutex::new(Some(
-                output.build(i, Arc::clone(&telemetry))?,
-            )));
+        let mut w = Wiring {
+            cfg,
+            telemetry: &telemetry,
+            resources: &resources,
+            deadline: &deadline,
+            next: Vec::new(),
+            intake: None,
+            stages: Vec::new(),
+            depth: Vec::new(),
+        };
+        for def in STAGES.iter().rev() {
+            (def.start)(&mut w, (def.sizing)(&cfg.pipeline))?;
         }
-        let outputs = Arc::new(outputs);
-
-        let (idx_tx, idx_rx) = bounded::<EventBatch>(p.indexer.capacity);
-        let (sm_tx, sm_rx) = bounded::<EventBatch>(p.sourcemap.capacity);
-        let mut shard_txs = Vec::new();
-        let mut shard_rxs = Vec::new();
-        for _ in 0..p.rate.instances {
-            let (tx, rx) = bounded::<EventBatch>(p.rate.capacity);
-            shard_txs.push(tx);
-            shard_rxs.push(rx);
-        }
-        let (val_tx, val_rx) = bounded::<EventBatch>(p.validator.capacity);
-        let (dec_tx, dec_rx) = bounded::<Batch>(p.decoder.capacity);
-
-        let mut depth = vec![
-            ("decoder", probe(&dec_rx), p.decoder.capacity),
-            ("validator", probe(&val_rx), p.validator.capacity),
-        ];
-        for rx in &shard_rxs {
-            depth.push(("rate", probe(rx), p.rate.capacity));
-        }
-        depth.push(("sourcemap", probe(&sm_rx), p.sourcemap.capacity));
-        depth.push(("indexer", probe(&idx_rx), p.indexer.capacity));
-
-        let mut stages = Vec::new();
-        let flush_every = output.flush_interval();
-        {
-            let (t, out, ctx, dl, factory, hook) = (
-                Arc::clone(&telemetry),
-                Arc::clone(&outputs),
-                Arc::new(encode_ctx),
-                Arc::clone(&deadline),
-                Arc::clone(&output),
-                hooks.before_index.clone(),
-            );
-            stages.push(supervisor::spawn(
-                "indexer",
-                p.indexer.instances,
-                idx_rx,
-                Some(flush_every),
-                Arc::clone(&telemetry),
-                move |i| {
-                    // The first build was done above; later builds are restarts.
-                    let o = out.get(i).and_then(|m| m.lock().take());
-                    let o = match o {
-                        Some(o) => o,
-                        None => loop {
-                            match factory.build(i, Arc::clone(&t)) {
-                                Ok(o) => break o,
-                                Err(e) => {
-                                    tracing::error!(error = %e, "cannot rebuild output; retrying");
-                                    std::thread::sleep(Duration::from_secs(1));
-                                }
-                            }
-                        },
-                    };
-                    Indexer::new(
-                        o,
-                        Arc::clone(&ctx),
-                        Arc::clone(&t),
-                        flush_every,
-                        Arc::clone(&dl),
-                    )
-                    .with_hook(hook.clone())
-                },
-            )?);
-        }
-        {
-            let t = Arc::clone(&telemetry);
-            let hook = hooks.before_sourcemap.clone();
-            let rum = Arc::new(
-                RumProcessor::from_config(cfg, &telemetry)
-                    .map_err(|e| OutputError::Config(format!("source mapping: {e}")))?,
-            );
-            stages.push(supervisor::spawn(
-                "sourcemap",
-                p.sourcemap.instances,
-                sm_rx,
-                None,
-                Arc::clone(&telemetry),
-                move |_| {
-                    SourcemapApplier::new(idx_tx.clone(), Arc::clone(&t), Arc::clone(&rum))
-                        .with_hook(hook.clone())
-                },
-            )?);
-        }
-        let rl = &cfg.apm_server.auth.anonymous.rate_limit;
-        let limiter = Arc::new(
-            RateLimiter::new(rl.ip_limit, rl.event_limit, p.rate.instances)
-                .map_err(|e| OutputError::Config(e.to_string()))?,
-        );
-        for (k, rx) in shard_rxs.into_iter().enumerate() {
-            let t = Arc::clone(&telemetry);
-            let next = sm_tx.clone();
-            let lim = Arc::clone(&limiter);
-            let hook = hooks.before_rate.clone();
-            stages.push(supervisor::spawn(
-                "rate",
-                1,
-                rx,
-                None,
-                Arc::clone(&telemetry),
-                move |_| {
-                    RateShard::new(k, Arc::clone(&lim), next.clone(), Arc::clone(&t))
-                        .with_hook(hook.clone())
-                },
-            )?);
-        }
-        drop(sm_tx);
-        telemetry
-            .stage_instances
-            .with_label_values(&["rate"])
-            .set(p.rate.instances as i64);
-        {
-            let t = Arc::clone(&telemetry);
-            let hook = hooks.before_validate.clone();
-            stages.push(supervisor::spawn(
-                "validator",
-                p.validator.instances,
-                val_rx,
-                None,
-                Arc::clone(&telemetry),
-                move |i| {
-                    Validator::new(shard_txs.clone(), i, Arc::clone(&t)).with_hook(hook.clone())
-                },
-            )?);
-        }
-        {
-            let t = Arc::clone(&telemetry);
-            let dcfg = DecodeConfig {
-                default_service_environment: cfg.apm_server.default_service_environment.clone(),
-            };
-            let hooks = hooks.clone();
-            stages.push(supervisor::spawn(
-                "decoder",
-                p.decoder.instances,
-                dec_rx,
-                None,
-                Arc::clone(&telemetry),
-                move |_| Decoder::new(dcfg.clone(), val_tx.clone(), Arc::clone(&t), hooks.clone()),
-            )?);
-        }
+        let Wiring {
+            intake,
+            mut stages,
+            mut depth,
+            next,
+            ..
+        } = w;
+        drop(next);
+        let intake =
+            intake.ok_or_else(|| StartError::Config("no stage takes the intake".into()))?;
         stages.reverse(); // head first
+        depth.reverse();
 
-        let budget = MemoryBudget::new(p.memory_budget.get() as usize);
+        let budget = MemoryBudget::new(cfg.pipeline.memory_budget.get() as usize);
         telemetry.memory_budget_limit.set(budget.limit() as i64);
         for (name, _, cap) in &depth {
             telemetry
@@ -281,14 +328,13 @@ impl Pipeline {
         }
         Ok(Pipeline {
             intake: Intake {
-                tx: Arc::new(RwLock::new(Some(dec_tx))),
+                tx: Arc::new(RwLock::new(Some(intake))),
             },
             budget,
-            limiter,
             stages,
             deadline,
             telemetry,
-            output,
+            output: Arc::clone(&resources.output),
             depth: Arc::new(DepthProbe { inboxes: depth }),
         })
     }

@@ -41,6 +41,10 @@
 //! Invariants: the LRU never holds more than its size; a bucket's tokens
 //! never exceed its capacity; a failed call changes nothing.
 
+mod limiter;
+
+pub use limiter::RateLimiter;
+
 use lru::LruCache;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;

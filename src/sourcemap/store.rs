@@ -20,14 +20,13 @@ use super::map::{self, ParsedMap};
 use super::{paths, SourcemapError};
 use crate::config::Config;
 use crate::output::elasticsearch::SettingsError;
-use crate::telemetry::Telemetry;
 use lru::LruCache;
 use parking_lot::{Condvar, Mutex, RwLock};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde_json::json;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Parsed maps kept (sourcemap.md §4.4).
@@ -231,20 +230,12 @@ fn cache_counter(registry: Option<&Registry>) -> IntCounterVec {
     v
 }
 
-/// One store per server instance (keyed by its telemetry), so the pipeline
-/// stage and the upload handler share the metadata index and cache. Held
-/// weakly: the pipeline's stage owns the store, which stops with it.
-#[allow(clippy::type_complexity)]
-static INSTANCES: Mutex<Vec<(Weak<Telemetry>, Weak<Store>, IntCounterVec)>> =
-    Mutex::new(Vec::new());
-
 impl Store {
     /// Starts a store: builds the client and begins the metadata sync.
+    /// The server creates one store and hands it to the upload handler and
+    /// the sourcemap stage; its cache counter is registered in `registry`.
     pub fn start(cfg: &Config, registry: Option<&Registry>) -> Result<Store, StoreError> {
-        Self::with_counter(cfg, cache_counter(registry))
-    }
-
-    fn with_counter(cfg: &Config, counter: IntCounterVec) -> Result<Store, StoreError> {
+        let counter = cache_counter(registry);
         let es = SourcemapEs::from_config(cfg)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -278,35 +269,6 @@ impl Store {
             inner,
             rt: Some(rt),
         })
-    }
-
-    /// The store of the server instance owning `telemetry`, started on first use.
-    pub fn for_instance(
-        cfg: &Config,
-        telemetry: &Arc<Telemetry>,
-    ) -> Result<Arc<Store>, StoreError> {
-        let mut all = INSTANCES.lock();
-        all.retain(|(t, _, _)| t.strong_count() > 0);
-        let mine = all
-            .iter_mut()
-            .find(|(t, _, _)| t.upgrade().is_some_and(|t| Arc::ptr_eq(&t, telemetry)));
-        match mine {
-            Some((_, s, counter)) => {
-                if let Some(s) = s.upgrade() {
-                    return Ok(s);
-                }
-                // the previous store stopped; reuse the registered counters
-                let st = Arc::new(Store::with_counter(cfg, counter.clone())?);
-                *s = Arc::downgrade(&st);
-                Ok(st)
-            }
-            None => {
-                let counter = cache_counter(Some(&telemetry.registry));
-                let st = Arc::new(Store::with_counter(cfg, counter.clone())?);
-                all.push((Arc::downgrade(telemetry), Arc::downgrade(&st), counter));
-                Ok(st)
-            }
-        }
     }
 
     /// Whether the first metadata sync succeeded.

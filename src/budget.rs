@@ -1,8 +1,12 @@
 //! The global memory budget: bytes of request data read but not yet indexed.
 //!
+//! Shared by the HTTP layer (which acquires), the pipeline (which carries)
+//! and the outputs (which release); it imports nothing of ours, so none of
+//! them has to import another to use it.
+//!
 //! A request acquires a [`Permit`] for each batch of lines before handing it
 //! to the pipeline; the permit travels with the batch's events and is shared
-//! by their documents ([`crate::output::Ack`]). It is released when the last
+//! by their documents ([`Ack`]). It is released when the last
 //! holder drops it: when every document is indexed or permanently failed, or
 //! when the batch is rejected. Invariant: `in_use() <= limit()`, except that a
 //! single batch larger than the whole budget is admitted alone.
@@ -57,6 +61,10 @@ impl MemoryBudget {
         }
     }
 }
+
+/// Held by every document until it is indexed or permanently failed: the
+/// document's share of its batch's [`Permit`].
+pub type Ack = Arc<Permit>;
 
 /// A share of the budget, released on drop.
 #[derive(Debug)]

@@ -6,13 +6,30 @@
 //! The first denied event rejects the whole batch with a terminal 403;
 //! batches accepted earlier stay accepted (security.md §5.3).
 
-use super::supervisor::{Actor, Loss, Message};
-use super::topology::EventsHook;
-use super::{EventBatch, Outcome, Terminal};
 use crate::auth::{Action, Resource};
+use crate::config::settings::Stage;
+use crate::pipeline::supervisor::{Actor, Loss, Message};
+use crate::pipeline::topology::EventsHook;
+use crate::pipeline::topology::{StartError, Wiring};
+use crate::pipeline::{EventBatch, Outcome, Terminal};
 use crate::telemetry::{reject, Telemetry};
 use crossbeam_channel::Sender;
 use std::sync::Arc;
+
+/// The stage's name (threads, metrics, `pipeline.validator`).
+pub const NAME: &str = "validator";
+
+/// Starts the validators, sending to every rate shard.
+pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+    let shards = w.next().to_vec();
+    let telemetry = Arc::clone(w.telemetry);
+    let hook = w.resources.hooks.before_validate.clone();
+    let inbox = w.spawn(NAME, sizing, None, move |i| {
+        Validator::new(shards.clone(), i, Arc::clone(&telemetry)).with_hook(hook.clone())
+    })?;
+    w.set_next(vec![inbox]);
+    Ok(())
+}
 
 impl Message for EventBatch {
     fn loss(&self) -> Loss {

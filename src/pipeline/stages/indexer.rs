@@ -6,15 +6,61 @@
 //! event fails only that event; the output is flushed at least every flush
 //! interval and closed with the shutdown deadline.
 
-use super::supervisor::{Actor, Loss};
-use super::topology::EventsHook;
-use super::EventBatch;
+use crate::config::settings::Stage;
 use crate::model::{encode, EncodeContext};
 use crate::output::Output;
+use crate::pipeline::supervisor::{Actor, Loss};
+use crate::pipeline::topology::EventsHook;
+use crate::pipeline::topology::{StartError, Wiring};
+use crate::pipeline::EventBatch;
 use crate::telemetry::{fail, Telemetry};
+use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The stage's name (threads, metrics, `pipeline.indexer`).
+pub const NAME: &str = "indexer";
+
+/// Builds one output per instance (so configuration errors surface at
+/// start-up), then starts the indexers. An instance restarted after a panic
+/// builds a new output, retrying every second until it can.
+pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+    let factory = Arc::clone(&w.resources.output);
+    let telemetry = Arc::clone(w.telemetry);
+    let mut first = Vec::with_capacity(sizing.instances);
+    for i in 0..sizing.instances {
+        first.push(Mutex::new(Some(factory.build(i, Arc::clone(&telemetry))?)));
+    }
+    let ctx = Arc::new(w.resources.encode_ctx.clone());
+    let deadline = Arc::clone(w.deadline);
+    let hook = w.resources.hooks.before_index.clone();
+    let flush_every = factory.flush_interval();
+    let inbox = w.spawn(NAME, sizing, Some(flush_every), move |i| {
+        let output = match first.get(i).and_then(|m| m.lock().take()) {
+            Some(o) => o,
+            None => loop {
+                match factory.build(i, Arc::clone(&telemetry)) {
+                    Ok(o) => break o,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot rebuild output; retrying");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            },
+        };
+        Indexer::new(
+            output,
+            Arc::clone(&ctx),
+            Arc::clone(&telemetry),
+            flush_every,
+            Arc::clone(&deadline),
+        )
+        .with_hook(hook.clone())
+    })?;
+    w.set_next(vec![inbox]);
+    Ok(())
+}
 
 pub struct Indexer {
     output: Box<dyn Output>,

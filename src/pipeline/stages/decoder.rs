@@ -6,12 +6,37 @@
 //! invalid event line is reported and skipped. A batch without valid events
 //! is answered here; the others go on to the validator.
 
-use super::supervisor::{Actor, Loss, Message};
-use super::{Batch, EventBatch, LineErr, Outcome, PipelineHooks, RawLine, Terminal};
+use crate::config::settings::Stage;
 use crate::model::{DecodeConfig, Decoder as ModelDecoder};
+use crate::pipeline::supervisor::{Actor, Loss, Message};
+use crate::pipeline::topology::{StartError, Wiring};
+use crate::pipeline::{Batch, EventBatch, LineErr, Outcome, PipelineHooks, RawLine, Terminal};
 use crate::telemetry::{reject, Telemetry};
 use crossbeam_channel::Sender;
 use std::sync::Arc;
+
+/// The stage's name (threads, metrics, `pipeline.decoder`).
+pub const NAME: &str = "decoder";
+
+/// Starts the decoders; their inbox is the pipeline's intake.
+pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+    let next = w.next_one()?;
+    let telemetry = Arc::clone(w.telemetry);
+    let hooks = w.resources.hooks.clone();
+    let cfg = DecodeConfig {
+        default_service_environment: w.cfg.apm_server.default_service_environment.clone(),
+    };
+    let inbox = w.spawn(NAME, sizing, None, move |_| {
+        Decoder::new(
+            cfg.clone(),
+            next.clone(),
+            Arc::clone(&telemetry),
+            hooks.clone(),
+        )
+    })?;
+    w.set_intake(inbox);
+    Ok(())
+}
 
 pub const TOO_LARGE: &str = "event exceeded the permitted size";
 

@@ -1,55 +1,61 @@
-//! Rate shard stage: the per-client-IP limiter of anonymous requests
-//! (ratelimit.md), sharded by client IP, and the point where a batch's
+//! Rate stage: applies the per-client-IP limit of anonymous requests
+//! ([`crate::ratelimit`]) to every batch, and is the point where a batch's
 //! outcome is decided: once a batch passes here it is accepted, its handler
 //! is answered, and its events are owed to the output.
 //!
-//! Each of the K shards owns the [`Store`] of the IPs that hash to it
-//! ([`crate::ratelimit::shard_of`]). The store sits behind a mutex of its own
-//! shard (never shared between shards) because the HTTP layer also takes the
-//! one per-request token from it ([`RateLimiter::allow`]); every critical
-//! section is a single bucket operation.
+//! The stage runs one instance per limiter shard; the validator routes each
+//! batch to the shard of its client IP ([`crate::ratelimit::shard_of`]), so
+//! one IP's batches are serialized by one instance. A batch takes one token
+//! per event and may have to wait up to
+//! [`BATCH_MAX_WAIT`](crate::ratelimit::BATCH_MAX_WAIT) for them; past that
+//! the request ends with 429.
 //!
 //! Invariants: a shard never sleeps — a batch that must wait for tokens is
 //! parked with its due time and released by the shard's own timer while it
-//! keeps serving other IPs; a shard blocks only on its downstream `send`.
+//! keeps serving other IPs; a shard blocks only on its downstream `send`;
+//! tokens of a batch that is not accepted after all are given back.
 
-use super::supervisor::{Actor, Loss};
-use super::topology::EventsHook;
-use super::{EventBatch, Outcome, Terminal};
-use crate::ratelimit::{self, Store, StoreError, BATCH_MAX_WAIT};
+use crate::config::settings::Stage;
+use crate::pipeline::supervisor::{Actor, Loss};
+use crate::pipeline::topology::EventsHook;
+use crate::pipeline::topology::{StartError, Wiring};
+use crate::pipeline::{EventBatch, Outcome, Terminal};
+use crate::ratelimit::{RateLimited, RateLimiter};
 use crate::telemetry::{fail, reject, Telemetry};
 use crossbeam_channel::Sender;
-use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The stores of all shards; shared by the shard actors and the HTTP layer.
-pub struct RateLimiter {
-    shards: Vec<Mutex<Store>>,
-}
+/// The stage's name (threads, metrics, `pipeline.rate`).
+pub const NAME: &str = "rate";
 
-impl RateLimiter {
-    pub fn new(ip_limit: i64, event_limit: i64, shards: usize) -> Result<Self, StoreError> {
-        Ok(RateLimiter {
-            shards: ratelimit::shard_stores(ip_limit, event_limit, shards)?
-                .into_iter()
-                .map(Mutex::new)
-                .collect(),
-        })
+/// Starts one instance per limiter shard, each with an inbox of its own.
+pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+    let limiter = Arc::clone(&w.resources.limiter);
+    if limiter.shards() != sizing.instances {
+        return Err(StartError::Config(format!(
+            "the rate limiter has {} shards but pipeline.rate.instances is {}",
+            limiter.shards(),
+            sizing.instances
+        )));
     }
-
-    /// The per-request token (ratelimit.md §5.1): false → 429.
-    pub fn allow(&self, ip: IpAddr) -> bool {
-        let k = ratelimit::shard_of(&ip, self.shards.len());
-        self.shards[k].lock().allow(ip, Instant::now())
-    }
-
-    fn store(&self, k: usize) -> &Mutex<Store> {
-        &self.shards[k]
-    }
+    let next = w.next_one()?;
+    let telemetry = Arc::clone(w.telemetry);
+    let hook = w.resources.hooks.before_rate.clone();
+    let shards = w.spawn_sharded(NAME, sizing, move |k| {
+        RateShard::new(
+            k,
+            Arc::clone(&limiter),
+            next.clone(),
+            Arc::clone(&telemetry),
+        )
+        .with_hook(hook.clone())
+    })?;
+    w.set_next(shards);
+    Ok(())
 }
 
 struct Parked {
@@ -124,7 +130,7 @@ impl RateShard {
                 .is_err()
             {
                 if let Some(ip) = reserved {
-                    self.limiter.store(self.shard).lock().cancel(ip, n as u32);
+                    self.limiter.cancel(self.shard, ip, n as u32);
                 }
                 self.telemetry.reject(reject::QUEUE_FULL, n);
                 return;
@@ -165,13 +171,7 @@ impl Actor for RateShard {
             None => self.accept(eb, None),
             Some(ip) => {
                 let now = Instant::now();
-                let res = self.limiter.store(self.shard).lock().reserve(
-                    ip,
-                    n as u32,
-                    now,
-                    BATCH_MAX_WAIT,
-                );
-                match res {
+                match self.limiter.reserve(self.shard, ip, n as u32, now) {
                     Ok(wait) if wait.is_zero() => self.accept(eb, Some(ip)),
                     Ok(wait) => {
                         self.seq += 1;
@@ -182,7 +182,7 @@ impl Actor for RateShard {
                             batch: eb,
                         }));
                     }
-                    Err(ratelimit::RateLimited) => {
+                    Err(RateLimited) => {
                         self.telemetry.reject(reject::RATE_LIMITED, n);
                         if let Some(t) = eb.ticket.take() {
                             let _ = t.commit(Outcome {
@@ -216,7 +216,7 @@ impl Actor for RateShard {
         for Reverse(p) in std::mem::take(&mut self.parked).into_vec() {
             let mut eb = p.batch;
             let n = eb.events.len();
-            self.limiter.store(self.shard).lock().cancel(p.ip, n as u32);
+            self.limiter.cancel(self.shard, p.ip, n as u32);
             self.telemetry.reject(reject::INTERNAL, n);
             if let Some(t) = eb.ticket.take() {
                 let _ = t.commit(Outcome {
@@ -236,8 +236,9 @@ impl Actor for RateShard {
 mod tests {
     use super::*;
     use crate::auth::AuthResult;
+    use crate::budget::MemoryBudget;
     use crate::model::{DecodeConfig, Decoder, RequestBase};
-    use crate::pipeline::{budget::MemoryBudget, ticket, RequestCtx, TicketWatch};
+    use crate::pipeline::{ticket, RequestCtx, TicketWatch};
     use std::sync::OnceLock;
 
     /// A batch of `n` error events from `ip`, and its handler's watch.

@@ -12,17 +12,43 @@
 //! are recorded on frames, never drop events); the only blocking is a
 //! source-map fetch, bounded by the batch deadline.
 
-use super::supervisor::Actor;
-use super::topology::EventsHook;
-use super::EventBatch;
-use crate::config::Config;
+use crate::config::settings::Stage;
 use crate::model::{Event, Frame};
+use crate::pipeline::supervisor::Actor;
+use crate::pipeline::topology::EventsHook;
+use crate::pipeline::topology::{StartError, Wiring};
+use crate::pipeline::EventBatch;
 use crate::sourcemap::frame::{apply_sourcemaps, FrameAccess, MapSource, Mapped};
-use crate::sourcemap::{RumSettings, Store};
+use crate::sourcemap::RumSettings;
 use crate::telemetry::{fail, Telemetry};
 use crossbeam_channel::Sender;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The stage's name (threads, metrics, `pipeline.sourcemap`).
+pub const NAME: &str = "sourcemap";
+
+/// Starts the appliers with the RUM settings and the server's source-map
+/// store (if source mapping is on).
+pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+    let settings = RumSettings::from_config(w.cfg)
+        .map_err(|e| StartError::Config(format!("apm-server.rum pattern: {e}")))?;
+    let source = w
+        .resources
+        .sourcemaps
+        .clone()
+        .map(|s| s as Arc<dyn MapSource + Send + Sync>);
+    let rum = Arc::new(RumProcessor::new(settings, source));
+    let next = w.next_one()?;
+    let telemetry = Arc::clone(w.telemetry);
+    let hook = w.resources.hooks.before_sourcemap.clone();
+    let inbox = w.spawn(NAME, sizing, None, move |_| {
+        SourcemapApplier::new(next.clone(), Arc::clone(&telemetry), Arc::clone(&rum))
+            .with_hook(hook.clone())
+    })?;
+    w.set_next(vec![inbox]);
+    Ok(())
+}
 
 impl FrameAccess for Frame {
     fn abs_path(&self) -> &str {
@@ -71,20 +97,6 @@ pub struct RumProcessor {
 }
 
 impl RumProcessor {
-    /// From the configuration; starts (or joins) the instance's source-map store
-    /// when source mapping is active. Errors: invalid regexes or ES settings.
-    pub fn from_config(cfg: &Config, telemetry: &Arc<Telemetry>) -> Result<RumProcessor, String> {
-        let settings =
-            RumSettings::from_config(cfg).map_err(|e| format!("apm-server.rum pattern: {e}"))?;
-        let source: Option<Arc<dyn MapSource + Send + Sync>> = if settings.source_mapping {
-            let s: Arc<Store> = Store::for_instance(cfg, telemetry).map_err(|e| e.to_string())?;
-            Some(s)
-        } else {
-            None
-        };
-        Ok(RumProcessor { settings, source })
-    }
-
     /// With an explicit map source (`None` = source mapping off).
     pub fn new(settings: RumSettings, source: Option<Arc<dyn MapSource + Send + Sync>>) -> Self {
         let source = source.filter(|_| settings.source_mapping);
