@@ -596,7 +596,10 @@ impl Default for FileOutput {
 pub struct Pipeline {
     /// Bytes of request data in flight (read but not yet indexed) across the server.
     pub memory_budget: ByteSize,
-    /// How long a request waits for room in the first stage before a 503 "queue is full".
+    /// Queueing time one request may spend in total, over all its batches:
+    /// waiting for room in the memory budget and the decoder inbox, and for
+    /// batch outcomes beyond a short per-batch allowance. Past it the request
+    /// ends with 503 "queue is full", reporting what was accepted so far.
     pub queue_wait: GoDuration,
     pub decoder: Stage,
     pub validator: Stage,

@@ -284,22 +284,3 @@ impl FrameAccess for StackFrame {
         self.sourcemap_updated = true;
     }
 }
-
-/// The culprit of an error (§7): the first mapped, non-library frame of the
-/// log stack trace, else of the exception stack trace.
-pub fn culprit(log: &[StackFrame], exception: &[StackFrame]) -> Option<String> {
-    let f = log
-        .iter()
-        .chain(exception)
-        .find(|f| f.sourcemap_updated && !f.library_frame)?;
-    let mut c = if f.filename.is_empty() {
-        f.classname.clone()
-    } else {
-        f.filename.clone()
-    };
-    if !f.function.is_empty() {
-        c.push_str(" in ");
-        c.push_str(&f.function);
-    }
-    Some(c)
-}
