@@ -1,5 +1,7 @@
-//! The actor pipeline (architecture.md): stages joined by bounded crossbeam
-//! channels, each stage a set of supervised actor threads.
+//! The stage pipeline: stages joined by bounded crossbeam channels, each
+//! stage a set of supervised threads ([`supervisor`]); the stages are one
+//! table in [`topology::STAGES`], one file each under [`stages`]. The
+//! picture, the module rules and the reasons are in docs/architecture.md.
 //!
 //! ```text
 //! handler ─try_send─▶ decoder ×N ─▶ validator ×V ─▶ rate shard ×K ─▶ sourcemap ×M ─▶ indexer ×P ─▶ output
@@ -16,6 +18,32 @@
 //!   gave up waiting (then the stages drop the batch, counted as rejected);
 //! * accepted events are owed to the output: they are indexed or counted as
 //!   failed, never dropped silently (see [`crate::telemetry`]).
+//!
+//! # Why the stages are not actix actors
+//!
+//! The HTTP layer runs on actix; the stages deliberately do not. We weighed
+//! actix's `SyncArbiter` (a thread pool for one sync actor type) and
+//! `Supervisor` (restarting async actors) against these threads:
+//! * **bounded mailboxes with back-pressure**: a `SyncArbiter` feeds its
+//!   threads from an unbounded queue, and a sync actor can pass a message on
+//!   only with `do_send` (no capacity check), `try_send` (spin when full) or
+//!   `send` (a future it has no executor to wait on). Our stage threads block
+//!   on a bounded `send`, so memory stays bounded by the profile;
+//! * **CPU-bound work off the async executor**: decoding, encoding and bulk
+//!   gzip never run on an actix/tokio worker (a `SyncArbiter` would give
+//!   this too; async actors would not);
+//! * **exact event accounting across panics**: the supervisor catches a panic
+//!   per message, charges exactly the events that message carried (rejected
+//!   or failed, by whether its outcome was committed), lets the instance
+//!   settle what else it held ([`supervisor::Actor::after_panic`]) and
+//!   rebuilds it. A panicking `SyncArbiter` actor ends its thread, and a
+//!   `Supervisor` restart knows nothing of the lost message;
+//! * **shutdown order**: the pipeline drains after the HTTP server stopped,
+//!   outliving actix's `System`, on which a `SyncArbiter` depends.
+//!
+//! What actix would have given: one actor vocabulary for HTTP and pipeline,
+//! typed addresses instead of channel senders, and request/response
+//! messages, which [`Ticket`] and its oneshot reply stand in for.
 
 pub mod stages;
 pub mod supervisor;
