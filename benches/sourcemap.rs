@@ -8,10 +8,14 @@
 //!
 //! Run: `cargo bench --bench sourcemap`
 
+#[path = "../tests/support/frames.rs"]
+mod frames;
+
 use apm_rs::config;
-use apm_rs::sourcemap::frame::{apply_sourcemaps, InMemory};
-use apm_rs::sourcemap::{ParsedMap, StackFrame, Store};
+use apm_rs::sourcemap::frame::apply_sourcemaps;
+use apm_rs::sourcemap::{ParsedMap, Store};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use frames::{InMemory, StackFrame};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

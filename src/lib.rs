@@ -1,6 +1,6 @@
 //! apm-rs: an Elastic APM intake server.
 //!
-//! Request path (architecture.md): [`http`] handlers authenticate ([`auth`])
+//! Request path (docs/architecture.md): [`http`] handlers authenticate ([`auth`])
 //! and stream request bodies as batches of raw ndjson lines into the
 //! [`pipeline`], whose stages (decoder → allow-list validator → rate shards →
 //! sourcemap applier → bulk indexer) are actors joined by bounded channels.

@@ -1,7 +1,7 @@
 //! Internal events: every counter and gauge apm-rs keeps, named in one place
 //! so the metrics endpoint and its documentation agree.
 //!
-//! Accounting identity (architecture.md): at any moment
+//! Accounting identity (docs/architecture.md): at any moment
 //! `events_received = events_rejected + events_indexed + events_failed
 //! + events_discarded + in_flight`, where `in_flight` is what has been
 //! accepted and not yet indexed or failed. [`Telemetry::accounting`] reads it.

@@ -1,16 +1,19 @@
-//! Source mapping (sourcemap.md, cases.md Q): frame rewriting against the
+//! Source mapping (docs/sourcemaps.md; upstream cases Q): frame rewriting against the
 //! corpus maps, the store against the Elasticsearch double (missing,
 //! malformed and oversized maps, unreachable and silent Elasticsearch), and
 //! the upload API followed by RUM events through HTTP.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
 
 use apm_rs::config::{self, Config};
-use apm_rs::sourcemap::frame::{apply_sourcemaps, InMemory};
-use apm_rs::sourcemap::{FramePatterns, ParsedMap, StackFrame, Store};
+use apm_rs::sourcemap::frame::apply_sourcemaps;
+use apm_rs::sourcemap::{FramePatterns, ParsedMap, Store};
 use base64::Engine;
 use common::{corpus, post, TestServer};
 use es_double::EsDouble;
+use frames::{InMemory, StackFrame};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,6 @@
-//! Anonymous access: allow lists of agent and service names (security.md §5).
+//! Anonymous access: allow lists of agent and service names
+//! (`apm-server.auth.anonymous.allow_agent` / `allow_service`; an empty list
+//! allows every name). Rules and rationale: docs/security.md.
 
 use super::{Action, Resource, Unauthorized};
 use crate::config::Anonymous;

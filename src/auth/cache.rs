@@ -1,5 +1,6 @@
-//! The API-key verification cache (security.md §4.3, with two deliberate
-//! differences from apm-server).
+//! The API-key verification cache: a verified key is trusted for a minute
+//! without asking Elasticsearch again (as in apm-server, with two
+//! deliberate differences).
 //!
 //! * Key: the API key id **plus a SHA-256 hash of the secret**
 //!   ([`CacheKey`]). apm-server keys by id only, so once an id is cached as
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// Entry lifetime (security.md §4.3).
+/// Entry lifetime (apm-server's).
 pub const TTL: Duration = Duration::from_secs(60);
 
 /// API key id + SHA-256 of the secret.

@@ -1,4 +1,4 @@
-//! Parsing of the `Authorization` header (security.md §2): the scheme is the
+//! Parsing of the `Authorization` header, as apm-server does it: the scheme is the
 //! text before the first space (case-sensitive), the token everything after.
 
 pub const BEARER: &str = "Bearer";
@@ -18,7 +18,7 @@ mod tests {
 
     #[test]
     fn parsing() {
-        // cases.md F.59
+        // upstream case F.59
         assert_eq!(parse(Some("Bearer abc123")), ("Bearer", "abc123"));
         assert_eq!(parse(Some("Bearer a b")), ("Bearer", "a b"));
         assert_eq!(parse(Some("Bearer")), ("", ""));

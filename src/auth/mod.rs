@@ -1,4 +1,4 @@
-//! Authentication and authorization of agents (security.md).
+//! Authentication and authorization of agents (behaviour: docs/security.md).
 //!
 //! [`Authenticator::authenticate`] decides from the `Authorization` header
 //! alone, before any body is read: no auth configured (`none`), secret token,
@@ -31,7 +31,7 @@ pub enum Method {
     Anonymous,
 }
 
-/// What a request wants to do (security.md §6).
+/// What a request wants to do; each maps to one API-key privilege.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     EventIngest,
@@ -148,7 +148,9 @@ impl AuthResult {
         self.method == Method::Anonymous
     }
 
-    /// Checks `action` on `res` (security.md §4.4, §5.3).
+    /// Checks `action` on `res`: always allowed with no auth or the secret
+    /// token; by the key's privileges for an API key; by the allow lists for
+    /// anonymous requests.
     pub fn authorize(&self, action: Action, res: &Resource<'_>) -> Result<(), Unauthorized> {
         match &self.authorizer {
             Authorizer::AllowAll => Ok(()),
@@ -226,7 +228,9 @@ impl Authenticator {
         self.secret_token.is_some() || self.api_key.is_some()
     }
 
-    /// security.md §2.
+    /// By the header's scheme: none → anonymous (if allowed, else 401),
+    /// `ApiKey` → verified key, `Bearer` → secret token, anything else → 401.
+    /// With no auth configured every request is allowed.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<AuthResult, AuthError> {
         if !self.configured() {
             return Ok(AuthResult::none());
@@ -271,8 +275,9 @@ mod tests {
         }
     }
 
+    // upstream case F.55
     #[tokio::test]
-    async fn no_auth_configured_f55() {
+    async fn without_auth_configured_every_header_is_allowed() {
         let a = auth(&[]);
         assert!(!a.configured());
         for h in [
@@ -294,8 +299,9 @@ mod tests {
         }
     }
 
+    // upstream case F.56
     #[tokio::test]
-    async fn missing_and_unknown_header_f56() {
+    async fn a_missing_or_unknown_authorization_header_is_refused() {
         let dead = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -313,8 +319,9 @@ mod tests {
         }
     }
 
+    // upstream case F.57
     #[tokio::test]
-    async fn secret_token_f57() {
+    async fn the_secret_token_must_match_exactly() {
         let a = auth(&["apm-server.auth.secret_token=valid"]);
         assert_eq!(
             failed(a.authenticate(Some("Bearer invalid")).await),
@@ -332,8 +339,9 @@ mod tests {
             .contains("unknown Authentication header bearer"));
     }
 
+    // upstream case F.58
     #[tokio::test]
-    async fn anonymous_f58() {
+    async fn anonymous_requests_are_allowed_only_when_enabled() {
         let a = auth(&["apm-server.auth.anonymous.enabled=true"]);
         assert_eq!(a.authenticate(None).await.unwrap().method, Method::None);
         let a = auth(&[
@@ -350,8 +358,9 @@ mod tests {
         );
     }
 
+    // upstream case G.60, G.61, G.62
     #[tokio::test]
-    async fn api_key_authorization_g60_g61_g62() {
+    async fn an_api_key_is_authorized_by_its_privileges() {
         let es = FakeEs::start(std::sync::Arc::new(|_: &Seen, _| (200, GRANTED.into()))).await;
         let a = Authenticator::try_new(&es_config(es.addr, &[])).unwrap();
         let h = format!("ApiKey {}", b64("id_value:key_value"));
@@ -377,8 +386,9 @@ mod tests {
         assert_eq!(es.calls(), 1);
     }
 
+    // upstream case G.65
     #[tokio::test]
-    async fn api_key_backend_error_g65() {
+    async fn an_unreachable_elasticsearch_is_a_backend_error_not_a_401() {
         let dead = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

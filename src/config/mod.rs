@@ -487,7 +487,8 @@ impl Config {
         !a.secret_token.is_empty() || a.api_key.enabled
     }
 
-    /// Anonymous access after the implicit rule of security.md §5.1.
+    /// Anonymous access: only when auth is configured; then as set, or, left
+    /// unset, exactly when RUM is enabled (browsers cannot hold a secret).
     pub fn anonymous_enabled(&self) -> bool {
         let a = &self.apm_server.auth;
         self.auth_configured() && a.anonymous.enabled.unwrap_or(self.apm_server.rum.enabled)

@@ -1,7 +1,7 @@
 //! Every setting apm-rs reads, with its default beside the field.
 //!
 //! Key names follow apm-server (`apm-server.*`, `output.elasticsearch.*`);
-//! see `../shared/spec/config.md`. Unknown keys are rejected
+//! rules that span keys are in docs/configuration.md. Unknown keys are rejected
 //! (`deny_unknown_fields`), so a typo stops start-up naming the key. Keys
 //! apm-server documents but ignores are accepted and marked *ignored*.
 
@@ -55,7 +55,8 @@ pub struct ApmServer {
     /// apm-rs extension: a compressed intake body may decompress to at most
     /// this many times its size (never less than 16 MiB); 0 = unlimited.
     pub max_decompression_ratio: u64,
-    /// Concurrent intake streams being decoded; 0 = auto (see intake.md §6.1).
+    /// Concurrent intake streams being decoded; 0 = 2048 (apm-server derives
+    /// its default from the memory limit).
     pub max_concurrent_decoders: usize,
     /// Headers added to every root, backend and RUM response.
     pub response_headers: HeaderMap,
@@ -379,7 +380,8 @@ impl Default for Kibana {
 }
 
 /// Elasticsearch client settings shared by the output, API-key checks,
-/// source maps and agent config (config.md §6).
+/// source maps and agent config (how they fall back to the output's:
+/// docs/configuration.md).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EsClient {

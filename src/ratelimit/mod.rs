@@ -1,4 +1,6 @@
-//! Per-client-IP token buckets for anonymous requests (ratelimit.md).
+//! Per-client-IP token buckets for anonymous requests: each anonymous
+//! request takes one token before its body is read, and each of its events
+//! one more as its batches pass the pipeline's rate stage.
 //!
 //! This module is the *state* of one rate shard: a [`Store`] maps client IPs
 //! to [`Bucket`]s held in an LRU of a fixed number of entries. It never sleeps
@@ -53,7 +55,8 @@ use std::time::{Duration, Instant};
 /// apm-server's hard-coded burst multiplier (capacity = 3 × event_limit).
 pub const DEFAULT_BURST_FACTOR: i64 = 3;
 
-/// How long an intake batch may wait for tokens (ratelimit.md §4).
+/// How long an intake batch may wait for tokens before its request is
+/// answered 429 (apm-server waits up to one second as well).
 pub const BATCH_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// The key used for requests whose client IP is unknown (e.g. a Unix-socket
@@ -65,7 +68,7 @@ pub fn key_of(ip: Option<IpAddr>) -> IpAddr {
     ip.unwrap_or(UNKNOWN_IP)
 }
 
-/// Invalid store settings (start-up error, cases.md K.91).
+/// Invalid store settings: stop the server at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("invalid rate limit ip_limit {0}: must be > 0")]
@@ -191,7 +194,8 @@ impl Store {
         })
     }
 
-    /// Takes one token for `ip` if available (per-request check, ratelimit.md §5.1).
+    /// Takes one token for `ip` if available: the per-request check made
+    /// before a body is read (no token: 429 at once).
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
         self.reserve(ip, 1, now, Duration::ZERO).is_ok()
     }
@@ -199,7 +203,7 @@ impl Store {
     /// Takes `n` tokens for `ip` now, possibly into debt, and returns how long
     /// the caller must defer before proceeding (zero if none). Fails, taking
     /// nothing, when `n` exceeds the capacity or the wait would exceed
-    /// `max_wait` (ratelimit.md §4 `wait`). Never sleeps.
+    /// `max_wait`. Never sleeps.
     pub fn reserve(
         &mut self,
         ip: IpAddr,
@@ -322,8 +326,9 @@ mod tests {
         s.parse().unwrap()
     }
 
+    // upstream case K.91
     #[test]
-    fn invalid_settings_k91() {
+    fn invalid_ip_event_or_burst_limits_are_refused() {
         assert_eq!(Store::new(-1, 1, 3).unwrap_err(), StoreError::IpLimit(-1));
         assert_eq!(Store::new(0, 1, 3).unwrap_err(), StoreError::IpLimit(0));
         assert_eq!(
@@ -334,8 +339,9 @@ mod tests {
         assert!(Store::new(1, 0, 3).is_ok());
     }
 
+    // upstream case K.92
     #[test]
-    fn eviction_reuses_bucket_k92() {
+    fn a_new_ip_in_a_full_lru_reuses_the_evicted_bucket() {
         let now = Instant::now();
         let mut s = Store::new(2, 1, 3).unwrap();
         let (a, b, c) = (ip("127.0.0.1"), ip("127.0.0.2"), ip("127.0.0.3"));
@@ -359,15 +365,17 @@ mod tests {
         assert_eq!(s.len(), 2);
     }
 
+    // upstream case K.93
     #[test]
-    fn burst_zero_refuses_k93() {
+    fn a_burst_factor_of_zero_refuses_every_request() {
         let now = Instant::now();
         let mut s = Store::new(1, 1, 0).unwrap();
         assert!(!s.allow(ip("1.2.3.4"), now));
     }
 
+    // upstream case K.94
     #[test]
-    fn burst_one_and_two_k94() {
+    fn burst_factors_one_and_two_allow_that_many_requests_at_once() {
         let now = Instant::now();
         let mut s = Store::new(1, 1, 1).unwrap();
         assert!(s.allow(ip("1.2.3.4"), now));
@@ -378,8 +386,9 @@ mod tests {
         assert!(!s.allow(ip("1.2.3.4"), now));
     }
 
+    // upstream case K.95 and worked example 4
     #[test]
-    fn varying_ips_k95_and_worked_example_4() {
+    fn cycling_through_more_ips_than_the_lru_holds_never_yields_fresh_buckets() {
         let now = Instant::now();
         let mut s = Store::new(2, 1, 1).unwrap();
         assert!(s.allow(ip("10.1.1.1"), now));

@@ -1,10 +1,12 @@
-//! Frame rewriting (sourcemap.md §2–§3, §7; documents.md §13.2): source
+//! Frame rewriting (docs/sourcemaps.md, "Which frames" to "Library frames,
+//! grouping, culprit"): source
 //! mapping of one stack trace with the one-frame function-name shift, and the
 //! library-frame / exclude-from-grouping flags.
 //!
-//! The logic is generic over [`FrameAccess`], implemented by the plain
-//! [`StackFrame`] here and by the model's frame in the pipeline stage, and
-//! over [`MapSource`], implemented by the [`Store`] and by [`InMemory`].
+//! The logic is generic over [`FrameAccess`], implemented by the model's
+//! frame in the pipeline stage (and by a plain frame in tests and benches),
+//! and over [`MapSource`], implemented by the [`Store`] (and by in-memory
+//! map sets in tests and benches).
 //!
 //! Invariants: frames without `lineno`, `colno` or a non-empty `abs_path`
 //! are left untouched; a frame that cannot be mapped keeps its values (only
@@ -14,7 +16,6 @@ use super::map::ParsedMap;
 use super::store::Store;
 use super::{paths, SourcemapError};
 use regex::Regex;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +24,7 @@ pub const ANONYMOUS: &str = "<anonymous>";
 /// The carry when the map has no name at a position.
 pub const UNKNOWN: &str = "<unknown>";
 
-/// The values a successful mapping writes into a frame (§3.4).
+/// The values a successful mapping writes into a frame.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mapped {
     /// The mapped source file; `None` keeps the frame's filename.
@@ -76,42 +77,7 @@ impl MapSource for Store {
     }
 }
 
-/// Maps held in memory by exact (service, version, bundle path): tests and benches.
-#[derive(Debug, Default)]
-pub struct InMemory {
-    maps: HashMap<(String, String, String), Arc<ParsedMap>>,
-}
-
-impl InMemory {
-    pub fn insert(&mut self, service: &str, version: &str, path: &str, map: ParsedMap) {
-        self.maps
-            .insert((service.into(), version.into(), path.into()), Arc::new(map));
-    }
-}
-
-impl MapSource for InMemory {
-    fn fetch(
-        &self,
-        service: &str,
-        version: &str,
-        path: &str,
-        _deadline: Instant,
-    ) -> Result<Option<Arc<ParsedMap>>, SourcemapError> {
-        match self
-            .maps
-            .get(&(service.to_string(), version.to_string(), path.to_string()))
-        {
-            Some(m) => Ok(Some(Arc::clone(m))),
-            None => Err(SourcemapError::UrlNotFound {
-                service: service.into(),
-                version: version.into(),
-                path: path.into(),
-            }),
-        }
-    }
-}
-
-/// Source-maps one stack trace (§2–§3), last frame first. Returns the
+/// Source-maps one stack trace, last frame first. Returns the
 /// number of frames updated.
 pub fn apply_sourcemaps<F: FrameAccess, S: MapSource + ?Sized>(
     frames: &mut [F],
@@ -165,7 +131,7 @@ pub fn apply_sourcemaps<F: FrameAccess, S: MapSource + ?Sized>(
     updated
 }
 
-/// `rum.library_pattern` and `rum.exclude_from_grouping` (§7); an empty
+/// `rum.library_pattern` and `rum.exclude_from_grouping`; an empty
 /// pattern disables its processor.
 #[derive(Debug, Clone, Default)]
 pub struct FramePatterns {
@@ -200,87 +166,5 @@ impl FramePatterns {
             let m = !f.filename().is_empty() && re.is_match(f.filename());
             f.set_exclude_from_grouping(m);
         }
-    }
-}
-
-/// Values kept by source mapping and library flagging (`original.*`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Original {
-    pub abs_path: String,
-    pub filename: String,
-    pub classname: String,
-    pub function: String,
-    pub lineno: Option<i64>,
-    pub colno: Option<i64>,
-    pub library_frame: Option<bool>,
-}
-
-/// A plain stack frame (documents.md §11) for tests, benches and callers
-/// without the model.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StackFrame {
-    pub filename: String,
-    pub abs_path: String,
-    pub classname: String,
-    pub function: String,
-    pub lineno: Option<i64>,
-    pub colno: Option<i64>,
-    pub library_frame: bool,
-    pub exclude_from_grouping: bool,
-    pub context_line: String,
-    pub pre_context: Vec<String>,
-    pub post_context: Vec<String>,
-    pub original: Option<Original>,
-    pub sourcemap_updated: bool,
-    pub sourcemap_error: String,
-}
-
-impl FrameAccess for StackFrame {
-    fn abs_path(&self) -> &str {
-        &self.abs_path
-    }
-    fn filename(&self) -> &str {
-        &self.filename
-    }
-    fn lineno(&self) -> Option<i64> {
-        self.lineno
-    }
-    fn colno(&self) -> Option<i64> {
-        self.colno
-    }
-    fn library_frame(&self) -> bool {
-        self.library_frame
-    }
-    fn mark_library_frame(&mut self, is_library: bool) {
-        self.original
-            .get_or_insert_with(Default::default)
-            .library_frame = Some(self.library_frame);
-        self.library_frame = is_library;
-    }
-    fn set_exclude_from_grouping(&mut self, v: bool) {
-        self.exclude_from_grouping = v;
-    }
-    fn set_sourcemap_error(&mut self, e: String) {
-        self.sourcemap_error = e;
-    }
-    fn apply_mapping(&mut self, m: Mapped) {
-        let o = self.original.get_or_insert_with(Default::default);
-        o.abs_path = std::mem::take(&mut self.abs_path);
-        o.filename = self.filename.clone();
-        o.classname = self.classname.clone();
-        o.function = std::mem::take(&mut self.function);
-        o.lineno = self.lineno;
-        o.colno = self.colno;
-        if let Some(f) = m.filename {
-            self.filename = f;
-        }
-        self.abs_path = m.abs_path;
-        self.lineno = Some(m.lineno);
-        self.colno = Some(m.colno);
-        self.function = m.function;
-        self.context_line = m.context_line;
-        self.pre_context = m.pre_context;
-        self.post_context = m.post_context;
-        self.sourcemap_updated = true;
     }
 }

@@ -1,6 +1,6 @@
-//! One parsed source map and the position lookup of sourcemap.md §5, with
-//! go-sourcemap's semantics on top of the `sourcemap` crate; plus the
-//! storage encoding of §4.1 (zlib + base64, SHA-256 of the compressed bytes).
+//! One parsed source map and its position lookup (docs/sourcemaps.md,
+//! "Position lookup"), with go-sourcemap's semantics on top of the
+//! `sourcemap` crate; plus Kibana's storage encoding (zlib + base64, SHA-256 of the compressed bytes).
 //!
 //! Invariants: parsing is done by the `sourcemap` crate only; decompression
 //! never produces more than `max_size + 1` bytes; nothing here panics on
@@ -144,7 +144,7 @@ pub fn inflate_bounded(compressed: &[u8], max_size: u64) -> Result<Vec<u8>, Sour
     Ok(out)
 }
 
-/// The stored form of a map (§4.1): (`content`, `content_sha256`).
+/// The stored form of a map: (`content`, `content_sha256`).
 pub fn encode_stored(json: &[u8]) -> Result<(String, String), SourcemapError> {
     let mut enc = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(json)

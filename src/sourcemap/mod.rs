@@ -1,4 +1,4 @@
-//! RUM source mapping (sourcemap.md): the store of source maps kept in
+//! RUM source mapping (behaviour: docs/sourcemaps.md): the store of source maps kept in
 //! Elasticsearch's `.apm-source-map` index, the frame rewriting, and the
 //! library-frame / exclude-from-grouping flags.
 //!
@@ -10,8 +10,7 @@
 //! * [`frame`] rewrites stack frames against any [`frame::MapSource`]
 //!   (the store, or an in-memory map set in tests) and flags library and
 //!   excluded frames; it works on any type implementing
-//!   [`frame::FrameAccess`] (the model's frames, or the plain
-//!   [`frame::StackFrame`]).
+//!   [`frame::FrameAccess`] (the model's frames; a plain frame in tests).
 //! * [`map`] parses maps (the `sourcemap` crate) and resolves positions with
 //!   go-sourcemap's semantics; [`paths`] normalises bundle paths.
 //!
@@ -26,12 +25,12 @@ pub mod map;
 pub mod paths;
 pub mod store;
 
-pub use frame::{FrameAccess, FramePatterns, MapSource, Mapped, StackFrame};
+pub use frame::{FrameAccess, FramePatterns, MapSource, Mapped};
 pub use map::ParsedMap;
 pub use store::Store;
 
 /// Why a frame could not be mapped; the `Display` text is what goes into
-/// `sourcemap.error` (sourcemap.md §6).
+/// `sourcemap.error`; the texts are apm-server's where they are deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourcemapError {
     /// No stored map (nor alias) for the key.
@@ -83,7 +82,7 @@ impl SourcemapError {
     }
 }
 
-/// Settings of the RUM frame processors (config.md §4).
+/// Settings of the RUM frame processors (`apm-server.rum.*`).
 #[derive(Debug, Clone)]
 pub struct RumSettings {
     /// Source mapping active (`rum.enabled` and `rum.source_mapping.enabled`).

@@ -1,4 +1,5 @@
-//! Bundle-path normalisation (sourcemap.md §3.1, §4.1–§4.3): cleaning a
+//! Bundle-path normalisation (docs/sourcemaps.md, "Mapping one frame" and
+//! "Metadata index and lookup"): cleaning a
 //! frame's `abs_path`, the URL path of a bundle path, and stripping query and
 //! fragment.
 //!
@@ -51,7 +52,7 @@ fn absolute(s: &str) -> Option<Url> {
     (!u.cannot_be_a_base()).then_some(u)
 }
 
-/// §3.1: the bundle path of a frame's `abs_path`: the URL with its path
+/// The bundle path of a frame's `abs_path`: the URL with its path
 /// lexically cleaned, query and fragment kept.
 pub fn clean(abs_path: &str) -> String {
     if let Some(mut u) = absolute(abs_path) {
@@ -94,7 +95,7 @@ pub fn strip_query_fragment(s: &str) -> String {
     clean_path(path)
 }
 
-/// Kibana's normalisation of an uploaded `bundle_filepath` (§4.1): absolute
+/// Kibana's normalisation of an uploaded `bundle_filepath`: absolute
 /// URLs in serialised form (dot segments resolved), anything else verbatim.
 pub fn normalize_upload(bundle_filepath: &str) -> String {
     match absolute(bundle_filepath) {
@@ -103,7 +104,7 @@ pub fn normalize_upload(bundle_filepath: &str) -> String {
     }
 }
 
-/// Lookup aliases of a stored bundle path (§4.2): for absolute URLs, the URL
+/// Lookup aliases of a stored bundle path: for absolute URLs, the URL
 /// without query/fragment (if that differs) and the bare URL path.
 pub fn aliases(stored: &str) -> Vec<String> {
     let Some(u) = absolute(stored) else {

@@ -1,4 +1,5 @@
-//! The source-map store (sourcemap.md §4): metadata index, lookup with URL
+//! The source-map store (docs/sourcemaps.md, "Where maps are stored" to
+//! "Fetching and caching"): metadata index, lookup with URL
 //! aliasing, LRU cache of parsed maps, bounded body fetches, and uploads.
 //!
 //! Threads: the store owns a small tokio runtime (one worker) that runs the
@@ -29,11 +30,11 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Parsed maps kept (sourcemap.md §4.4).
+/// Parsed maps kept (LRU, no expiry; apm-server keeps 128 as well).
 pub const CACHE_SIZE: usize = 128;
 /// Body fetches in flight at once.
 pub const FETCH_SLOTS: usize = 8;
-/// Metadata refresh period (§4.2).
+/// Metadata refresh period (apm-server's).
 pub const SYNC_EVERY: Duration = Duration::from_secs(30);
 /// Uploads remembered until a sync that started after them has run.
 pub const RECENT_UPLOADS: usize = 4096;
@@ -138,7 +139,9 @@ impl Meta {
         self.aliases.get(k).cloned()
     }
 
-    /// §4.3.
+    /// The stored key for `start`: the exact key or an alias; else the URL
+    /// path of its bundle path; else the path without query and fragment,
+    /// looked up again.
     fn resolve(&self, start: &Key) -> Result<Key, SourcemapError> {
         let mut k = start.clone();
         // two rounds at most: the stripped path is a fixed point
@@ -380,7 +383,7 @@ impl Store {
         }
     }
 
-    /// Stores an uploaded map in Kibana's format (§4.1) and makes it visible
+    /// Stores an uploaded map in Kibana's format and makes it visible
     /// to lookups at once. `json` is the map as uploaded (size already checked).
     pub async fn upload(
         self: &Arc<Self>,
@@ -465,7 +468,8 @@ impl Inner {
         }
     }
 
-    /// §4.2: evict changed and removed ids, rebuild the index and aliases.
+    /// After a metadata load: evict changed and removed ids, rebuild the
+    /// index and aliases.
     fn apply(&self, entries: Vec<MetaEntry>, started: u64) {
         let mut next = Meta::default();
         for e in entries {
@@ -529,8 +533,9 @@ mod tests {
         assert_eq!(up.recent.len(), RECENT_UPLOADS);
     }
 
+    // upstream case Q.147
     #[test]
-    fn lookup_aliases_q147() {
+    fn absolute_url_paths_are_found_through_their_aliases() {
         let m = meta(&["/bundle/path"]);
         assert_eq!(
             resolve(&m, "/bundle/path").ok().as_deref(),
@@ -571,8 +576,9 @@ mod tests {
         );
     }
 
+    // upstream case Q.148
     #[test]
-    fn sync_invalidates_q148() {
+    fn a_metadata_sync_evicts_changed_and_removed_maps() {
         let cfg = Config::default();
         let store = match Store::start(&cfg, None) {
             Ok(s) => s,

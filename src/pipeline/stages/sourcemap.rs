@@ -1,11 +1,11 @@
-//! Sourcemap applier stage: the RUM frame processors of sourcemap.md §1 on
-//! every event of batches from the RUM endpoints, then forwarding to the
+//! Sourcemap applier stage: the RUM frame processors (docs/sourcemaps.md)
+//! on every event of batches from the RUM endpoints, then forwarding to the
 //! indexer.
 //!
 //! Per batch, in order: source mapping of span and error stack traces (one
 //! deadline of `rum.source_mapping.timeout` for the whole batch), library
 //! flagging, exclude-from-grouping flagging (both skipped for errors with a
-//! span part, documents.md §13.1), culprit update (only with source mapping),
+//! span part, as apm-server does), culprit update (only with source mapping),
 //! and the error grouping key recomputed over the final frames.
 //!
 //! Invariants: every event of every batch is forwarded (source-map failures

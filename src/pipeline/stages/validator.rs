@@ -4,7 +4,8 @@
 //! `event:write`), then routes the batch to its rate shard.
 //!
 //! The first denied event rejects the whole batch with a terminal 403;
-//! batches accepted earlier stay accepted (security.md §5.3).
+//! batches accepted earlier stay accepted (their 202s are already counted),
+//! as in apm-server.
 
 use crate::auth::{Action, Resource};
 use crate::config::settings::Stage;
