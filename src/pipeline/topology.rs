@@ -40,33 +40,33 @@ pub struct StageDef {
     /// The stage's instance count and inbox capacity in the profile.
     pub sizing: fn(&Profile) -> Stage,
     /// Starts the stage's instances, wired to the inboxes of the stage after it.
-    pub start: fn(&mut Wiring<'_>, Stage) -> Result<(), StartError>,
+    pub start: fn(&mut Wiring<'_>, &'static str, Stage) -> Result<(), StartError>,
 }
 
 /// Every stage, head to tail.
 pub const STAGES: [StageDef; 5] = [
     StageDef {
-        name: decoder::NAME,
+        name: "decoder",
         sizing: |p| p.decoder,
         start: decoder::start,
     },
     StageDef {
-        name: validator::NAME,
+        name: "validator",
         sizing: |p| p.validator,
         start: validator::start,
     },
     StageDef {
-        name: rate::NAME,
+        name: "rate",
         sizing: |p| p.rate,
         start: rate::start,
     },
     StageDef {
-        name: sourcemap::NAME,
+        name: "sourcemap",
         sizing: |p| p.sourcemap,
         start: sourcemap::start,
     },
     StageDef {
-        name: indexer::NAME,
+        name: "indexer",
         sizing: |p| p.indexer,
         start: indexer::start,
     },
@@ -303,7 +303,7 @@ impl Pipeline {
             depth: Vec::new(),
         };
         for def in STAGES.iter().rev() {
-            (def.start)(&mut w, (def.sizing)(&cfg.pipeline))?;
+            (def.start)(&mut w, def.name, (def.sizing)(&cfg.pipeline))?;
         }
         let Wiring {
             intake,

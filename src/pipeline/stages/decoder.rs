@@ -15,18 +15,15 @@ use crate::telemetry::{reject, Telemetry};
 use crossbeam_channel::Sender;
 use std::sync::Arc;
 
-/// The stage's name (threads, metrics, `pipeline.decoder`).
-pub const NAME: &str = "decoder";
-
 /// Starts the decoders; their inbox is the pipeline's intake.
-pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<(), StartError> {
     let next = w.next_one()?;
     let telemetry = Arc::clone(w.telemetry);
     let hooks = w.resources.hooks.clone();
     let cfg = DecodeConfig {
         default_service_environment: w.cfg.apm_server.default_service_environment.clone(),
     };
-    let inbox = w.spawn(NAME, sizing, None, move |_| {
+    let inbox = w.spawn(name, sizing, None, move |_| {
         Decoder::new(
             cfg.clone(),
             next.clone(),

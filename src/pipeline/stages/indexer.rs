@@ -19,13 +19,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The stage's name (threads, metrics, `pipeline.indexer`).
-pub const NAME: &str = "indexer";
-
 /// Builds one output per instance (so configuration errors surface at
 /// start-up), then starts the indexers. An instance restarted after a panic
 /// builds a new output, retrying every second until it can.
-pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<(), StartError> {
     let factory = Arc::clone(&w.resources.output);
     let telemetry = Arc::clone(w.telemetry);
     let mut first = Vec::with_capacity(sizing.instances);
@@ -36,7 +33,7 @@ pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
     let deadline = Arc::clone(w.deadline);
     let hook = w.resources.hooks.before_index.clone();
     let flush_every = factory.flush_interval();
-    let inbox = w.spawn(NAME, sizing, Some(flush_every), move |i| {
+    let inbox = w.spawn(name, sizing, Some(flush_every), move |i| {
         let output = match first.get(i).and_then(|m| m.lock().take()) {
             Some(o) => o,
             None => loop {

@@ -29,11 +29,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The stage's name (threads, metrics, `pipeline.rate`).
-pub const NAME: &str = "rate";
-
 /// Starts one instance per limiter shard, each with an inbox of its own.
-pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<(), StartError> {
     let limiter = Arc::clone(&w.resources.limiter);
     if limiter.shards() != sizing.instances {
         return Err(StartError::Config(format!(
@@ -45,7 +42,7 @@ pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
     let next = w.next_one()?;
     let telemetry = Arc::clone(w.telemetry);
     let hook = w.resources.hooks.before_rate.clone();
-    let shards = w.spawn_sharded(NAME, sizing, move |k| {
+    let shards = w.spawn_sharded(name, sizing, move |k| {
         RateShard::new(
             k,
             Arc::clone(&limiter),

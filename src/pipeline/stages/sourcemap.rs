@@ -25,12 +25,9 @@ use crossbeam_channel::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The stage's name (threads, metrics, `pipeline.sourcemap`).
-pub const NAME: &str = "sourcemap";
-
 /// Starts the appliers with the RUM settings and the server's source-map
 /// store (if source mapping is on).
-pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<(), StartError> {
     let settings = RumSettings::from_config(w.cfg)
         .map_err(|e| StartError::Config(format!("apm-server.rum pattern: {e}")))?;
     let source = w
@@ -42,7 +39,7 @@ pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
     let next = w.next_one()?;
     let telemetry = Arc::clone(w.telemetry);
     let hook = w.resources.hooks.before_sourcemap.clone();
-    let inbox = w.spawn(NAME, sizing, None, move |_| {
+    let inbox = w.spawn(name, sizing, None, move |_| {
         SourcemapApplier::new(next.clone(), Arc::clone(&telemetry), Arc::clone(&rum))
             .with_hook(hook.clone())
     })?;

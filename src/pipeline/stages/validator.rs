@@ -17,15 +17,12 @@ use crate::telemetry::{reject, Telemetry};
 use crossbeam_channel::Sender;
 use std::sync::Arc;
 
-/// The stage's name (threads, metrics, `pipeline.validator`).
-pub const NAME: &str = "validator";
-
 /// Starts the validators, sending to every rate shard.
-pub fn start(w: &mut Wiring<'_>, sizing: Stage) -> Result<(), StartError> {
+pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<(), StartError> {
     let shards = w.next().to_vec();
     let telemetry = Arc::clone(w.telemetry);
     let hook = w.resources.hooks.before_validate.clone();
-    let inbox = w.spawn(NAME, sizing, None, move |i| {
+    let inbox = w.spawn(name, sizing, None, move |i| {
         Validator::new(shards.clone(), i, Arc::clone(&telemetry)).with_hook(hook.clone())
     })?;
     w.set_next(vec![inbox]);
