@@ -99,11 +99,6 @@ impl Bucket {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         (self.tokens + elapsed * rate).min(capacity)
     }
-
-    /// Current tokens as of `now` (for inspection and tests).
-    pub fn tokens_at(&self, now: Instant, rate: f64, capacity: f64) -> f64 {
-        self.advanced(now, rate, capacity)
-    }
 }
 
 /// The per-shard map client IP → token bucket (see the module doc).
@@ -141,27 +136,21 @@ impl Store {
         })
     }
 
+    #[cfg(test)]
     /// Bucket capacity in tokens.
-    pub fn capacity(&self) -> f64 {
+    fn capacity(&self) -> f64 {
         self.capacity
     }
 
-    /// Refill rate in tokens per second.
-    pub fn rate(&self) -> f64 {
-        self.rate
-    }
-
+    #[cfg(test)]
     /// Number of IPs currently holding a bucket.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.lru.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.lru.is_empty()
-    }
-
+    #[cfg(test)]
     /// Maximum number of IPs (the LRU size).
-    pub fn ip_limit(&self) -> usize {
+    fn ip_limit(&self) -> usize {
         self.lru.cap().get()
     }
 
@@ -249,8 +238,9 @@ impl Store {
         }
     }
 
+    #[cfg(test)]
     /// Tokens `ip` holds at `now`, without touching the LRU (None if unknown).
-    pub fn tokens(&self, ip: &IpAddr, now: Instant) -> Option<f64> {
+    fn tokens(&self, ip: &IpAddr, now: Instant) -> Option<f64> {
         self.lru
             .peek(ip)
             .map(|b| b.advanced(now, self.rate, self.capacity))
