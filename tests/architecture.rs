@@ -30,7 +30,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("pipeline", &["http", "server", "agentcfg"]),
     ("auth", &["http", "pipeline", "output", "server", "model"]),
     ("sourcemap", &["http", "pipeline", "server"]),
-    ("http", &["server"]),
+    ("http", &["server", "output"]),
 ];
 
 fn src() -> PathBuf {
