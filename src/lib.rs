@@ -4,7 +4,9 @@
 //! and stream request bodies as batches of raw ndjson lines into the
 //! [`pipeline`], whose stages (decoder → allow-list validator → rate shards →
 //! sourcemap applier → bulk indexer) are actors joined by bounded channels.
-//! The indexer encodes events ([`model`]) into an [`output`].
+//! The indexer encodes events ([`model`]) into an [`output`]. The memory
+//! [`budget`] and the per-IP [`ratelimit`]er are shared by the HTTP layer
+//! and the pipeline; [`server`] creates them and wires every part.
 
 pub mod agentcfg;
 pub mod auth;
