@@ -27,7 +27,8 @@
 //! * **bounded mailboxes with back-pressure**: a `SyncArbiter` feeds its
 //!   threads from an unbounded queue, and a sync actor can pass a message on
 //!   only with `do_send` (no capacity check), `try_send` (spin when full) or
-//!   `send` (a future it has no executor to wait on). Our stage threads block
+//!   `send` (a future that completes once the unbounded queue took the
+//!   message). Our stage threads block
 //!   on a bounded `send`, so memory stays bounded by the profile;
 //! * **CPU-bound work off the async executor**: decoding, encoding and bulk
 //!   gzip never run on an actix/tokio worker (a `SyncArbiter` would give
