@@ -54,7 +54,7 @@ use parking_lot::Mutex;
 use request_builder::{BulkBody, BulkBuffer};
 use response::{Outcome, Rejections};
 use retry::{Backoff, Budget};
-use service::{HostPool, Service, SlotGuard, Slots};
+use service::{Service, SlotGuard, Slots};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
@@ -112,14 +112,9 @@ impl ElasticsearchFactory {
             .enable_all()
             .build()?;
         let handle = rt.handle().clone();
-        let hosts = HostPool::new(&settings.hosts, settings.backoff_init, settings.backoff_max);
         let shared = Arc::new(Shared {
             slots: Slots::new(settings.max_requests),
-            service: Service {
-                settings,
-                client,
-                hosts,
-            },
+            service: Service::new(settings, client),
             ready: AtomicBool::new(false),
             shutdown: watch::channel(None).0,
         });
@@ -421,7 +416,7 @@ impl Output for EsOutputInstance {
 impl Drop for EsOutputInstance {
     fn drop(&mut self) {
         if !self.closed {
-            let timeout = self.shared.service.settings.timeout;
+            let timeout = self.shared.service.client.timeout();
             self.close(Instant::now() + timeout);
         }
     }
