@@ -29,20 +29,6 @@ pub enum SendError {
     },
 }
 
-impl SendError {
-    /// Whether resending the same bulk may succeed: connection errors,
-    /// timeouts, 429, 5xx, and 401/403/408 (credentials or privileges may be
-    /// fixed while we wait; the retry budget bounds it anyway).
-    pub fn retryable(&self) -> bool {
-        match self {
-            SendError::Transport { .. } => true,
-            SendError::Status { status, .. } => {
-                matches!(status, 401 | 403 | 408 | 429) || *status >= 500
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------- slots
 
 /// Counting semaphore usable from plain threads (blocking) and released from async tasks.

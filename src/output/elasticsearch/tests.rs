@@ -2,7 +2,7 @@
 //! fly, subsets, idempotent ids), response parsing, host pool and slots,
 //! settings resolution.
 
-use super::config::{EsSettings, BULK_QUERY};
+use super::config::EsSettings;
 use super::request_builder::BulkBuffer;
 use super::response::{self, Outcome};
 use super::service::Slots;
