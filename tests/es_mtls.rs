@@ -268,3 +268,46 @@ async fn agent_config_honours_full_verification_mode() {
     let (status, body) = agent_config(&srv, "", Duration::from_secs(15)).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Kibana (here the same TLS double: it has no Kibana route, so it answers
+/// the agent-configuration search 404, which Kibana's client reads as "no
+/// configuration") is asked while Elasticsearch is unreachable. Its client
+/// is built by the same code: the client certificate must be presented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kibana_fallback_presents_the_client_certificate() {
+    let Some(rig) = rig("kibana_fallback_presents_the_client_certificate") else {
+        return;
+    };
+    let kibana = |with_cert: bool| {
+        let mut ov = vec![
+            "output.elasticsearch.hosts=[\"http://127.0.0.1:9\"]".to_string(),
+            "apm-server.kibana.enabled=true".to_string(),
+            format!("apm-server.kibana.host=https://{}", rig.es.host()),
+            format!(
+                "apm-server.kibana.ssl.certificate_authorities=[\"{}\"]",
+                rig.corpus.join("ca.crt.pem").display()
+            ),
+            "apm-server.kibana.ssl.verification_mode=certificate".to_string(),
+        ];
+        if with_cert {
+            ov.push(format!(
+                "apm-server.kibana.ssl.certificate={}",
+                rig.client_cert.display()
+            ));
+            ov.push(format!(
+                "apm-server.kibana.ssl.key={}",
+                rig.client_key.display()
+            ));
+        }
+        let refs: Vec<&str> = ov.iter().map(String::as_str).collect();
+        TestServer::start(&refs)
+    };
+    let srv = kibana(true);
+    let (status, body) = agent_config(&srv, "", Duration::from_secs(5)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.trim(), "{}");
+
+    let srv = kibana(false);
+    let (status, body) = agent_config(&srv, "", Duration::from_secs(2)).await;
+    assert_eq!(status, 503, "no client certificate, no answer from Kibana: {body}");
+}
