@@ -173,7 +173,10 @@ async fn every_elasticsearch_caller_presents_the_client_certificate() {
     rig.es.set_api_key(
         "agent",
         "k",
-        ApiKeyAnswer::granted("u", &["config_agent:read", "event:write", "sourcemap:write"]),
+        ApiKeyAnswer::granted(
+            "u",
+            &["config_agent:read", "event:write", "sourcemap:write"],
+        ),
     );
     let srv = rig.server(
         true,
@@ -230,7 +233,10 @@ async fn without_the_client_certificate_nothing_reaches_elasticsearch() {
     rig.es.set_api_key(
         "agent",
         "k",
-        ApiKeyAnswer::granted("u", &["config_agent:read", "event:write", "sourcemap:write"]),
+        ApiKeyAnswer::granted(
+            "u",
+            &["config_agent:read", "event:write", "sourcemap:write"],
+        ),
     );
     let srv = rig.server(
         false,
@@ -256,7 +262,10 @@ async fn agent_config_honours_full_verification_mode() {
         ],
     );
     let (status, body) = agent_config(&srv, "", Duration::from_secs(3)).await;
-    assert_eq!(status, 503, "full verification refuses the host name: {body}");
+    assert_eq!(
+        status, 503,
+        "full verification refuses the host name: {body}"
+    );
 
     let srv = rig.server(
         true,
@@ -309,5 +318,8 @@ async fn kibana_fallback_presents_the_client_certificate() {
 
     let srv = kibana(false);
     let (status, body) = agent_config(&srv, "", Duration::from_secs(2)).await;
-    assert_eq!(status, 503, "no client certificate, no answer from Kibana: {body}");
+    assert_eq!(
+        status, 503,
+        "no client certificate, no answer from Kibana: {body}"
+    );
 }

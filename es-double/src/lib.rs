@@ -84,15 +84,16 @@ fn tls_config(t: &TlsFiles) -> std::io::Result<rustls::ServerConfig> {
         None => builder.with_no_client_auth(),
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(
-                path,
-            )?)) {
+            for c in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(path)?))
+            {
                 roots.add(c?).map_err(|e| bad(&e.to_string()))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| bad(&e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -259,9 +259,9 @@ async fn load(src: &EsSource, base: &str) -> Result<Option<Vec<ConfigDoc>>, Refr
         .request(reqwest::Method::POST, format!("{base}/{INDEX}/_search"))
         .timeout(src.request_timeout())
         .query(&[
-        ("scroll", keep.as_str()),
-        ("size", &src.page_size.to_string()),
-    ]);
+            ("scroll", keep.as_str()),
+            ("size", &src.page_size.to_string()),
+        ]);
     let Some(mut p) = page(first).await? else {
         return Ok(None);
     };

@@ -23,6 +23,14 @@
 //! (`GET /`, `_has_privileges`, search + scroll, document get/put, `_bulk`)
 //! are plain requests on this client. See docs/elasticsearch.md.
 //!
+//! One client per caller, not one process-wide instance: each caller
+//! resolves its own settings section (they may name other clusters or
+//! credentials), and its connections belong to the runtime that opened them
+//! (the output's runtime, the HTTP workers, the agent-config thread). Those
+//! runtimes stop at different moments of a shutdown; a connection shared
+//! across them would fail in-flight bulks of the output when, say, the
+//! agent-config thread stops first.
+//!
 //! Invariants:
 //! * TLS is rustls only; `verification_mode` is honoured for every caller.
 //! * Secrets only ever become header values marked sensitive; they are never

@@ -70,7 +70,11 @@ pub fn resolve_host(
     let with_scheme = if raw_t.contains("://") {
         raw_t.to_string()
     } else {
-        let proto = if protocol.is_empty() { "http" } else { protocol };
+        let proto = if protocol.is_empty() {
+            "http"
+        } else {
+            protocol
+        };
         format!("{proto}://{raw_t}")
     };
     let mut url = Url::parse(&with_scheme).map_err(|e| e.to_string())?;
@@ -218,13 +222,12 @@ impl Settings {
     /// header Kibana requires on POSTs, and `timeout`.
     pub fn kibana(k: &Kibana, timeout: Duration) -> Result<Self, Error> {
         let section = "apm-server.kibana";
-        let host = resolve_host(&k.host, &k.protocol, &k.path, None).map_err(|reason| {
-            Error::Host {
+        let host =
+            resolve_host(&k.host, &k.protocol, &k.path, None).map_err(|reason| Error::Host {
                 section: section.to_string(),
                 host: k.host.clone(),
                 reason,
-            }
-        })?;
+            })?;
         let mut headers = headers(
             section,
             k.api_key.expose(),
@@ -267,7 +270,10 @@ mod tests {
 
     #[test]
     fn the_host_path_wins_over_the_configured_path() {
-        assert_eq!(host("http://es:9201/p/", "https", "/q/"), "http://es:9201/p");
+        assert_eq!(
+            host("http://es:9201/p/", "https", "/q/"),
+            "http://es:9201/p"
+        );
         assert_eq!(host("es:9201", "http", "q/"), "http://es:9201/q");
     }
 
@@ -291,9 +297,11 @@ mod tests {
 
     #[test]
     fn api_key_wins_over_basic_and_is_sensitive() {
-        let mut c = EsClient::default();
-        c.api_key = crate::config::Secret::new("id:key");
-        c.username = "u".into();
+        let c = EsClient {
+            api_key: crate::config::Secret::new("id:key"),
+            username: "u".into(),
+            ..EsClient::default()
+        };
         let s = Settings::elasticsearch("output.elasticsearch", &c, Credentials::FromSettings)
             .expect("settings");
         let auth = s.headers.get(reqwest::header::AUTHORIZATION).expect("auth");
@@ -303,8 +311,10 @@ mod tests {
 
     #[test]
     fn per_request_credentials_drop_every_configured_authorization() {
-        let mut c = EsClient::default();
-        c.username = "u".into();
+        let mut c = EsClient {
+            username: "u".into(),
+            ..EsClient::default()
+        };
         c.headers.insert(
             "Authorization".into(),
             crate::config::HeaderValues::One("Bearer x".into()),

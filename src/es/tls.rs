@@ -22,7 +22,8 @@ pub(super) fn apply(
 ) -> Result<reqwest::ClientBuilder, String> {
     for ca in &tls.certificate_authorities {
         let pem = read(ca)?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{ca}: {e}"))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{ca}: {e}"))?;
         if certs.is_empty() {
             return Err(format!("{ca}: no certificate found"));
         }
@@ -57,8 +58,8 @@ pub(super) fn apply(
             let mut pem = read(&tls.certificate)?;
             pem.push(b'\n');
             pem.extend(read(&tls.key)?);
-            let id =
-                reqwest::Identity::from_pem(&pem).map_err(|e| format!("client certificate: {e}"))?;
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("client certificate: {e}"))?;
             b = b.identity(id);
         }
         _ => return Err("certificate and key must be given together".into()),

@@ -295,9 +295,10 @@ impl SourcemapEs {
     /// The `content` of document `id`; `None` when the document is not found.
     pub async fn get_content(&self, id: &str) -> Result<Option<String>, SourcemapError> {
         let resp = self
-            .send(
-                self.request(Method::GET, &format!("/{INDEX}/_doc/{}", escape_segment(id))),
-            )
+            .send(self.request(
+                Method::GET,
+                &format!("/{INDEX}/_doc/{}", escape_segment(id)),
+            ))
             .await?;
         let status = resp.status().as_u16();
         if status == 404 {
@@ -328,7 +329,7 @@ impl SourcemapEs {
                     Method::PUT,
                     &format!("/{INDEX}/_doc/{}?refresh=true", escape_segment(id)),
                 )
-                    .body(doc.to_string()),
+                .body(doc.to_string()),
             )
             .await?;
         if resp.status().is_success() {

@@ -166,7 +166,8 @@ fn settings_resolution() {
     assert_eq!(s.retry_budget, Duration::from_secs(10));
     assert_eq!(s.client.timeout, Duration::from_secs(5));
     assert_eq!(
-        s.client.headers
+        s.client
+            .headers
             .get("x-elastic-product-origin")
             .and_then(|v| v.to_str().ok()),
         Some("observability")
