@@ -76,4 +76,7 @@ pub enum LineError {
     /// First line is not metadata.
     #[error("\"metadata\" or \"m\" required")]
     MetadataRequired,
+    /// The line is longer than `max_event_size`; it is not decoded.
+    #[error("event exceeded the permitted size")]
+    TooLarge,
 }
