@@ -1,7 +1,7 @@
 //! TODO
 
 use super::fields::*;
-use super::metadata::{decode_user, rum_nv, rum_user};
+use super::metadata::{name_version, user, OptNv, NV_V2, NV_V3, USER_V2, USER_V3};
 use super::*;
 use crate::model::event::*;
 use std::net::{IpAddr, SocketAddr};
@@ -151,9 +151,9 @@ pub(crate) fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bo
     }
     let env = opt_str(s, "environment")?;
     ctx.max1024("environment", env);
-    let fw = name_version_opt(ctx, s, "framework")?;
+    let fw = name_version(ctx, s, "framework", &NV_V2, false, false)?;
     let _ = opt_str(s, "id")?;
-    let lang = name_version_opt(ctx, s, "language")?;
+    let lang = name_version(ctx, s, "language", &NV_V2, false, false)?;
     let name = opt_str(s, "name")?;
     ctx.max1024("name", name);
     ctx.service_name_pattern("name", name);
@@ -171,7 +171,7 @@ pub(crate) fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bo
         Some(o) => Some((string(o, "id")?, string(o, "name")?, string(o, "version")?)),
         None => None,
     };
-    let rt = name_version_opt(ctx, s, "runtime")?;
+    let rt = name_version(ctx, s, "runtime", &NV_V2, false, false)?;
     let mut target_type_sent = false;
     let target = match set_obj(s, "target")? {
         Some(t) => {
@@ -205,20 +205,7 @@ pub(crate) fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bo
     if let Some(v) = node {
         sv.node_name = v.to_owned();
     }
-    for (dst, src) in [
-        (&mut sv.framework, fw),
-        (&mut sv.language, lang),
-        (&mut sv.runtime, rt),
-    ] {
-        if let Some((n, v)) = src {
-            if let Some(n) = n {
-                dst.name = n;
-            }
-            if let Some(v) = v {
-                dst.version = v;
-            }
-        }
-    }
+    override_nv(sv, fw, lang, rt);
     if let Some((id, n, v)) = origin {
         sv.origin_id = id;
         sv.origin_name = n;
@@ -230,19 +217,23 @@ pub(crate) fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bo
     Ok(target_type_sent)
 }
 
-pub(crate) type OptNv = Option<(Option<String>, Option<String>)>;
-
-pub(crate) fn name_version_opt(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<OptNv> {
-    let Some(m) = set_obj(o, k)? else {
-        return Ok(None);
-    };
-    ctx.push(k);
-    let n = opt_str(m, "name")?;
-    ctx.max1024("name", n);
-    let v = opt_str(m, "version")?;
-    ctx.max1024("version", v);
-    ctx.pop();
-    Ok(Some((n.map(str::to_owned), v.map(str::to_owned))))
+/// Overrides the metadata's framework, language and runtime with the parts
+/// an event's `context.service` sent.
+fn override_nv(sv: &mut Service, framework: OptNv, language: OptNv, runtime: OptNv) {
+    for (dst, src) in [
+        (&mut sv.framework, framework),
+        (&mut sv.language, language),
+        (&mut sv.runtime, runtime),
+    ] {
+        if let Some((n, v)) = src {
+            if let Some(n) = n {
+                dst.name = n;
+            }
+            if let Some(v) = v {
+                dst.version = v;
+            }
+        }
+    }
 }
 
 pub(crate) fn message_ctx(ctx: &mut Ctx, c: Obj<'_>) -> R<Option<Message>> {
@@ -337,12 +328,9 @@ pub(crate) fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i6
     }
     if let Some(u) = set_obj(c, "user")? {
         ctx.push("user");
-        let user = decode_user(ctx, u)?;
+        let (user, any) = user(ctx, u, &USER_V2)?;
         ctx.pop();
-        if ["id", "username", "email", "domain"]
-            .iter()
-            .any(|k| get(u, k).is_some())
-        {
+        if any {
             ev.user = Arc::new(user);
         }
     }
@@ -570,15 +558,15 @@ pub(crate) fn rum_context(
     }
     if let Some(s) = set_obj(c, "se")? {
         ctx.push("se");
-        let agent = rum_nv(ctx, s, "a", false, false)?;
+        let agent = name_version(ctx, s, "a", &NV_V3, false, false)?;
         let en = opt_str(s, "en")?;
         ctx.max1024("en", en);
-        let fw = rum_nv(ctx, s, "fw", false, false)?;
-        let la = rum_nv(ctx, s, "la", false, false)?;
+        let fw = name_version(ctx, s, "fw", &NV_V3, false, false)?;
+        let la = name_version(ctx, s, "la", &NV_V3, false, false)?;
         let n = opt_str(s, "n")?;
         ctx.max1024("n", n);
         ctx.service_name_pattern("n", n);
-        let ru = rum_nv(ctx, s, "ru", false, false)?;
+        let ru = name_version(ctx, s, "ru", &NV_V3, false, false)?;
         let ve = opt_str(s, "ve")?;
         ctx.max1024("ve", ve);
         ctx.pop();
@@ -601,24 +589,11 @@ pub(crate) fn rum_context(
         if let Some(v) = en {
             sv.environment = v.to_owned();
         }
-        for (dst, src) in [
-            (&mut sv.framework, fw),
-            (&mut sv.language, la),
-            (&mut sv.runtime, ru),
-        ] {
-            if let Some((n, v)) = src {
-                if let Some(n) = n {
-                    dst.name = n;
-                }
-                if let Some(v) = v {
-                    dst.version = v;
-                }
-            }
-        }
+        override_nv(sv, fw, la, ru);
     }
     if let Some(u) = set_obj(c, "u")? {
         ctx.push("u");
-        let (u, any) = rum_user(ctx, u)?;
+        let (u, any) = user(ctx, u, &USER_V3)?;
         ctx.pop();
         if any {
             ev.user = Arc::new(u);

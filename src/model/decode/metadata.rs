@@ -1,216 +1,385 @@
-//! TODO
+//! The metadata line (v2 `metadata`, RUM v3 `m`): one set of field rules,
+//! run under each dialect's keys, and the assembly of [`Metadata`] from the
+//! request and the decoded parts. Also the rules shared with event contexts:
+//! name/version pairs and users.
+//!
+//! Invariants: fields are checked in upstream struct order (the same for both
+//! dialects; v3 simply lacks the v2-only sections and fields); the first
+//! violation wins. Every event of the request starts from the one
+//! [`Metadata`] built here (shared `Arc`s, copied on write by overrides).
 
 use super::fields::*;
 use super::*;
 use crate::model::event::*;
 use std::sync::Arc;
 
-// ---------------------------------------------------------------------------
-// metadata
+/// A `{name, version}` object as sent: each part `None` when absent.
+pub(crate) type OptNv = Option<(Option<String>, Option<String>)>;
 
+/// The keys of a name/version object (`name`/`version`, v3 `n`/`ve`).
+pub(crate) struct NvKeys {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+pub(crate) const NV_V2: NvKeys = NvKeys {
+    name: "name",
+    version: "version",
+};
+pub(crate) const NV_V3: NvKeys = NvKeys {
+    name: "n",
+    version: "ve",
+};
+
+/// The keys of a user object, in upstream order.
+pub(crate) struct UserKeys {
+    pub domain: &'static str,
+    pub id: &'static str,
+    pub email: &'static str,
+    pub name: &'static str,
+}
+
+pub(crate) const USER_V2: UserKeys = UserKeys {
+    domain: "domain",
+    id: "id",
+    email: "email",
+    name: "username",
+};
+pub(crate) const USER_V3: UserKeys = UserKeys {
+    domain: "ud",
+    id: "id",
+    email: "em",
+    name: "un",
+};
+
+/// One dialect's metadata keys. `None` marks a field the dialect lacks.
+pub(crate) struct MetadataDialect {
+    pub root: &'static str,
+    /// Keys that make the root "set" (unknown keys do not).
+    pub known: &'static [&'static str],
+    pub labels: &'static str,
+    pub service: &'static str,
+    pub agent: &'static str,
+    pub agent_activation_method: Option<&'static str>,
+    pub agent_ephemeral_id: Option<&'static str>,
+    pub environment: &'static str,
+    pub framework: &'static str,
+    pub service_id: Option<&'static str>,
+    pub language: &'static str,
+    pub node: Option<&'static str>,
+    pub runtime: &'static str,
+    pub user: &'static str,
+    pub network: &'static str,
+    pub connection: &'static str,
+    pub connection_type: &'static str,
+    pub nv: NvKeys,
+    pub user_keys: UserKeys,
+    /// v2 also carries `cloud`, `system` and `process`.
+    pub host_sections: bool,
+}
+
+pub(crate) const V2: MetadataDialect = MetadataDialect {
+    root: "metadata",
+    known: &[
+        "labels", "service", "cloud", "system", "user", "network", "process",
+    ],
+    labels: "labels",
+    service: "service",
+    agent: "agent",
+    agent_activation_method: Some("activation_method"),
+    agent_ephemeral_id: Some("ephemeral_id"),
+    environment: "environment",
+    framework: "framework",
+    service_id: Some("id"),
+    language: "language",
+    node: Some("node"),
+    runtime: "runtime",
+    user: "user",
+    network: "network",
+    connection: "connection",
+    connection_type: "type",
+    nv: NV_V2,
+    user_keys: USER_V2,
+    host_sections: true,
+};
+
+pub(crate) const V3: MetadataDialect = MetadataDialect {
+    root: "m",
+    known: &["se", "u", "l", "n"],
+    labels: "l",
+    service: "se",
+    agent: "a",
+    agent_activation_method: None,
+    agent_ephemeral_id: None,
+    environment: "en",
+    framework: "fw",
+    service_id: None,
+    language: "la",
+    node: None,
+    runtime: "ru",
+    user: "u",
+    network: "n",
+    connection: "c",
+    connection_type: "t",
+    nv: NV_V3,
+    user_keys: USER_V3,
+    host_sections: false,
+};
+
+/// A name/version object under `k`; `name_req`/`ver_req` make a part required.
 pub(crate) fn name_version(
     ctx: &mut Ctx,
     o: Obj<'_>,
     k: &'static str,
+    keys: &NvKeys,
     name_req: bool,
     ver_req: bool,
-) -> R<Option<NameVersion>> {
+) -> R<OptNv> {
     let Some(m) = set_obj(o, k)? else {
         return Ok(None);
     };
     ctx.push(k);
-    let name = opt_str(m, "name")?;
-    ctx.max1024("name", name);
+    let n = opt_str(m, keys.name)?;
+    ctx.max1024(keys.name, n);
     if name_req {
-        ctx.required("name", name.is_some());
+        ctx.required(keys.name, n.is_some());
     }
-    let version = opt_str(m, "version")?;
-    ctx.max1024("version", version);
+    let v = opt_str(m, keys.version)?;
+    ctx.max1024(keys.version, v);
     if ver_req {
-        ctx.required("version", version.is_some());
+        ctx.required(keys.version, v.is_some());
     }
     ctx.pop();
-    Ok(Some(NameVersion {
-        name: name.unwrap_or_default().to_owned(),
-        version: version.unwrap_or_default().to_owned(),
-    }))
+    Ok(Some((n.map(str::to_owned), v.map(str::to_owned))))
 }
 
-pub(crate) fn decode_user(ctx: &mut Ctx, u: Obj<'_>) -> R<User> {
-    let domain = str_field(ctx, u, "domain")?;
-    let id = str_or_int(ctx, u, "id")?.unwrap_or_default();
-    let email = str_field(ctx, u, "email")?;
-    let name = str_field(ctx, u, "username")?;
-    Ok(User {
-        id,
-        name,
-        email,
-        domain,
-    })
+/// The decoded pair with absent parts empty.
+pub(crate) fn to_nv(v: OptNv) -> NameVersion {
+    let (n, v) = v.unwrap_or_default();
+    NameVersion {
+        name: n.unwrap_or_default(),
+        version: v.unwrap_or_default(),
+    }
 }
 
-/// Decodes a v2 metadata root (`{"metadata": …}`).
+/// A user object; the flag says whether any of its fields was sent.
+pub(crate) fn user(ctx: &mut Ctx, u: Obj<'_>, k: &UserKeys) -> R<(User, bool)> {
+    let domain = str_field(ctx, u, k.domain)?;
+    let id = str_or_int(ctx, u, k.id)?;
+    let email = str_field(ctx, u, k.email)?;
+    let name = str_field(ctx, u, k.name)?;
+    let any = [k.id, k.name, k.email, k.domain]
+        .iter()
+        .any(|key| get(u, key).is_some());
+    Ok((
+        User {
+            id: id.unwrap_or_default(),
+            name,
+            email,
+            domain,
+        },
+        any,
+    ))
+}
+
+/// A required, non-empty name: max 1024 characters, `minLength(1)`, and
+/// for service names the allowed-characters pattern.
+fn required_name<'v>(ctx: &mut Ctx, o: Obj<'v>, k: &str, pattern: bool) -> R<Option<&'v str>> {
+    let name = opt_str(o, k)?;
+    ctx.max1024(k, name);
+    if name == Some("") {
+        ctx.fail(|| format!("'{k}': validation rule 'minLength(1)' violated"));
+    }
+    if pattern {
+        ctx.service_name_pattern(k, name);
+    }
+    ctx.required(k, name.is_some());
+    Ok(name)
+}
+
+fn agent(ctx: &mut Ctx, a: Obj<'_>, d: &MetadataDialect) -> R<Agent> {
+    let mut agent = Agent::default();
+    if let Some(k) = d.agent_activation_method {
+        agent.activation_method = str_field(ctx, a, k)?;
+    }
+    if let Some(k) = d.agent_ephemeral_id {
+        agent.ephemeral_id = str_field(ctx, a, k)?;
+    }
+    agent.name = required_name(ctx, a, d.nv.name, false)?
+        .unwrap_or_default()
+        .to_owned();
+    let v = opt_str(a, d.nv.version)?;
+    ctx.max1024(d.nv.version, v);
+    ctx.required(d.nv.version, v.is_some());
+    agent.version = v.unwrap_or_default().to_owned();
+    Ok(agent)
+}
+
+fn service(ctx: &mut Ctx, s: Obj<'_>, d: &MetadataDialect) -> R<(Service, Agent)> {
+    let mut service = Service::default();
+    let mut agent = Agent::default();
+    match set_obj(s, d.agent)? {
+        Some(a) => {
+            ctx.push(d.agent);
+            agent = self::agent(ctx, a, d)?;
+            ctx.pop();
+        }
+        None => ctx.required(d.agent, false),
+    }
+    service.environment = str_field(ctx, s, d.environment)?;
+    service.framework = to_nv(name_version(ctx, s, d.framework, &d.nv, false, false)?);
+    if let Some(k) = d.service_id {
+        let _ = opt_str(s, k)?;
+    }
+    service.language = to_nv(name_version(ctx, s, d.language, &d.nv, true, false)?);
+    service.name = required_name(ctx, s, d.nv.name, true)?
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(k) = d.node {
+        if let Some(n) = set_obj(s, k)? {
+            ctx.push(k);
+            service.node_name = str_field(ctx, n, "configured_name")?;
+            ctx.pop();
+        }
+    }
+    service.runtime = to_nv(name_version(ctx, s, d.runtime, &d.nv, true, true)?);
+    service.version = str_field(ctx, s, d.nv.version)?;
+    Ok((service, agent))
+}
+
+/// v2 `cloud`.
+fn cloud(ctx: &mut Ctx, c: Obj<'_>, cl: &mut Cloud) -> R<()> {
+    if let Some(a) = set_obj(c, "account")? {
+        ctx.push("account");
+        cl.account_id = str_field(ctx, a, "id")?;
+        cl.account_name = str_field(ctx, a, "name")?;
+        ctx.pop();
+    }
+    cl.availability_zone = str_field(ctx, c, "availability_zone")?;
+    if let Some(a) = set_obj(c, "instance")? {
+        ctx.push("instance");
+        cl.instance_id = str_field(ctx, a, "id")?;
+        cl.instance_name = str_field(ctx, a, "name")?;
+        ctx.pop();
+    }
+    cl.machine_type = nested_str(ctx, c, "machine", "type")?;
+    if let Some(a) = set_obj(c, "project")? {
+        ctx.push("project");
+        cl.project_id = str_field(ctx, a, "id")?;
+        cl.project_name = str_field(ctx, a, "name")?;
+        ctx.pop();
+    }
+    let p = opt_str(c, "provider")?;
+    ctx.max1024("provider", p);
+    ctx.required("provider", p.is_some());
+    cl.provider = p.unwrap_or_default().to_owned();
+    cl.region = str_field(ctx, c, "region")?;
+    cl.service_name = nested_str(ctx, c, "service", "name")?;
+    Ok(())
+}
+
+/// v2 `system`: host and Kubernetes fields. The host name is the configured
+/// one; the hostname the detected one, or the deprecated `hostname` when
+/// neither configured nor detected is sent.
+fn system(ctx: &mut Ctx, s: Obj<'_>, sh: &mut Shared) -> R<()> {
+    sh.host_architecture = str_field(ctx, s, "architecture")?;
+    let configured = opt_str(s, "configured_hostname")?;
+    ctx.max1024("configured_hostname", configured);
+    sh.container_id = nested_str(ctx, s, "container", "id")?;
+    let detected = opt_str(s, "detected_hostname")?;
+    ctx.max1024("detected_hostname", detected);
+    let deprecated = opt_str(s, "hostname")?;
+    ctx.max1024("hostname", deprecated);
+    if let Some(k) = set_obj(s, "kubernetes")? {
+        ctx.push("kubernetes");
+        sh.k8s_namespace = str_field(ctx, k, "namespace")?;
+        sh.k8s_node_name = nested_str(ctx, k, "node", "name")?;
+        if let Some(p) = set_obj(k, "pod")? {
+            ctx.push("pod");
+            sh.k8s_pod_name = str_field(ctx, p, "name")?;
+            sh.k8s_pod_uid = str_field(ctx, p, "uid")?;
+            ctx.pop();
+        }
+        ctx.pop();
+    }
+    sh.host_os_platform = str_field(ctx, s, "platform")?;
+    sh.host_id = str_field(ctx, s, "host_id")?;
+    sh.host_name = configured.unwrap_or_default().to_owned();
+    sh.host_hostname = if configured.is_none() && detected.is_none() {
+        deprecated
+    } else {
+        detected
+    }
+    .unwrap_or_default()
+    .to_owned();
+    Ok(())
+}
+
+/// v2 `process`.
+fn process(ctx: &mut Ctx, p: Obj<'_>, sh: &mut Shared) -> R<()> {
+    sh.process_title = str_field(ctx, p, "title")?;
+    sh.process_pid = int(p, "pid")?;
+    ctx.required("pid", sh.process_pid.is_some());
+    sh.process_ppid = int(p, "ppid")?;
+    sh.process_args = str_arr(p, "argv")?;
+    Ok(())
+}
+
+/// Runs `f` on the set object under `k` with `k` pushed on the path.
+fn section<'v>(
+    ctx: &mut Ctx,
+    o: Obj<'v>,
+    k: &'static str,
+    f: impl FnOnce(&mut Ctx, Obj<'v>) -> R<()>,
+) -> R<()> {
+    if let Some(s) = set_obj(o, k)? {
+        ctx.push(k);
+        f(ctx, s)?;
+        ctx.pop();
+    }
+    Ok(())
+}
+
+/// Decodes a metadata root (`{"metadata": …}` or `{"m": …}`).
 pub(crate) fn decode_metadata(
     root: Obj<'_>,
     base: &RequestBase,
     cfg: &DecodeConfig,
+    d: &MetadataDialect,
 ) -> R<Metadata> {
-    let m = match obj(root, "metadata")? {
-        Some(m)
-            if is_set_known(
-                m,
-                Some(&[
-                    "labels", "service", "cloud", "system", "user", "network", "process",
-                ]),
-            ) =>
-        {
-            m
-        }
-        _ => return Err(LineError::Validation("'metadata' required".into())),
+    let m = match obj(root, d.root)? {
+        Some(m) if is_set_known(m, Some(d.known)) => m,
+        _ => return Err(LineError::Validation(format!("'{}' required", d.root))),
     };
     let mut ctx = Ctx::default();
-    ctx.push("metadata");
+    ctx.push(d.root);
     let mut lbl = None;
-    labels(&mut ctx, m, "labels", &mut lbl)?;
-
-    let mut service = Service::default();
-    let mut agent = Agent::default();
-    match set_obj(m, "service")? {
+    labels(&mut ctx, m, d.labels, &mut lbl)?;
+    let (mut service, mut agent) = Default::default();
+    match set_obj(m, d.service)? {
         Some(s) => {
-            ctx.push("service");
-            match set_obj(s, "agent")? {
-                Some(a) => {
-                    ctx.push("agent");
-                    agent.activation_method = str_field(&mut ctx, a, "activation_method")?;
-                    agent.ephemeral_id = str_field(&mut ctx, a, "ephemeral_id")?;
-                    let name = opt_str(a, "name")?;
-                    ctx.max1024("name", name);
-                    if name == Some("") {
-                        ctx.fail(|| "'name': validation rule 'minLength(1)' violated".into());
-                    }
-                    ctx.required("name", name.is_some());
-                    agent.name = name.unwrap_or_default().to_owned();
-                    let v = opt_str(a, "version")?;
-                    ctx.max1024("version", v);
-                    ctx.required("version", v.is_some());
-                    agent.version = v.unwrap_or_default().to_owned();
-                    ctx.pop();
-                }
-                None => ctx.required("agent", false),
-            }
-            service.environment = str_field(&mut ctx, s, "environment")?;
-            if let Some(nv) = name_version(&mut ctx, s, "framework", false, false)? {
-                service.framework = nv;
-            }
-            let _ = opt_str(s, "id")?;
-            if let Some(nv) = name_version(&mut ctx, s, "language", true, false)? {
-                service.language = nv;
-            }
-            let name = opt_str(s, "name")?;
-            ctx.max1024("name", name);
-            if name == Some("") {
-                ctx.fail(|| "'name': validation rule 'minLength(1)' violated".into());
-            }
-            ctx.service_name_pattern("name", name);
-            ctx.required("name", name.is_some());
-            service.name = name.unwrap_or_default().to_owned();
-            if let Some(n) = set_obj(s, "node")? {
-                ctx.push("node");
-                service.node_name = str_field(&mut ctx, n, "configured_name")?;
-                ctx.pop();
-            }
-            if let Some(nv) = name_version(&mut ctx, s, "runtime", true, true)? {
-                service.runtime = nv;
-            }
-            service.version = str_field(&mut ctx, s, "version")?;
+            ctx.push(d.service);
+            (service, agent) = self::service(&mut ctx, s, d)?;
             ctx.pop();
         }
-        None => ctx.required("service", false),
+        None => ctx.required(d.service, false),
     }
-
     let mut sh = Shared::default();
-    if let Some(c) = set_obj(m, "cloud")? {
-        ctx.push("cloud");
-        let cl = &mut sh.cloud;
-        if let Some(a) = set_obj(c, "account")? {
-            ctx.push("account");
-            cl.account_id = str_field(&mut ctx, a, "id")?;
-            cl.account_name = str_field(&mut ctx, a, "name")?;
-            ctx.pop();
-        }
-        cl.availability_zone = str_field(&mut ctx, c, "availability_zone")?;
-        if let Some(a) = set_obj(c, "instance")? {
-            ctx.push("instance");
-            cl.instance_id = str_field(&mut ctx, a, "id")?;
-            cl.instance_name = str_field(&mut ctx, a, "name")?;
-            ctx.pop();
-        }
-        cl.machine_type = nested_str(&mut ctx, c, "machine", "type")?;
-        if let Some(a) = set_obj(c, "project")? {
-            ctx.push("project");
-            cl.project_id = str_field(&mut ctx, a, "id")?;
-            cl.project_name = str_field(&mut ctx, a, "name")?;
-            ctx.pop();
-        }
-        let p = opt_str(c, "provider")?;
-        ctx.max1024("provider", p);
-        ctx.required("provider", p.is_some());
-        cl.provider = p.unwrap_or_default().to_owned();
-        cl.region = str_field(&mut ctx, c, "region")?;
-        cl.service_name = nested_str(&mut ctx, c, "service", "name")?;
-        ctx.pop();
+    if d.host_sections {
+        section(&mut ctx, m, "cloud", |ctx, c| cloud(ctx, c, &mut sh.cloud))?;
+        section(&mut ctx, m, "system", |ctx, s| system(ctx, s, &mut sh))?;
     }
-    if let Some(s) = set_obj(m, "system")? {
-        ctx.push("system");
-        sh.host_architecture = str_field(&mut ctx, s, "architecture")?;
-        let configured = opt_str(s, "configured_hostname")?;
-        ctx.max1024("configured_hostname", configured);
-        sh.container_id = nested_str(&mut ctx, s, "container", "id")?;
-        let detected = opt_str(s, "detected_hostname")?;
-        ctx.max1024("detected_hostname", detected);
-        let deprecated = opt_str(s, "hostname")?;
-        ctx.max1024("hostname", deprecated);
-        if let Some(k) = set_obj(s, "kubernetes")? {
-            ctx.push("kubernetes");
-            sh.k8s_namespace = str_field(&mut ctx, k, "namespace")?;
-            sh.k8s_node_name = nested_str(&mut ctx, k, "node", "name")?;
-            if let Some(p) = set_obj(k, "pod")? {
-                ctx.push("pod");
-                sh.k8s_pod_name = str_field(&mut ctx, p, "name")?;
-                sh.k8s_pod_uid = str_field(&mut ctx, p, "uid")?;
-                ctx.pop();
-            }
-            ctx.pop();
-        }
-        sh.host_os_platform = str_field(&mut ctx, s, "platform")?;
-        sh.host_id = str_field(&mut ctx, s, "host_id")?;
-        sh.host_name = configured.unwrap_or_default().to_owned();
-        if configured.is_none() && detected.is_none() {
-            sh.host_hostname = deprecated.unwrap_or_default().to_owned();
-        } else {
-            sh.host_hostname = detected.unwrap_or_default().to_owned();
-        }
-        ctx.pop();
-    }
-    let mut user = User::default();
-    if let Some(u) = set_obj(m, "user")? {
-        ctx.push("user");
-        user = decode_user(&mut ctx, u)?;
-        ctx.pop();
-    }
-    if let Some(n) = set_obj(m, "network")? {
-        ctx.push("network");
-        sh.network_connection_type = nested_str(&mut ctx, n, "connection", "type")?;
-        ctx.pop();
-    }
-    if let Some(p) = set_obj(m, "process")? {
-        ctx.push("process");
-        sh.process_title = str_field(&mut ctx, p, "title")?;
-        sh.process_pid = int(p, "pid")?;
-        ctx.required("pid", sh.process_pid.is_some());
-        sh.process_ppid = int(p, "ppid")?;
-        sh.process_args = str_arr(p, "argv")?;
-        ctx.pop();
+    let mut u = User::default();
+    section(&mut ctx, m, d.user, |ctx, o| {
+        u = user(ctx, o, &d.user_keys)?.0;
+        Ok(())
+    })?;
+    section(&mut ctx, m, d.network, |ctx, n| {
+        sh.network_connection_type = nested_str(ctx, n, d.connection, d.connection_type)?;
+        Ok(())
+    })?;
+    if d.host_sections {
+        section(&mut ctx, m, "process", |ctx, p| process(ctx, p, &mut sh))?;
     }
     ctx.finish()?;
     Ok(build_metadata(
@@ -219,7 +388,7 @@ pub(crate) fn decode_metadata(
         sh,
         service,
         agent,
-        user,
+        u,
         lbl.unwrap_or_default(),
     ))
 }
@@ -294,132 +463,4 @@ pub(crate) fn finalize(ev: &mut Event, cfg: &DecodeConfig) {
     if ev.service.environment.is_empty() && !cfg.default_service_environment.is_empty() {
         Service::make_mut(&mut ev.service).environment = cfg.default_service_environment.clone();
     }
-}
-
-pub(crate) fn rum_nv(
-    ctx: &mut Ctx,
-    o: Obj<'_>,
-    k: &'static str,
-    name_req: bool,
-    ver_req: bool,
-) -> R<Option<(Option<String>, Option<String>)>> {
-    let Some(m) = set_obj(o, k)? else {
-        return Ok(None);
-    };
-    ctx.push(k);
-    let n = opt_str(m, "n")?;
-    ctx.max1024("n", n);
-    if name_req {
-        ctx.required("n", n.is_some());
-    }
-    let v = opt_str(m, "ve")?;
-    ctx.max1024("ve", v);
-    if ver_req {
-        ctx.required("ve", v.is_some());
-    }
-    ctx.pop();
-    Ok(Some((n.map(str::to_owned), v.map(str::to_owned))))
-}
-
-pub(crate) fn to_nv(v: Option<(Option<String>, Option<String>)>) -> NameVersion {
-    let (n, v) = v.unwrap_or_default();
-    NameVersion {
-        name: n.unwrap_or_default(),
-        version: v.unwrap_or_default(),
-    }
-}
-
-pub(crate) fn rum_user(ctx: &mut Ctx, u: Obj<'_>) -> R<(User, bool)> {
-    let domain = str_field(ctx, u, "ud")?;
-    let id = str_or_int(ctx, u, "id")?;
-    let email = str_field(ctx, u, "em")?;
-    let name = str_field(ctx, u, "un")?;
-    let any = ["id", "un", "em", "ud"].iter().any(|k| get(u, k).is_some());
-    Ok((
-        User {
-            id: id.unwrap_or_default(),
-            name,
-            email,
-            domain,
-        },
-        any,
-    ))
-}
-
-/// Decodes a v3 metadata root (`{"m": …}`).
-pub(crate) fn rum_metadata(root: Obj<'_>, base: &RequestBase, cfg: &DecodeConfig) -> R<Metadata> {
-    let m = match obj(root, "m")? {
-        Some(m) if is_set_known(m, Some(&["se", "u", "l", "n"])) => m,
-        _ => return Err(LineError::Validation("'m' required".into())),
-    };
-    let mut ctx = Ctx::default();
-    ctx.push("m");
-    let mut lbl = None;
-    labels(&mut ctx, m, "l", &mut lbl)?;
-    let mut service = Service::default();
-    let mut agent = Agent::default();
-    match set_obj(m, "se")? {
-        Some(s) => {
-            ctx.push("se");
-            match set_obj(s, "a")? {
-                Some(a) => {
-                    ctx.push("a");
-                    let n = opt_str(a, "n")?;
-                    ctx.max1024("n", n);
-                    if n == Some("") {
-                        ctx.fail(|| "'n': validation rule 'minLength(1)' violated".into());
-                    }
-                    ctx.required("n", n.is_some());
-                    let v = opt_str(a, "ve")?;
-                    ctx.max1024("ve", v);
-                    ctx.required("ve", v.is_some());
-                    ctx.pop();
-                    agent.name = n.unwrap_or_default().to_owned();
-                    agent.version = v.unwrap_or_default().to_owned();
-                }
-                None => ctx.required("a", false),
-            }
-            service.environment = str_field(&mut ctx, s, "en")?;
-            service.framework = to_nv(rum_nv(&mut ctx, s, "fw", false, false)?);
-            service.language = to_nv(rum_nv(&mut ctx, s, "la", true, false)?);
-            let n = opt_str(s, "n")?;
-            ctx.max1024("n", n);
-            if n == Some("") {
-                ctx.fail(|| "'n': validation rule 'minLength(1)' violated".into());
-            }
-            ctx.service_name_pattern("n", n);
-            ctx.required("n", n.is_some());
-            service.name = n.unwrap_or_default().to_owned();
-            service.runtime = to_nv(rum_nv(&mut ctx, s, "ru", true, true)?);
-            service.version = str_field(&mut ctx, s, "ve")?;
-            ctx.pop();
-        }
-        None => ctx.required("se", false),
-    }
-    let mut u = User::default();
-    if let Some(uo) = set_obj(m, "u")? {
-        ctx.push("u");
-        u = rum_user(&mut ctx, uo)?.0;
-        ctx.pop();
-    }
-    let mut sh = Shared::default();
-    if let Some(n) = set_obj(m, "n")? {
-        if let Some(c) = set_obj(n, "c")? {
-            ctx.push("n");
-            ctx.push("c");
-            sh.network_connection_type = str_field(&mut ctx, c, "t")?;
-            ctx.pop();
-            ctx.pop();
-        }
-    }
-    ctx.finish()?;
-    Ok(build_metadata(
-        base,
-        cfg,
-        sh,
-        service,
-        agent,
-        u,
-        lbl.unwrap_or_default(),
-    ))
 }

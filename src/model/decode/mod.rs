@@ -366,10 +366,12 @@ impl Decoder {
         base: &RequestBase,
     ) -> Result<Metadata, LineError> {
         match root_key(line) {
-            Some(b"metadata") => {
-                self.with_root(line, |o, cfg| metadata::decode_metadata(o, base, cfg))
-            }
-            Some(b"m") => self.with_root(line, |o, cfg| metadata::rum_metadata(o, base, cfg)),
+            Some(b"metadata") => self.with_root(line, |o, cfg| {
+                metadata::decode_metadata(o, base, cfg, &metadata::V2)
+            }),
+            Some(b"m") => self.with_root(line, |o, cfg| {
+                metadata::decode_metadata(o, base, cfg, &metadata::V3)
+            }),
             _ => Err(LineError::MetadataRequired),
         }
     }
