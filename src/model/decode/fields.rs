@@ -477,3 +477,17 @@ pub(crate) fn rep_count(sample_rate: Option<f64>, default_one: bool) -> Option<f
         Some(_) => None,
     }
 }
+
+/// One element of an array of objects under `k`: the object when it is set;
+/// `None` after recording `<k> slice element required` when it is empty or
+/// null; a decode error for any other type.
+pub(crate) fn set_element<'v>(ctx: &mut Ctx, k: &str, v: V<'v>) -> R<Option<Obj<'v>>> {
+    match v {
+        V::Object(o) if o.values().any(is_set) => Ok(Some(o)),
+        V::Object(_) | V::Static(StaticNode::Null) => {
+            ctx.fail(|| format!("{k} slice element required"));
+            Ok(None)
+        }
+        _ => Err(LineError::Decode(format!("{k}: expected object"))),
+    }
+}

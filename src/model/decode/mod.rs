@@ -384,22 +384,11 @@ impl Decoder {
         out: &mut Vec<Event>,
     ) -> Result<(), LineError> {
         let key = root_key(line).unwrap_or_default();
-        match key {
-            b"transaction" | b"span" | b"error" | b"metricset" | b"log" => {
-                let kind = match key {
-                    b"transaction" => events::Kind::Transaction,
-                    b"span" => events::Kind::Span,
-                    b"error" => events::Kind::Error,
-                    b"metricset" => events::Kind::Metricset,
-                    _ => events::Kind::Log,
-                };
+        match events::Kind::of_root_key(key) {
+            Some(kind) => {
                 self.with_root(line, |o, cfg| events::decode_event(kind, o, meta, cfg, out))
             }
-            b"x" | b"e" => {
-                let is_tx = key == b"x";
-                self.with_root(line, |o, cfg| events::rum_event(is_tx, o, meta, cfg, out))
-            }
-            _ => Err(LineError::UnknownType(
+            None => Err(LineError::UnknownType(
                 String::from_utf8_lossy(key).into_owned(),
             )),
         }

@@ -1,4 +1,10 @@
-//! TODO
+//! Transactions (v2 `transaction`, RUM v3 `x`): one set of field rules, run
+//! in each dialect's order under that dialect's key names.
+//!
+//! Invariants: the first violation in the dialect's rule order is reported.
+//! A v3 line also carries its spans (`y`) and breakdown metricsets (`me`):
+//! it yields the transaction, then its metricsets, then its spans, all on
+//! the transaction's trace; nothing is yielded when any rule failed.
 
 use super::context::{context, faas, links, otel, rum_context};
 use super::fields::*;
@@ -6,131 +12,385 @@ use super::span::rum_span;
 use super::*;
 use crate::model::event::*;
 
-pub(crate) fn transaction(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event> {
-    let mut ev = Event::new(meta, Body::Transaction(Box::default()));
-    let mut tx = Transaction {
-        span_id_from_id: true,
-        ..Default::default()
+/// The field rules of a transaction; each dialect lists them in its order.
+/// Rules a dialect lacks are simply not in its list.
+#[derive(Clone, Copy)]
+pub(crate) enum TransactionRule {
+    Marks,
+    Timestamp,
+    Otel,
+    Links,
+    TraceId,
+    Id,
+    ParentId,
+    Name,
+    Type,
+    Result,
+    DroppedSpansStats,
+    Outcome,
+    Faas,
+    Session,
+    Context,
+    Experience,
+    SpanCount,
+    SampleRate,
+    Duration,
+    Sampled,
+    /// v3 `me`: breakdown metricsets sent with the transaction.
+    Metricsets,
+    /// v3 `y`: spans sent with the transaction.
+    Spans,
+}
+
+type ContextRule = fn(&mut Ctx, Obj<'_>, &mut Event) -> R<(Option<i64>, Option<Json>)>;
+
+/// One dialect's key names and rule order for transactions.
+pub(crate) struct TransactionDialect {
+    pub order: &'static [TransactionRule],
+    pub marks: &'static str,
+    pub mark_name: fn(&str) -> String,
+    pub mark_group: fn(&str) -> String,
+    pub trace_id: &'static str,
+    pub id: &'static str,
+    pub parent_id: &'static str,
+    pub name: &'static str,
+    pub type_: &'static str,
+    pub result: &'static str,
+    pub outcome: &'static str,
+    pub session: &'static str,
+    pub session_sequence: &'static str,
+    pub context: ContextRule,
+    pub experience: &'static str,
+    pub longtask: &'static str,
+    pub span_count: &'static str,
+    pub span_count_dropped: &'static str,
+    pub span_count_started: &'static str,
+    pub sample_rate: &'static str,
+    pub duration: &'static str,
+    pub sampled: &'static str,
+    /// v2 transactions also write their id as `span.id`.
+    pub span_id_from_id: bool,
+}
+
+/// Intake v2 (`{"transaction": …}`).
+pub(crate) const V2: TransactionDialect = TransactionDialect {
+    order: &[
+        TransactionRule::Marks,
+        TransactionRule::Timestamp,
+        TransactionRule::Otel,
+        TransactionRule::Links,
+        TransactionRule::TraceId,
+        TransactionRule::Id,
+        TransactionRule::ParentId,
+        TransactionRule::Name,
+        TransactionRule::Type,
+        TransactionRule::Result,
+        TransactionRule::DroppedSpansStats,
+        TransactionRule::Outcome,
+        TransactionRule::Faas,
+        TransactionRule::Session,
+        TransactionRule::Context,
+        TransactionRule::Experience,
+        TransactionRule::SpanCount,
+        TransactionRule::SampleRate,
+        TransactionRule::Duration,
+        TransactionRule::Sampled,
+    ],
+    marks: "marks",
+    mark_name: str::to_owned,
+    mark_group: str::to_owned,
+    trace_id: "trace_id",
+    id: "id",
+    parent_id: "parent_id",
+    name: "name",
+    type_: "type",
+    result: "result",
+    outcome: "outcome",
+    session: "session",
+    session_sequence: "sequence",
+    context,
+    experience: "experience",
+    longtask: "longtask",
+    span_count: "span_count",
+    span_count_dropped: "dropped",
+    span_count_started: "started",
+    sample_rate: "sample_rate",
+    duration: "duration",
+    sampled: "sampled",
+    span_id_from_id: true,
+};
+
+/// RUM v3 (`{"x": …}`): the same rules under the short keys, plus the
+/// nested spans and metricsets.
+pub(crate) const V3: TransactionDialect = TransactionDialect {
+    order: &[
+        TransactionRule::Context,
+        TransactionRule::Duration,
+        TransactionRule::Experience,
+        TransactionRule::Id,
+        TransactionRule::Marks,
+        TransactionRule::Metricsets,
+        TransactionRule::Name,
+        TransactionRule::Outcome,
+        TransactionRule::ParentId,
+        TransactionRule::Result,
+        TransactionRule::Session,
+        TransactionRule::Sampled,
+        TransactionRule::SampleRate,
+        TransactionRule::Type,
+        TransactionRule::TraceId,
+        TransactionRule::Spans,
+        TransactionRule::SpanCount,
+    ],
+    marks: "k",
+    mark_name: expand_mark,
+    mark_group: expand_group,
+    trace_id: "tid",
+    id: "id",
+    parent_id: "pid",
+    name: "n",
+    type_: "t",
+    result: "rt",
+    outcome: "o",
+    session: "ses",
+    session_sequence: "seq",
+    context: rum_context,
+    experience: "exp",
+    longtask: "lt",
+    span_count: "yc",
+    span_count_dropped: "dd",
+    span_count_started: "sd",
+    sample_rate: "sr",
+    duration: "d",
+    sampled: "sm",
+    span_id_from_id: false,
+};
+
+/// A required string of at most 1024 characters.
+fn required_str<'v>(ctx: &mut Ctx, o: Obj<'v>, k: &str) -> R<Option<&'v str>> {
+    let v = opt_str(o, k)?;
+    ctx.max1024(k, v);
+    ctx.required(k, v.is_some());
+    Ok(v)
+}
+
+/// `marks`: groups of named numbers (v3 names are expanded).
+fn marks(o: Obj<'_>, d: &TransactionDialect, tx: &mut Transaction) -> R<()> {
+    let Some(marks) = obj(o, d.marks)? else {
+        return Ok(());
     };
-    if let Some(marks) = obj(o, "marks")? {
-        for (g, gv) in marks.iter() {
-            let m = match gv {
-                V::Object(m) => m,
-                V::Static(StaticNode::Null) => continue,
-                _ => return Err(LineError::Decode("marks: expected object".into())),
-            };
-            let mut ms = Vec::new();
-            for (k, v) in m.iter() {
-                match v {
-                    V::Static(StaticNode::I64(i)) => ms.push((k.to_string(), i as f64)),
-                    V::Static(StaticNode::U64(i)) => ms.push((k.to_string(), i as f64)),
-                    V::Static(StaticNode::F64(f)) => ms.push((k.to_string(), f)),
-                    V::Static(StaticNode::Null) => {}
-                    _ => return Err(LineError::Decode("marks: expected number".into())),
-                }
-            }
-            if !ms.is_empty() {
-                tx.marks.push((g.to_string(), ms));
+    for (g, gv) in marks.iter() {
+        let m = match gv {
+            V::Object(m) => m,
+            V::Static(StaticNode::Null) => continue,
+            _ => return Err(LineError::Decode(format!("{}: expected object", d.marks))),
+        };
+        let mut ms = Vec::new();
+        for (k, v) in m.iter() {
+            match v {
+                V::Static(StaticNode::Null) => {}
+                v => match v.cast_f64() {
+                    Some(f) => ms.push(((d.mark_name)(k), f)),
+                    None => return Err(LineError::Decode(format!("{}: expected number", d.marks))),
+                },
             }
         }
+        if !ms.is_empty() {
+            tx.marks.push(((d.mark_group)(g), ms));
+        }
     }
-    if let Some(ts) = timestamp(o, "timestamp")? {
-        ev.timestamp_ns = ts;
-    }
-    let ot = otel(o, &mut ev)?;
-    tx.links = links(ctx, o)?;
-    let trace_id = opt_str(o, "trace_id")?;
-    ctx.max1024("trace_id", trace_id);
-    ctx.required("trace_id", trace_id.is_some());
-    let id = opt_str(o, "id")?;
-    ctx.max1024("id", id);
-    ctx.required("id", id.is_some());
-    ev.parent_id = str_field(ctx, o, "parent_id")?;
-    tx.name = str_field(ctx, o, "name")?;
-    let ty = opt_str(o, "type")?;
-    ctx.max1024("type", ty);
-    ctx.required("type", ty.is_some());
-    tx.result = str_field(ctx, o, "result")?;
-    if let Some(a) = arr(o, "dropped_spans_stats")? {
-        for v in a {
-            let d = match v {
-                V::Object(d) if d.values().any(is_set) => d,
-                V::Object(_) | V::Static(StaticNode::Null) => {
-                    ctx.fail(|| "dropped_spans_stats slice element required".into());
-                    continue;
-                }
-                _ => {
-                    return Err(LineError::Decode(
-                        "dropped_spans_stats: expected object".into(),
-                    ))
-                }
-            };
-            ctx.push("dropped_spans_stats");
-            str_field(ctx, d, "destination_service_resource")?;
-            let t = opt_str(d, "service_target_type")?;
-            ctx.max_len("service_target_type", t, 512);
-            let n = opt_str(d, "service_target_name")?;
-            ctx.max_len("service_target_name", n, 512);
-            ctx.outcome(opt_str(d, "outcome")?);
-            if let Some(du) = set_obj(d, "duration")? {
-                ctx.push("duration");
-                let c = int(du, "count")?;
-                ctx.min("count", c.map(|c| c as f64), 1);
-                if let Some(s) = set_obj(du, "sum")? {
-                    ctx.push("sum");
-                    let us = int(s, "us")?;
-                    ctx.min("us", us.map(|c| c as f64), 0);
-                    ctx.pop();
-                }
+    Ok(())
+}
+
+/// v2 `dropped_spans_stats`: validated only (apm-server does not index them).
+fn dropped_spans_stats(ctx: &mut Ctx, o: Obj<'_>) -> R<()> {
+    let Some(a) = arr(o, "dropped_spans_stats")? else {
+        return Ok(());
+    };
+    for v in a {
+        let Some(d) = set_element(ctx, "dropped_spans_stats", v)? else {
+            continue;
+        };
+        ctx.push("dropped_spans_stats");
+        str_field(ctx, d, "destination_service_resource")?;
+        let t = opt_str(d, "service_target_type")?;
+        ctx.max_len("service_target_type", t, 512);
+        let n = opt_str(d, "service_target_name")?;
+        ctx.max_len("service_target_name", n, 512);
+        ctx.outcome(opt_str(d, "outcome")?);
+        if let Some(du) = set_obj(d, "duration")? {
+            ctx.push("duration");
+            let c = int(du, "count")?;
+            ctx.min("count", c.map(|c| c as f64), 1);
+            if let Some(s) = set_obj(du, "sum")? {
+                ctx.push("sum");
+                let us = int(s, "us")?;
+                ctx.min("us", us.map(|c| c as f64), 0);
                 ctx.pop();
             }
             ctx.pop();
         }
-    }
-    let outcome = opt_str(o, "outcome")?;
-    ctx.outcome(outcome);
-    ev.faas = faas(o)?;
-    if let Some(s) = set_obj(o, "session")? {
-        ctx.push("session");
-        let sid = opt_str(s, "id")?;
-        ctx.max1024("id", sid);
-        ctx.required("id", sid.is_some());
-        let seq = int(s, "sequence")?;
-        ctx.min("sequence", seq.map(|v| v as f64), 1);
         ctx.pop();
-        tx.session_id = sid.unwrap_or_default().to_owned();
-        tx.session_sequence = seq.unwrap_or(0);
     }
-    ev.body = Body::Transaction(Box::new(tx));
-    let (status, custom) = context(ctx, o, &mut ev)?;
-    let Body::Transaction(mut tx) =
-        std::mem::replace(&mut ev.body, Body::Transaction(Box::default()))
-    else {
-        return Err(LineError::Decode("internal".into()));
+    Ok(())
+}
+
+/// v3 `me`: span self-time breakdowns. Kept only with a span reference and a
+/// count or sum.
+fn rum_metricsets(ctx: &mut Ctx, o: Obj<'_>, out: &mut Vec<Metricset>) -> R<()> {
+    let Some(a) = arr(o, "me")? else {
+        return Ok(());
     };
-    tx.custom = custom;
-    if let Some(x) = set_obj(o, "experience")? {
-        ctx.push("experience");
-        let e = experience(x, ctx, "longtask")?;
-        ctx.pop();
-        tx.experience = Some(e);
-    }
-    match set_obj(o, "span_count")? {
-        Some(sc) => {
-            tx.span_count_dropped = int(sc, "dropped")?;
-            tx.span_count_started = int(sc, "started")?;
-            ctx.push("span_count");
-            ctx.required("started", tx.span_count_started.is_some());
+    for v in a {
+        let Some(me) = set_element(ctx, "me", v)? else {
+            continue;
+        };
+        ctx.push("me");
+        let mut ms = Metricset {
+            has_refs: true,
+            ..Default::default()
+        };
+        match set_obj(me, "sa")? {
+            Some(sa) => {
+                ctx.push("sa");
+                if let Some(c) = set_obj(sa, "ysc")? {
+                    ctx.push("ysc");
+                    let v = num(c, "v")?;
+                    ctx.required("v", v.is_some());
+                    ms.self_time_count = v.map(|v| v as i64);
+                    ctx.pop();
+                }
+                if let Some(c) = set_obj(sa, "yss")? {
+                    ctx.push("yss");
+                    let v = num(c, "v")?;
+                    ctx.required("v", v.is_some());
+                    ms.self_time_sum_us = v.map(|v| ((v * 1000.0) as i64) / 1000);
+                    ctx.pop();
+                }
+                ctx.pop();
+            }
+            None => ctx.required("sa", false),
+        }
+        let y = set_obj(me, "y")?;
+        if let Some(y) = y {
+            ctx.push("y");
+            ms.span_subtype = str_field(ctx, y, "su")?;
+            ms.span_type = str_field(ctx, y, "t")?;
             ctx.pop();
         }
-        None => ctx.required("span_count", false),
+        ctx.pop();
+        if y.is_some() && (ms.self_time_count.is_some() || ms.self_time_sum_us.is_some()) {
+            out.push(ms);
+        }
     }
-    let sample_rate = num(o, "sample_rate")?;
-    let duration = num(o, "duration")?;
-    ctx.min("duration", duration, 0);
-    ctx.required("duration", duration.is_some());
-    tx.sampled = boolean(o, "sampled")?.unwrap_or(true);
+    Ok(())
+}
 
+/// Decodes one transaction line's root object in dialect `d` and appends
+/// the transaction (then any v3 metricsets and spans) to `out`.
+pub(crate) fn transaction(
+    ctx: &mut Ctx,
+    d: &TransactionDialect,
+    o: Obj<'_>,
+    meta: &Metadata,
+    out: &mut Vec<Event>,
+) -> R<()> {
+    let mut ev = Event::new(meta, Body::Transaction(Box::default()));
+    let mut tx = Box::new(Transaction {
+        span_id_from_id: d.span_id_from_id,
+        ..Default::default()
+    });
+    let (mut trace_id, mut id, mut ty, mut outcome) = (None, None, None, None);
+    let (mut status, mut sample_rate, mut duration, mut ot) = (None, None, None, None);
+    let mut metricsets: Vec<Metricset> = Vec::new();
+    let mut spans: Vec<(Event, Option<i64>)> = Vec::new();
+    for rule in d.order {
+        match rule {
+            TransactionRule::Marks => marks(o, d, &mut tx)?,
+            TransactionRule::Timestamp => {
+                if let Some(ts) = timestamp(o, "timestamp")? {
+                    ev.timestamp_ns = ts;
+                }
+            }
+            TransactionRule::Otel => ot = otel(o, &mut ev)?,
+            TransactionRule::Links => tx.links = links(ctx, o)?,
+            TransactionRule::TraceId => trace_id = required_str(ctx, o, d.trace_id)?,
+            TransactionRule::Id => id = required_str(ctx, o, d.id)?,
+            TransactionRule::ParentId => ev.parent_id = str_field(ctx, o, d.parent_id)?,
+            TransactionRule::Name => tx.name = str_field(ctx, o, d.name)?,
+            TransactionRule::Type => ty = required_str(ctx, o, d.type_)?,
+            TransactionRule::Result => tx.result = str_field(ctx, o, d.result)?,
+            TransactionRule::DroppedSpansStats => dropped_spans_stats(ctx, o)?,
+            TransactionRule::Outcome => {
+                outcome = opt_str(o, d.outcome)?;
+                ctx.outcome(outcome);
+            }
+            TransactionRule::Faas => ev.faas = faas(o)?,
+            TransactionRule::Session => {
+                if let Some(s) = set_obj(o, d.session)? {
+                    ctx.push(d.session);
+                    let sid = required_str(ctx, s, "id")?;
+                    let seq = int(s, d.session_sequence)?;
+                    ctx.min(d.session_sequence, seq.map(|v| v as f64), 1);
+                    ctx.pop();
+                    tx.session_id = sid.unwrap_or_default().to_owned();
+                    tx.session_sequence = seq.unwrap_or(0);
+                }
+            }
+            TransactionRule::Context => {
+                // the context may write transaction fields (message, cloud origin)
+                ev.body = Body::Transaction(tx);
+                let (st, custom) = (d.context)(ctx, o, &mut ev)?;
+                let body = std::mem::replace(&mut ev.body, Body::Transaction(Box::default()));
+                let Body::Transaction(t) = body else {
+                    return Err(LineError::Decode("internal".into()));
+                };
+                tx = t;
+                tx.custom = custom;
+                status = st;
+            }
+            TransactionRule::Experience => {
+                if let Some(x) = set_obj(o, d.experience)? {
+                    ctx.push(d.experience);
+                    tx.experience = Some(experience(x, ctx, d.longtask)?);
+                    ctx.pop();
+                }
+            }
+            TransactionRule::SpanCount => match set_obj(o, d.span_count)? {
+                Some(sc) => {
+                    tx.span_count_dropped = int(sc, d.span_count_dropped)?;
+                    tx.span_count_started = int(sc, d.span_count_started)?;
+                    ctx.push(d.span_count);
+                    ctx.required(d.span_count_started, tx.span_count_started.is_some());
+                    ctx.pop();
+                }
+                None => ctx.required(d.span_count, false),
+            },
+            TransactionRule::SampleRate => sample_rate = num(o, d.sample_rate)?,
+            TransactionRule::Duration => {
+                duration = num(o, d.duration)?;
+                ctx.min(d.duration, duration, 0);
+                ctx.required(d.duration, duration.is_some());
+            }
+            TransactionRule::Sampled => tx.sampled = boolean(o, d.sampled)?.unwrap_or(true),
+            TransactionRule::Metricsets => rum_metricsets(ctx, o, &mut metricsets)?,
+            TransactionRule::Spans => {
+                if let Some(a) = arr(o, "y")? {
+                    for v in a {
+                        let Some(y) = set_element(ctx, "y", v)? else {
+                            continue;
+                        };
+                        ctx.push("y");
+                        spans.push(rum_span(ctx, y, meta)?);
+                        ctx.pop();
+                    }
+                }
+            }
+        }
+    }
+    if ctx.failed() {
+        return Ok(());
+    }
     ev.trace_id = trace_id.unwrap_or_default().to_owned();
     tx.id = id.unwrap_or_default().to_owned();
     tx.type_ = match ty {
@@ -168,8 +428,47 @@ pub(crate) fn transaction(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Event
             }
         }
     }
+    for ms in metricsets.iter_mut() {
+        ms.transaction_name = tx.name.clone();
+        ms.transaction_type = tx.type_.clone();
+    }
+    let (tx_id, trace) = (tx.id.clone(), ev.trace_id.clone());
     ev.body = Body::Transaction(tx);
-    Ok(ev)
+    out.push(ev);
+    if !metricsets.is_empty() {
+        let meta_ev = Event::new(meta, Body::Metricset(Box::default()));
+        for ms in metricsets {
+            let mut m = meta_ev.clone();
+            m.body = Body::Metricset(Box::new(ms));
+            out.push(m);
+        }
+    }
+    if spans.is_empty() {
+        return Ok(());
+    }
+    // a span's `pi` is the index of its parent span; none: the transaction
+    let span_ids: Vec<String> = spans
+        .iter()
+        .map(|(e, _)| match &e.body {
+            Body::Span(s) => s.id.clone(),
+            _ => String::new(),
+        })
+        .collect();
+    for (mut sev, pi) in spans {
+        sev.trace_id = trace.clone();
+        if let Body::Span(s) = &mut sev.body {
+            s.transaction_id = tx_id.clone();
+        }
+        sev.parent_id = match pi
+            .and_then(|p| usize::try_from(p).ok())
+            .and_then(|p| span_ids.get(p))
+        {
+            Some(pid) => pid.clone(),
+            None => tx_id.clone(),
+        };
+        out.push(sev);
+    }
+    Ok(())
 }
 
 /// `experience` (v3 `exp`): web vitals with the optional long-task summary
@@ -201,7 +500,8 @@ pub(crate) fn experience(x: Obj<'_>, ctx: &mut Ctx, longtask_key: &'static str) 
     Ok(e)
 }
 
-pub(crate) const MARK_NAMES: &[(&str, &str)] = &[
+/// RUM v3 navigation-timing mark names and what they stand for.
+const MARK_NAMES: &[(&str, &str)] = &[
     ("ce", "connectEnd"),
     ("cs", "connectStart"),
     ("dc", "domComplete"),
@@ -222,7 +522,8 @@ pub(crate) const MARK_NAMES: &[(&str, &str)] = &[
     ("rs", "responseStart"),
 ];
 
-pub(crate) fn expand_mark(k: &str) -> String {
+/// A v3 mark name in full.
+fn expand_mark(k: &str) -> String {
     MARK_NAMES
         .iter()
         .find(|(s, _)| *s == k)
@@ -230,213 +531,11 @@ pub(crate) fn expand_mark(k: &str) -> String {
         .unwrap_or_else(|| k.to_owned())
 }
 
-pub(crate) fn expand_group(k: &str) -> String {
+/// A v3 mark group name in full.
+fn expand_group(k: &str) -> String {
     match k {
         "a" => "agent".into(),
         "nt" => "navigationTiming".into(),
         _ => k.to_owned(),
     }
-}
-
-pub(crate) fn rum_transaction(
-    ctx: &mut Ctx,
-    o: Obj<'_>,
-    meta: &Metadata,
-    out: &mut Vec<Event>,
-) -> R<()> {
-    let mut ev = Event::new(meta, Body::Transaction(Box::default()));
-    let mut tx = Transaction::default();
-    ev.body = Body::Transaction(Box::default());
-    let (status, custom) = rum_context(ctx, o, &mut ev)?;
-    tx.custom = custom;
-    let duration = num(o, "d")?;
-    ctx.min("d", duration, 0);
-    ctx.required("d", duration.is_some());
-    if let Some(x) = set_obj(o, "exp")? {
-        ctx.push("exp");
-        let e = experience(x, ctx, "lt")?;
-        ctx.pop();
-        tx.experience = Some(e);
-    }
-    let id = opt_str(o, "id")?;
-    ctx.max1024("id", id);
-    ctx.required("id", id.is_some());
-    if let Some(k) = obj(o, "k")? {
-        for (g, gv) in k.iter() {
-            let m = match gv {
-                V::Object(m) => m,
-                V::Static(StaticNode::Null) => continue,
-                _ => return Err(LineError::Decode("k: expected object".into())),
-            };
-            let mut ms = Vec::new();
-            for (mk, v) in m.iter() {
-                match v {
-                    V::Static(StaticNode::Null) => {}
-                    v => match v.cast_f64() {
-                        Some(f) => ms.push((expand_mark(mk), f)),
-                        None => return Err(LineError::Decode("k: expected number".into())),
-                    },
-                }
-            }
-            if !ms.is_empty() {
-                tx.marks.push((expand_group(g), ms));
-            }
-        }
-    }
-    // metricsets
-    let mut metricsets: Vec<Metricset> = Vec::new();
-    if let Some(a) = arr(o, "me")? {
-        for v in a {
-            let me = match v {
-                V::Object(me) if me.values().any(is_set) => me,
-                V::Object(_) | V::Static(StaticNode::Null) => {
-                    ctx.fail(|| "me slice element required".into());
-                    continue;
-                }
-                _ => return Err(LineError::Decode("me: expected object".into())),
-            };
-            ctx.push("me");
-            let mut ms = Metricset {
-                has_refs: true,
-                ..Default::default()
-            };
-            match set_obj(me, "sa")? {
-                Some(sa) => {
-                    ctx.push("sa");
-                    if let Some(c) = set_obj(sa, "ysc")? {
-                        ctx.push("ysc");
-                        let v = num(c, "v")?;
-                        ctx.required("v", v.is_some());
-                        ms.self_time_count = v.map(|v| v as i64);
-                        ctx.pop();
-                    }
-                    if let Some(c) = set_obj(sa, "yss")? {
-                        ctx.push("yss");
-                        let v = num(c, "v")?;
-                        ctx.required("v", v.is_some());
-                        ms.self_time_sum_us = v.map(|v| ((v * 1000.0) as i64) / 1000);
-                        ctx.pop();
-                    }
-                    ctx.pop();
-                }
-                None => ctx.required("sa", false),
-            }
-            let y = set_obj(me, "y")?;
-            if let Some(y) = y {
-                ctx.push("y");
-                ms.span_subtype = str_field(ctx, y, "su")?;
-                ms.span_type = str_field(ctx, y, "t")?;
-                ctx.pop();
-            }
-            ctx.pop();
-            if y.is_some() && (ms.self_time_count.is_some() || ms.self_time_sum_us.is_some()) {
-                metricsets.push(ms);
-            }
-        }
-    }
-    tx.name = str_field(ctx, o, "n")?;
-    let outcome = opt_str(o, "o")?;
-    ctx.outcome(outcome);
-    ev.parent_id = str_field(ctx, o, "pid")?;
-    tx.result = str_field(ctx, o, "rt")?;
-    if let Some(s) = set_obj(o, "ses")? {
-        ctx.push("ses");
-        let sid = opt_str(s, "id")?;
-        ctx.max1024("id", sid);
-        ctx.required("id", sid.is_some());
-        let seq = int(s, "seq")?;
-        ctx.min("seq", seq.map(|v| v as f64), 1);
-        ctx.pop();
-        tx.session_id = sid.unwrap_or_default().to_owned();
-        tx.session_sequence = seq.unwrap_or(0);
-    }
-    tx.sampled = boolean(o, "sm")?.unwrap_or(true);
-    tx.representative_count = rep_count(num(o, "sr")?, true);
-    let ty = opt_str(o, "t")?;
-    ctx.max1024("t", ty);
-    ctx.required("t", ty.is_some());
-    let trace_id = opt_str(o, "tid")?;
-    ctx.max1024("tid", trace_id);
-    ctx.required("tid", trace_id.is_some());
-    // spans
-    let mut spans: Vec<(Event, Option<i64>)> = Vec::new();
-    if let Some(a) = arr(o, "y")? {
-        for v in a {
-            let y = match v {
-                V::Object(y) if y.values().any(is_set) => y,
-                V::Object(_) | V::Static(StaticNode::Null) => {
-                    ctx.fail(|| "y slice element required".into());
-                    continue;
-                }
-                _ => return Err(LineError::Decode("y: expected object".into())),
-            };
-            ctx.push("y");
-            let sp = rum_span(ctx, y, meta)?;
-            ctx.pop();
-            spans.push(sp);
-        }
-    }
-    match set_obj(o, "yc")? {
-        Some(yc) => {
-            tx.span_count_dropped = int(yc, "dd")?;
-            tx.span_count_started = int(yc, "sd")?;
-            ctx.push("yc");
-            ctx.required("sd", tx.span_count_started.is_some());
-            ctx.pop();
-        }
-        None => ctx.required("yc", false),
-    }
-    if ctx.failed() {
-        return Ok(());
-    }
-    tx.id = id.unwrap_or_default().to_owned();
-    ev.trace_id = trace_id.unwrap_or_default().to_owned();
-    tx.type_ = match ty {
-        Some(t) if !t.is_empty() => t.to_owned(),
-        _ => "unknown".into(),
-    };
-    tx.duration_ns = ms_to_ns(duration.unwrap_or(0.0));
-    tx.outcome = match outcome {
-        Some(o) if !o.is_empty() => o.to_owned(),
-        _ => match status {
-            Some(s) if s >= 500 => "failure".into(),
-            Some(_) => "success".into(),
-            None => "unknown".into(),
-        },
-    };
-    let span_ids: Vec<String> = spans
-        .iter()
-        .map(|(e, _)| match &e.body {
-            Body::Span(s) => s.id.clone(),
-            _ => String::new(),
-        })
-        .collect();
-    for ms in metricsets.iter_mut() {
-        ms.transaction_name = tx.name.clone();
-        ms.transaction_type = tx.type_.clone();
-    }
-    let (tx_id, trace) = (tx.id.clone(), ev.trace_id.clone());
-    ev.body = Body::Transaction(Box::new(tx));
-    let meta_ev = Event::new(meta, Body::Metricset(Box::default()));
-    out.push(ev);
-    for ms in metricsets {
-        let mut m = meta_ev.clone();
-        m.body = Body::Metricset(Box::new(ms));
-        out.push(m);
-    }
-    for (mut sev, pi) in spans {
-        sev.trace_id = trace.clone();
-        if let Body::Span(s) = &mut sev.body {
-            s.transaction_id = tx_id.clone();
-        }
-        sev.parent_id = match pi
-            .and_then(|p| usize::try_from(p).ok())
-            .and_then(|p| span_ids.get(p))
-        {
-            Some(pid) => pid.clone(),
-            None => tx_id.clone(),
-        };
-        out.push(sev);
-    }
-    Ok(())
 }
