@@ -11,7 +11,7 @@ use super::fields::*;
 use super::log::log;
 use super::metadata::finalize;
 use super::metricset::metricset;
-use super::span::span;
+use super::span::{self, span};
 use super::transaction::{self, transaction};
 use super::*;
 
@@ -165,7 +165,7 @@ pub(crate) fn decode_event(
     let decoded = match kind {
         Kind::Transaction => transaction(&mut ctx, &transaction::V2, o, meta, out),
         Kind::RumTransaction => transaction(&mut ctx, &transaction::V3, o, meta, out),
-        Kind::Span => span(&mut ctx, o, meta).map(|ev| out.push(ev)),
+        Kind::Span => span(&mut ctx, &span::V2, o, meta).map(|(ev, _)| out.push(ev)),
         Kind::Error => error(&mut ctx, &error::V2, o, meta).map(|ev| out.push(ev)),
         Kind::RumError => error(&mut ctx, &error::V3, o, meta).map(|ev| out.push(ev)),
         Kind::Metricset => metricset(&mut ctx, o, meta).map(|ev| out.extend(ev)),

@@ -8,7 +8,7 @@
 
 use super::context::{context, faas, links, otel, rum_context};
 use super::fields::*;
-use super::span::rum_span;
+use super::span::{self, span};
 use super::*;
 use crate::model::event::*;
 
@@ -381,7 +381,7 @@ pub(crate) fn transaction(
                             continue;
                         };
                         ctx.push("y");
-                        spans.push(rum_span(ctx, y, meta)?);
+                        spans.push(span(ctx, &span::V3, y, meta)?);
                         ctx.pop();
                     }
                 }
