@@ -13,13 +13,8 @@ pub(crate) fn links(ctx: &mut Ctx, o: Obj<'_>) -> R<Vec<Link>> {
     };
     let mut out = Vec::with_capacity(a.len());
     for v in a {
-        let l = match v {
-            V::Object(l) if l.values().any(is_set) => l,
-            V::Object(_) | V::Static(StaticNode::Null) => {
-                ctx.fail(|| "links slice element required".into());
-                continue;
-            }
-            _ => return Err(LineError::Decode("links: expected object".into())),
+        let Some(l) = set_element(ctx, "links", v)? else {
+            continue;
         };
         ctx.push("links");
         let span_id = opt_str(l, "span_id")?;

@@ -272,16 +272,10 @@ pub(crate) fn exception(
     });
     if let Some(causes) = arr(x, k.cause)? {
         for c in causes {
-            match c {
-                V::Object(c) if c.values().any(is_set) => {
-                    ctx.push(k.cause);
-                    exception(ctx, d, c, Some(idx), out)?;
-                    ctx.pop();
-                }
-                V::Object(_) | V::Static(StaticNode::Null) => {
-                    ctx.fail(|| format!("{} slice element required", k.cause))
-                }
-                _ => return Err(LineError::Decode(format!("{}: expected object", k.cause))),
+            if let Some(c) = set_element(ctx, k.cause, c)? {
+                ctx.push(k.cause);
+                exception(ctx, d, c, Some(idx), out)?;
+                ctx.pop();
             }
         }
     }

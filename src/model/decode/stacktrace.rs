@@ -10,13 +10,8 @@ pub(crate) fn frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Frame>
     };
     let mut out = Vec::with_capacity(a.len());
     for v in a {
-        let f = match v {
-            V::Object(f) if f.values().any(is_set) => f,
-            V::Object(_) | V::Static(StaticNode::Null) => {
-                ctx.fail(|| format!("{k} slice element required"));
-                continue;
-            }
-            _ => return Err(LineError::Decode(format!("{k}: expected object"))),
+        let Some(f) = set_element(ctx, k, v)? else {
+            continue;
         };
         // one pass over the frame's keys (hot path); later duplicates win
         let mut fr = Frame::default();
@@ -62,13 +57,8 @@ pub(crate) fn rum_frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Fr
     };
     let mut out = Vec::with_capacity(a.len());
     for v in a {
-        let f = match v {
-            V::Object(f) if f.values().any(is_set) => f,
-            V::Object(_) | V::Static(StaticNode::Null) => {
-                ctx.fail(|| format!("{k} slice element required"));
-                continue;
-            }
-            _ => return Err(LineError::Decode(format!("{k}: expected object"))),
+        let Some(f) = set_element(ctx, k, v)? else {
+            continue;
         };
         let filename = opt_str(f, "f")?;
         ctx.push(k);
