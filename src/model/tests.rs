@@ -1,8 +1,8 @@
-//! Corpus-driven tests for the intake model (documents.md §5–§15): every
+//! Corpus-driven tests for the intake model (docs/intake.md): every
 //! `intake-v2` payload decodes with the expected event/error counts, the
 //! encoded `_source` matches the approvals after an emulation of the ES
-//! `fields` view (§17–§18), exact error messages (cases.md C.23–C.28, §15.4),
-//! grouping keys (§8.4) and a no-panic sweep over truncated/garbled lines.
+//! `fields` view, exact error messages (docs/intake.md, Errors and their order),
+//! grouping keys and a no-panic sweep over truncated/garbled lines.
 //! The corpus is read from `$APM_CORPUS` or `../shared/corpus`; tests print a
 //! `SKIPPED` line and return when it is absent.
 
@@ -157,7 +157,7 @@ fn corpus_files_decode() {
 }
 
 // ---------------------------------------------------------------------------
-// ES `fields` emulation (documents.md §17, §18.2) and approval comparison
+// Elasticsearch `fields` emulation (what a search returns for a document) and approval comparison
 
 const NOT_INDEXED: &[&str] = &[
     "span.stacktrace",
@@ -689,7 +689,7 @@ fn minimal_transaction_source() {
 
 #[test]
 fn line_error_messages() {
-    // cases.md C.23: type error is a decode error
+    // case C.23: a type error is a decode error
     let e = err_of(
         r#"{ "transaction": { "id": 12345, "trace_id": "0123456789abcdef0123456789abcdef", "parent_id": "abcdefabcdef01234567", "type": "request", "duration": 32.592981, "span_count": { "started": 21 } } }   "#,
     );
@@ -754,7 +754,7 @@ fn line_error_messages() {
             &base(false)
         )
         .is_ok());
-    // §15.4 examples
+    // the message examples of docs/intake.md, Errors and their order
     assert_eq!(
         err_of(
             r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"span_count":{"dropped":1}}}"#

@@ -1,4 +1,11 @@
-//! TODO
+//! Event contexts and the small objects events share: links, `faas`, the
+//! v2 transaction/error `context` (service, user, request, response,
+//! message, page, cloud origin), the span service override, OTel bridge
+//! attributes, and the v3 context `c`.
+//!
+//! Invariants: a context only overrides metadata parts it actually sends
+//! (copy on write of the shared `Arc`s); client and source addresses from
+//! the request are never replaced by the event's.
 
 use super::fields::*;
 use super::metadata::{name_version, user, OptNv, NV_V2, NV_V3, USER_V2, USER_V3};
@@ -70,7 +77,8 @@ pub(crate) fn header<'h>(h: &'h Headers, name: &str) -> Option<&'h [String]> {
         .map(|(_, v)| v.as_slice())
 }
 
-/// Client address from forwarding headers (§3 precedence).
+/// Client address from forwarding headers: `Forwarded` (`for=`), then
+/// `X-Real-Ip`, then the first `X-Forwarded-For` entry.
 pub(crate) fn forwarded_addr(h: &Headers) -> Option<(IpAddr, Option<u16>)> {
     if let Some(v) = header(h, "Forwarded").and_then(|v| v.first()) {
         let first = v.split(',').next().unwrap_or("");
@@ -116,7 +124,7 @@ pub(crate) fn service_target_derive(resource: &str) -> (String, String) {
     }
 }
 
-/// `context.service` (§5.4). Returns whether `target.type` was sent.
+/// `context.service`: overrides of the metadata's service and agent. Returns whether `target.type` was sent.
 pub(crate) fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bool> {
     let Some(s) = set_obj(c, "service")? else {
         return Ok(false);
@@ -274,7 +282,7 @@ pub(crate) fn url_port(ctx: &mut Ctx, u: Obj<'_>) -> R<Option<i64>> {
     }
 }
 
-/// Parses a page URL into `url.*` (§5.7).
+/// Parses a page URL into `url.*` (unparsable: only `original`, scheme `http`).
 pub(crate) fn page_url(raw: &str) -> Url {
     let mut out = Url {
         original: raw.chars().take(1024).collect(),
@@ -294,7 +302,7 @@ pub(crate) fn page_url(raw: &str) -> Url {
     out
 }
 
-/// Transaction/error `context` (§5.4–§5.7). Returns (response status code, message ctx, custom).
+/// Transaction/error `context`. Returns (response status code, custom).
 pub(crate) fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i64>, Option<Json>)> {
     let Some(c) = set_obj(o, "context")? else {
         return Ok((None, None));
@@ -390,7 +398,8 @@ pub(crate) fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i6
         }
         ctx.pop();
 
-        // client / source (§5.5)
+        // client / source: the socket address unless the request already set
+        // them; forwarding headers win and make the socket address the NAT IP
         let cl = &mut ev.client;
         if cl.source_ip.is_none() && cl.client_ip.is_none() {
             if let Some((ip, port)) = socket_addr {
@@ -466,7 +475,7 @@ pub(crate) fn message_slot(ev: &mut Event, m: Message) {
     }
 }
 
-/// OTel bridge attributes (§6.1, partial): returns (span_kind, profiler ids) and folds
+/// OTel bridge attributes (partial): returns (span_kind, profiler ids) and folds
 /// remaining attributes into labels.
 pub(crate) fn otel(o: Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)>> {
     let Some(ot) = set_obj(o, "otel")? else {
@@ -498,7 +507,7 @@ pub(crate) fn otel(o: Obj<'_>, ev: &mut Event) -> R<Option<(String, Vec<String>)
     Ok(Some((kind, ids)))
 }
 
-/// Context `c` of transactions and errors (§14.4). Returns (response status, custom).
+/// Context `c` of v3 transactions and errors. Returns (response status, custom).
 pub(crate) fn rum_context(
     ctx: &mut Ctx,
     o: Obj<'_>,

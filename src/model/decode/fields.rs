@@ -1,4 +1,11 @@
-//! TODO
+//! Value access and validation shared by every field rule: the validation
+//! context [`Ctx`] (key path, first violation), typed reads of JSON values
+//! (null is absent; a wrong type is a decode error naming the key), labels,
+//! headers, timestamps and durations.
+//!
+//! Invariants: reads borrow from the parsed line and allocate only for what
+//! they return; a violation message is built only for the first violation
+//! of a line.
 
 use super::*;
 use crate::model::event::*;
@@ -300,7 +307,7 @@ pub(crate) fn str_or_int(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Option
     }
 }
 
-/// A timestamp field: integer µs since the epoch or an RFC 3339 string (§5.8); ns.
+/// A timestamp field: integer µs since the epoch or an RFC 3339 string; ns.
 pub(crate) fn timestamp(o: Obj<'_>, k: &str) -> R<Option<i64>> {
     match get(o, k) {
         None => Ok(None),
@@ -320,12 +327,13 @@ pub(crate) fn timestamp(o: Obj<'_>, k: &str) -> R<Option<i64>> {
     }
 }
 
-/// Float ms → integer ns, truncated in f64 (§12.3).
+/// Float ms → integer ns, truncated in f64 as apm-server does.
 pub(crate) fn ms_to_ns(ms: f64) -> i64 {
     (ms * 1_000_000.0).trunc() as i64
 }
 
-/// Decodes and validates a labels map (`labels`, `tags`) into `into` (§5.3).
+/// Decodes and validates a labels map (`labels`, `tags`) into `into`: string, bool
+/// (stored as text) or number values; strings at most 1024 characters.
 pub(crate) fn labels(
     ctx: &mut Ctx,
     o: Obj<'_>,
@@ -469,7 +477,8 @@ pub(crate) fn merge_labels(ev: &mut Event, l: Option<Labels>) {
     }
 }
 
-/// `representative_count` from `sample_rate` (§12.2).
+/// `representative_count` from `sample_rate`: 1/r for r > 0, none for 0,
+/// and when absent 1 if `default_one`.
 pub(crate) fn rep_count(sample_rate: Option<f64>, default_one: bool) -> Option<f64> {
     match sample_rate {
         None => default_one.then_some(1.0),

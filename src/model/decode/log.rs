@@ -1,4 +1,9 @@
-//! TODO
+//! v2 log lines: ECS fields sent flat (`"log.level"`) or nested
+//! (`{"log":{"level":…}}`), the nested form winning when well typed.
+//!
+//! Invariants: the v2 log has no fixed schema, so any set key makes its
+//! root set; its 1024-character limits are reported under apm-server's
+//! group names (`ecsloglogfields`, …).
 
 use super::context::faas;
 use super::fields::*;
@@ -6,7 +11,7 @@ use super::*;
 use crate::model::event::*;
 
 /// A log field sent flat (`"a.b"`) or nested (`{"a":{"b":…}}`); nested wins
-/// when it has the right type (§10).
+/// when it has the right type.
 pub(crate) fn log_str(o: Obj<'_>, flat: &str, nested: &[&str]) -> R<Option<String>> {
     let mut v = opt_str(o, flat)?.map(str::to_owned);
     if let Some(V::String(s)) = nested_val(o, nested) {

@@ -393,8 +393,8 @@ pub(crate) fn decode_metadata(
     ))
 }
 
-/// Assembles [`Metadata`] from decoded parts: request base (§3), host
-/// fix-ups and node default (§5.2), default environment.
+/// Assembles [`Metadata`] from decoded parts: request base, host
+/// fix-ups, node default and default environment (docs/intake.md, Metadata).
 pub(crate) fn build_metadata(
     base: &RequestBase,
     cfg: &DecodeConfig,
@@ -452,7 +452,8 @@ pub(crate) fn node_default(sh: &Shared) -> String {
     }
 }
 
-/// Post-decode defaults every event gets (§1 step 5, §5.2 step 3).
+/// Defaults every event gets after decoding: the service node name (container
+/// id, else host name) and the default environment.
 pub(crate) fn finalize(ev: &mut Event, cfg: &DecodeConfig) {
     if ev.service.node_name.is_empty() {
         let d = node_default(&ev.shared);

@@ -1,4 +1,10 @@
-//! TODO
+//! v2 metricsets: samples (`value`, or `values` with `counts`), span and
+//! transaction references, tags and a service override.
+//!
+//! Invariants: a metricset with transaction references is a span breakdown
+//! (kept only with a span reference and a self-time count or sum); any
+//! other is an `app` metricset whose unknown sample types are cleared. A
+//! line with a violation yields nothing.
 
 use super::context::faas;
 use super::fields::*;

@@ -1,10 +1,18 @@
-//! Line decoding: the [`Decoder`], the root-key scan (intake.md §5.2) and the
-//! value-access and validation helpers shared by the v2 and v3 decoders.
+//! Line decoding: the [`Decoder`], the root-key scan (docs/intake.md,
+//! Framing) and a zero-allocation view over the parsed line.
+//!
+//! Layout: one file of field rules per event type (`metadata`,
+//! `transaction`, `span`, `error`, `metricset`, `log`, plus `context` and
+//! `stacktrace` for the parts events share). Each rule set is written once;
+//! a dialect (v2, or RUM v3 with its short keys) is a const table of key
+//! names and the order its upstream struct checks them in. `fields` holds
+//! the typed reads and the validation context; `events` the one path every
+//! event line takes.
 //!
 //! Invariants: a line is parsed once with simd-json into a borrowed value
 //! tree over the decoder's scratch buffer (only the first JSON value of the
 //! line is parsed; trailing bytes are ignored). Type mismatches are decode
-//! errors returned at once; schema violations are recorded in [`Ctx`] (the
+//! errors returned at once; schema violations are recorded in [`fields::Ctx`] (the
 //! first one wins, in upstream struct order) and reported after decoding, so
 //! a decode error anywhere in the line takes precedence. Nothing here panics
 //! on client data.

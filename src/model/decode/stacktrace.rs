@@ -1,4 +1,9 @@
-//! TODO
+//! Stack frames (v2 `stacktrace`, v3 `st`).
+//!
+//! Invariants: v2 frames are read in one pass over their keys (the hot
+//! path; a later duplicate key wins) and need `classname` or `filename`; v3
+//! frames are read key by key and need `f`. An empty or null frame is a
+//! violation, any other non-object a decode error.
 
 use super::fields::*;
 use super::*;
