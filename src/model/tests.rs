@@ -1307,6 +1307,58 @@ fn v3_messages() {
     assert!(decode_one(META, r#"{"e":{"id":"a","log":{"mg":"x"}}}"#, false).is_ok());
 }
 
+/// The same two violations in a v2 and a v3 line: each dialect reports the
+/// one its upstream struct checks first (the rule tables' order).
+#[test]
+fn each_dialect_reports_the_violation_its_order_checks_first() {
+    let v3_meta = r#"{"m":{"se":{"n":"svc","a":{"n":"rum-js","ve":"1"}}}}"#;
+    let err = |meta: &str, l: &str, rum: bool| {
+        decode_one(meta, l, rum)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    // error: no id, and an exception with neither message nor type
+    assert_eq!(
+        err(META, r#"{"error":{"exception":{"module":"m"}}}"#, false),
+        "validation error: error: 'id' required"
+    );
+    assert_eq!(
+        err(v3_meta, r#"{"e":{"ex":{"mo":"m"}}}"#, true),
+        "validation error: e: ex: requires at least one of the fields 'mg;t'"
+    );
+    // transaction: neither id nor trace id
+    assert_eq!(
+        err(
+            META,
+            r#"{"transaction":{"type":"t","duration":1,"span_count":{"started":1}}}"#,
+            false
+        ),
+        "validation error: transaction: 'trace_id' required"
+    );
+    assert_eq!(
+        err(v3_meta, r#"{"x":{"t":"p","d":1,"yc":{"sd":1}}}"#, true),
+        "validation error: x: 'id' required"
+    );
+    // span: no name and a negative duration
+    assert_eq!(
+        err(
+            META,
+            r#"{"span":{"id":"s","trace_id":"t","parent_id":"p","type":"db","start":1,"duration":-1}}"#,
+            false
+        ),
+        "validation error: span: 'name' required"
+    );
+    assert_eq!(
+        err(
+            v3_meta,
+            r#"{"x":{"id":"a","tid":"b","t":"p","d":1,"yc":{"sd":1},"y":[{"id":"s","t":"db","s":1,"d":-1}]}}"#,
+            true
+        ),
+        "validation error: x: y: 'd': validation rule 'min(0)' violated"
+    );
+}
+
 #[test]
 fn integer_and_float_formatting() {
     let (_, doc) = doc_of(
