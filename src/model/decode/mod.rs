@@ -292,33 +292,6 @@ fn root_object<'a>(nodes: &'a [Node<'a>]) -> R<Obj<'a>> {
     }
 }
 
-#[cfg(test)]
-mod depth_tests {
-    use super::*;
-
-    fn depth_of(json: &str) -> R<()> {
-        let mut buf = json.as_bytes().to_vec();
-        let tape = simd_json::to_tape(&mut buf).map_err(|e| LineError::Decode(e.to_string()))?;
-        root_object(&tape.0).map(|_| ())
-    }
-
-    #[test]
-    fn nesting_limit() {
-        let nest = |n: usize| format!(r#"{{"a":{}{}}}"#, "[".repeat(n), "]".repeat(n));
-        // the root object is one level
-        assert!(depth_of(&nest(MAX_DEPTH - 1)).is_ok());
-        assert_eq!(
-            depth_of(&nest(MAX_DEPTH)).unwrap_err().to_string(),
-            "decode error: data read error: nesting deeper than 1000 levels"
-        );
-        assert!(depth_of(&nest(100_000)).is_err());
-        // wide is not deep
-        let wide = format!(r#"{{"a":[{}]}}"#, vec!["[[1]]"; 5000].join(","));
-        assert!(depth_of(&wide).is_ok());
-        assert!(depth_of("[1]").is_err());
-    }
-}
-
 impl Decoder {
     /// A decoder applying `cfg`.
     pub fn new(cfg: DecodeConfig) -> Self {
@@ -400,5 +373,32 @@ impl Decoder {
                 String::from_utf8_lossy(key).into_owned(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    fn depth_of(json: &str) -> R<()> {
+        let mut buf = json.as_bytes().to_vec();
+        let tape = simd_json::to_tape(&mut buf).map_err(|e| LineError::Decode(e.to_string()))?;
+        root_object(&tape.0).map(|_| ())
+    }
+
+    #[test]
+    fn lines_nested_deeper_than_the_limit_are_decode_errors() {
+        let nest = |n: usize| format!(r#"{{"a":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+        // the root object is one level
+        assert!(depth_of(&nest(MAX_DEPTH - 1)).is_ok());
+        assert_eq!(
+            depth_of(&nest(MAX_DEPTH)).unwrap_err().to_string(),
+            "decode error: data read error: nesting deeper than 1000 levels"
+        );
+        assert!(depth_of(&nest(100_000)).is_err());
+        // wide is not deep
+        let wide = format!(r#"{{"a":[{}]}}"#, vec!["[[1]]"; 5000].join(","));
+        assert!(depth_of(&wide).is_ok());
+        assert!(depth_of("[1]").is_err());
     }
 }

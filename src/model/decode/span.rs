@@ -296,18 +296,20 @@ fn composite(ctx: &mut Ctx, o: Obj<'_>) -> R<Option<Composite>> {
 }
 
 /// A destination service object under keys (name, resource, type), in that
-/// order; `resource` is required.
+/// order, into `sp`; `resource` is required. Returns the resource.
 fn destination_service<'v>(
     ctx: &mut Ctx,
     s: Obj<'v>,
     [name_k, resource_k, type_k]: [&'static str; 3],
-) -> R<((String, String, String), Option<&'v str>)> {
+    sp: &mut Span,
+) -> R<Option<&'v str>> {
     let n = str_field(ctx, s, name_k)?;
     let r = opt_str(s, resource_k)?;
     ctx.max1024(resource_k, r);
     ctx.required(resource_k, r.is_some());
     let t = str_field(ctx, s, type_k)?;
-    Ok(((t, n, r.unwrap_or_default().to_owned()), r))
+    sp.destination_service = Some((t, n, r.unwrap_or_default().to_owned()));
+    Ok(r)
 }
 
 /// The span's HTTP status code (under `status_k`) and URL; the status wins
@@ -355,10 +357,9 @@ fn span_context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event, sp: &mut Span) -> R<S
         ctx.push("destination");
         if let Some(s) = set_obj(d, "service")? {
             ctx.push("service");
-            let (service, r) = destination_service(ctx, s, ["name", "resource", "type"])?;
+            let r = destination_service(ctx, s, ["name", "resource", "type"], sp)?;
             ctx.pop();
             out.resource = r.map(str::to_owned);
-            sp.destination_service = Some(service);
         }
         sp.destination_address = str_field(ctx, d, "address")?;
         sp.destination_port = int(d, "port")?;
@@ -400,7 +401,7 @@ fn rum_span_context(ctx: &mut Ctx, y: Obj<'_>, ev: &mut Event, sp: &mut Span) ->
         sp.destination_port = int(dt, "po")?;
         if let Some(se) = set_obj(dt, "se")? {
             ctx.push("se");
-            sp.destination_service = Some(destination_service(ctx, se, ["n", "rc", "t"])?.0);
+            destination_service(ctx, se, ["n", "rc", "t"], sp)?;
             ctx.pop();
         }
         ctx.pop();
