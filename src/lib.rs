@@ -12,6 +12,7 @@ pub mod agentcfg;
 pub mod auth;
 pub mod budget;
 pub mod config;
+pub mod es;
 pub mod fuzzing;
 pub mod http;
 pub mod model;

@@ -7,7 +7,7 @@
 //! is answered here; the others go on to the validator.
 
 use crate::config::settings::Stage;
-use crate::model::{DecodeConfig, Decoder as ModelDecoder};
+use crate::model::{DecodeConfig, Decoder as ModelDecoder, LineError};
 use crate::pipeline::supervisor::{Actor, Loss, Message};
 use crate::pipeline::topology::{StartError, Wiring};
 use crate::pipeline::{Batch, EventBatch, LineErr, Outcome, PipelineHooks, RawLine, Terminal};
@@ -34,8 +34,6 @@ pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<()
     w.set_intake(inbox);
     Ok(())
 }
-
-pub const TOO_LARGE: &str = "event exceeded the permitted size";
 
 impl Message for Batch {
     fn loss(&self) -> Loss {
@@ -131,18 +129,21 @@ impl Actor for Decoder {
                 RawLine::Json(bytes) => {
                     if let Err(e) = self.model.decode_event(&bytes, meta, &mut events) {
                         errors.push(LineErr {
-                            message: e.to_string(),
+                            error: e,
                             document: bytes,
                         });
                     }
                 }
                 RawLine::TooLarge(prefix) => errors.push(LineErr {
-                    message: TOO_LARGE.into(),
+                    error: LineError::TooLarge,
                     document: prefix,
                 }),
             }
         }
-        let invalid = errors.iter().filter(|e| e.message != TOO_LARGE).count();
+        let invalid = errors
+            .iter()
+            .filter(|e| e.error != LineError::TooLarge)
+            .count();
         self.telemetry
             .events_received
             .inc_by((events.len() + errors.len()) as u64);
