@@ -128,6 +128,7 @@ impl ServerBuilder {
         // --- end agentcfg ---
         let http_metrics = http::limits::HttpMetrics::new(&telemetry.registry)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        crate::http::sourcemap_upload::warn_if_anonymous(&cfg);
         let state = Arc::new(AppState {
             telemetry: Arc::clone(&telemetry),
             intake: pipeline.intake.clone(),
@@ -135,6 +136,7 @@ impl ServerBuilder {
             authenticator: Authenticator::try_new(&cfg)
                 .map_err(|e| StartError::Config(e.to_string()))?,
             decoders: Arc::new(tokio::sync::Semaphore::new(max_decoders)),
+            uploads: tokio::sync::Semaphore::new(cfg.apm_server.sourcemap.max_concurrent_uploads),
             headers: ExtraHeaders::from_config(&cfg.apm_server.response_headers)
                 .map_err(StartError::Config)?,
             rum_headers: ExtraHeaders::from_config(&cfg.apm_server.rum.response_headers)

@@ -72,6 +72,8 @@ pub struct ApmServer {
     pub rum: Rum,
     pub agent: Agent,
     pub kibana: Kibana,
+    /// apm-rs extension: the legacy source-map upload endpoint.
+    pub sourcemap: SourcemapUpload,
 }
 
 impl Default for ApmServer {
@@ -98,6 +100,31 @@ impl Default for ApmServer {
             rum: Rum::default(),
             agent: Agent::default(),
             kibana: Kibana::default(),
+            sourcemap: SourcemapUpload::default(),
+        }
+    }
+}
+
+/// `apm-server.sourcemap.*` (apm-rs extension). apm-server 7.x had the
+/// upload endpoint and accepted uploads without credentials when no auth was
+/// configured; 8.x and 9.x have no such endpoint. An upload writes through
+/// the server's own Elasticsearch credentials, so without auth anyone could
+/// overwrite stored maps: apm-rs refuses such uploads unless opted in.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcemapUpload {
+    /// Accept `POST /assets/v1/sourcemaps` when no auth (secret token or API
+    /// key) is configured. Default false; a warning is logged at start-up when true.
+    pub allow_anonymous_upload: bool,
+    /// Uploads read at the same time; more answer 503.
+    pub max_concurrent_uploads: usize,
+}
+
+impl Default for SourcemapUpload {
+    fn default() -> Self {
+        SourcemapUpload {
+            allow_anonymous_upload: false,
+            max_concurrent_uploads: 2,
         }
     }
 }

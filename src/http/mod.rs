@@ -65,6 +65,8 @@ pub struct AppState {
     pub authenticator: Authenticator,
     /// `apm-server.max_concurrent_decoders` slots.
     pub decoders: Arc<tokio::sync::Semaphore>,
+    /// `apm-server.sourcemap.max_concurrent_uploads` slots.
+    pub uploads: tokio::sync::Semaphore,
     pub headers: ExtraHeaders,
     pub rum_headers: ExtraHeaders,
     pub info: ServerInfo,
@@ -151,11 +153,13 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// Runs authentication; `Err` is the response to send (401 / 503).
 pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<AuthResult, HttpResponse> {
+    // A header that is not ASCII is still a header: checked as sent (it
+    // cannot match), never taken for an absent one.
     let header = req
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match state.authenticator.authenticate(header).await {
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    match state.authenticator.authenticate(header.as_deref()).await {
         Ok(a) => Ok(a),
         Err(AuthError::Failed(text)) => Err(response::error(req, StatusCode::UNAUTHORIZED, &text)),
         Err(AuthError::Backend(text)) => {
