@@ -152,7 +152,7 @@ impl ServerBuilder {
                 &cfg.apm_server.rum.allow_origins,
                 &cfg.apm_server.rum.allow_headers,
             ),
-            trusted: TrustedProxies::new(&cfg.apm_server.auth.anonymous.trusted_proxies)
+            trusted: TrustedProxies::from_config(&cfg.apm_server.auth.anonymous)
                 .map_err(|e| StartError::Config(e.to_string()))?,
             cfg: Arc::clone(&cfg),
             agent_configs: Arc::clone(&agent_configs),

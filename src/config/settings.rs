@@ -235,6 +235,23 @@ pub struct Anonymous {
     pub rate_limit: RateLimit,
     /// CIDRs of proxies whose forwarding headers are trusted (apm-rs addition); empty = trust all, like apm-server.
     pub trusted_proxies: Vec<String>,
+    /// The one header the trusted proxies write (apm-rs addition, used only
+    /// with `trusted_proxies`): `X-Forwarded-For` (default; nginx, HAProxy and
+    /// cloud load balancers append to it), `Forwarded` or `X-Real-Ip` (must
+    /// be overwritten by the proxy next to apm-rs). The other two are ignored.
+    pub trusted_proxy_header: ProxyHeader,
+}
+
+/// A forwarding header named by `trusted_proxy_header`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyHeader {
+    #[default]
+    #[serde(rename = "X-Forwarded-For", alias = "x-forwarded-for")]
+    XForwardedFor,
+    #[serde(rename = "Forwarded", alias = "forwarded")]
+    Forwarded,
+    #[serde(rename = "X-Real-Ip", alias = "x-real-ip", alias = "X-Real-IP")]
+    XRealIp,
 }
 
 impl Default for Anonymous {
@@ -245,6 +262,7 @@ impl Default for Anonymous {
             allow_service: vec![],
             rate_limit: RateLimit::default(),
             trusted_proxies: vec![],
+            trusted_proxy_header: ProxyHeader::default(),
         }
     }
 }
