@@ -441,3 +441,33 @@ async fn behind_a_trusted_proxy_only_the_header_it_writes_decides_the_bucket() {
     .await;
     assert_eq!(r.status, 202);
 }
+
+#[tokio::test]
+async fn an_unreadable_authorization_header_is_401_not_anonymous() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // anonymous RUM is allowed, so a header taken for absent would be a 202
+    let srv = TestServer::start(&[
+        "apm-server.rum.enabled=true",
+        "apm-server.auth.secret_token=abc",
+    ]);
+    let body = rum_payload(1, "web");
+    let mut req = format!(
+        "POST /intake/v2/rum/events HTTP/1.1\r\nHost: apm\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\nContent-Length: {}\r\nAuthorization: Bearer ab",
+        body.len()
+    )
+    .into_bytes();
+    req.push(0xe9);
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(&body);
+    let addr = srv.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&req).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("authentication failed"), "{answer}");
+}
