@@ -299,7 +299,8 @@ impl Service {
         let d = self.hosts.mark_failed(i);
         host_down.inc();
         if let Some(u) = self.hosts.base_url(i) {
-            tracing::debug!(host = %u, skip_for = ?d, "elasticsearch host marked down");
+            let host = crate::config::redact_url(u.as_str());
+            tracing::debug!(%host, skip_for = ?d, "elasticsearch host marked down");
         }
     }
 
