@@ -103,10 +103,20 @@ fn config_redacts_url_user_info_and_credential_headers() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    for secret in ["hunter2", "proxypass", "c2VjcmV0", "k3y", "a2liYW5h", "proxyuser"] {
+    for secret in [
+        "hunter2",
+        "proxypass",
+        "c2VjcmV0",
+        "k3y",
+        "a2liYW5h",
+        "proxyuser",
+    ] {
         assert!(!text.contains(secret), "{secret} printed:\n{text}");
     }
-    assert!(text.contains("https://[redacted]@es.example:9200"), "{text}");
+    assert!(
+        text.contains("https://[redacted]@es.example:9200"),
+        "{text}"
+    );
     assert!(text.contains("http://[redacted]@proxy:3128"), "{text}");
     assert!(text.contains("X-Team: blue"), "{text}");
 }

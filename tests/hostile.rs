@@ -746,6 +746,31 @@ async fn gzip_body_with_several_members_is_read_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_cut_short_by_the_client_answers_without_internals() {
+    let _serial = serial().await;
+    let srv = TestServer::start(&[]);
+    let case = Case::start("body shorter than Content-Length, then half-close", &srv);
+    let body = payload(&[META, &event(0)]);
+    let mut s = TcpStream::connect(addr(&srv)).await.expect("connect");
+    s.write_all(&request(INTAKE, &[], Some(body.len() + 100)))
+        .await
+        .expect("head");
+    s.write_all(&body).await.expect("body");
+    s.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+    assert!(
+        answer.contains(r#""errors":[{"message":"cannot handle stream: unexpected EOF"}]"#),
+        "{answer}"
+    );
+    assert!(answer.contains(r#""accepted":1"#), "{answer}");
+    case.end(&srv, "500");
+    still_up(&srv).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_encoding_lying_about_the_body() {
     let _serial = serial().await;
     let srv = TestServer::start(&[]);

@@ -535,9 +535,18 @@ pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
 /// that suggests one (token, key, secret, password, cookie, session, auth).
 pub fn is_sensitive_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["auth", "token", "key", "secret", "passw", "cookie", "session", "credential"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "auth",
+        "token",
+        "key",
+        "secret",
+        "passw",
+        "cookie",
+        "session",
+        "credential",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 fn redact_value(v: &mut serde_yaml_ng::Value) {

@@ -278,7 +278,9 @@ impl BodyDecoder {
             // Input the decompressor refuses: data after the end of the stream.
             Ok(0) if !data.is_empty() => {
                 self.stage = Stage::Failed;
-                Err(BodyError::Corrupt("failed to write whole buffer".into()))
+                Err(BodyError::Corrupt(
+                    "data after the end of the compressed stream".into(),
+                ))
             }
             Ok(n) => Ok(n),
             Err(e) => {

@@ -217,7 +217,8 @@ impl IntakeRun {
                 Ok(None) => break,
                 Ok(Some(Ok(c))) => c,
                 Ok(Some(Err(e))) => {
-                    self.read_failed(e.to_string()).await;
+                    tracing::debug!(error = %e, "intake body read failed");
+                    self.read_failed(read_error_text(&e).into()).await;
                     return Ok(());
                 }
             };
@@ -482,6 +483,18 @@ impl IntakeRun {
                 Next::Stop
             }
         }
+    }
+}
+
+/// The answer's text for a failed body read (Go's wording; the library's
+/// own text, which names its internals, goes to the log only).
+fn read_error_text(e: &actix_web::error::PayloadError) -> &'static str {
+    use actix_web::error::PayloadError;
+    match e {
+        PayloadError::Incomplete(_) => "unexpected EOF",
+        PayloadError::Overflow => "http: request body too large",
+        PayloadError::EncodingCorrupted => "corrupt body encoding",
+        _ => "error reading request body",
     }
 }
 
