@@ -36,6 +36,14 @@ impl MemoryBudget {
         self.in_use.load(Ordering::Relaxed)
     }
 
+    /// An empty share, to grow with [`Permit::try_grow`].
+    pub fn share(self: &Arc<Self>) -> Permit {
+        Permit {
+            budget: Arc::clone(self),
+            bytes: 0,
+        }
+    }
+
     /// Takes `bytes` if they fit now; never waits.
     pub fn try_acquire(self: &Arc<Self>, bytes: usize) -> Option<Permit> {
         let want = bytes.min(self.limit);
@@ -77,6 +85,51 @@ impl Permit {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Grows this share by `extra` bytes if they fit now; never waits. A
+    /// share alone in the budget may grow up to the whole limit.
+    pub fn try_grow(&mut self, extra: usize) -> bool {
+        let limit = self.budget.limit;
+        let delta = (self.bytes + extra).min(limit).saturating_sub(self.bytes);
+        let mut cur = self.budget.in_use.load(Ordering::Relaxed);
+        loop {
+            if cur + delta > limit && cur != self.bytes {
+                return false;
+            }
+            match self.budget.in_use.compare_exchange_weak(
+                cur,
+                cur + delta,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.bytes += delta;
+                    return true;
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Gives back everything above `bytes`.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes < self.bytes {
+            self.budget
+                .in_use
+                .fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+            self.bytes = bytes;
+        }
+    }
+
+    /// Moves `bytes` (at most all of this share) into a permit of its own.
+    pub fn split(&mut self, bytes: usize) -> Permit {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Permit {
+            budget: Arc::clone(&self.budget),
+            bytes,
+        }
+    }
 }
 
 impl Drop for Permit {
@@ -104,5 +157,25 @@ mod tests {
         let big = b.try_acquire(1000).unwrap();
         assert_eq!(big.bytes(), 100);
         assert!(b.try_acquire(1).is_none());
+    }
+
+    #[test]
+    fn a_permit_grows_shrinks_and_splits_within_the_limit() {
+        let b = MemoryBudget::new(100);
+        let mut held = b.try_acquire(0).unwrap();
+        assert!(held.try_grow(70));
+        let other = b.try_acquire(20).unwrap();
+        assert!(!held.try_grow(20), "70 + 20 + 20 > 100");
+        assert!(held.try_grow(10));
+        let part = held.split(30);
+        assert_eq!((held.bytes(), part.bytes(), b.in_use()), (50, 30, 100));
+        held.shrink_to(5);
+        assert_eq!(b.in_use(), 55);
+        drop((part, other));
+        // alone in the budget: may grow up to the whole limit, clamped
+        assert!(held.try_grow(1000));
+        assert_eq!((held.bytes(), b.in_use()), (100, 100));
+        drop(held);
+        assert_eq!(b.in_use(), 0);
     }
 }

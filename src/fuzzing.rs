@@ -15,7 +15,8 @@
 //!   decoding a line again with the same (reused) decoder gives the same
 //!   documents; numbers are written in Go's short form.
 //! * [`client_ip`]: header parsing never panics; an untrusted peer's headers
-//!   are ignored in trusted-proxy mode; `nat_ip` is the peer exactly when a
+//!   are ignored in trusted-proxy mode, and there only the header the
+//!   proxies write decides; `nat_ip` is the peer exactly when a
 //!   header supplied the client address; a port is never `Some(0)`.
 //!
 //! Not part of the server's API.
@@ -333,6 +334,18 @@ pub fn client_ip(data: &[u8]) {
     assert_ne!(a.source_port, Some(0), "port 0 reported");
     if !trusted.is_empty() && !peer.is_some_and(|p| trusted.contains(&p.ip())) {
         assert_eq!(a, from_peer, "untrusted peer's headers were honoured");
+    }
+    if !trusted.is_empty() {
+        // only the header the proxies write (X-Forwarded-For by default) decides
+        let mut only = HeaderMap::new();
+        for v in headers.get_all("x-forwarded-for") {
+            only.append(HeaderName::from_static("x-forwarded-for"), v.clone());
+        }
+        assert_eq!(
+            client_ip::derive(peer, &only, &trusted),
+            a,
+            "a header the trusted proxies do not write decided"
+        );
     }
     if peer.is_some() && a.nat_ip.is_none() {
         assert_eq!(a, from_peer, "client IP neither from a header nor the peer");

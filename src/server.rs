@@ -148,6 +148,7 @@ impl ServerBuilder {
         };
         let http_metrics = http::limits::HttpMetrics::new(&telemetry.registry)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        crate::http::sourcemap_upload::warn_if_anonymous(&cfg);
         let state = Arc::new(AppState {
             telemetry: Arc::clone(&telemetry),
             intake: pipeline.intake.clone(),
@@ -155,6 +156,7 @@ impl ServerBuilder {
             authenticator: Authenticator::try_new(&cfg)
                 .map_err(|e| StartError::Config(e.to_string()))?,
             decoders: Arc::new(tokio::sync::Semaphore::new(max_decoders)),
+            uploads: tokio::sync::Semaphore::new(cfg.apm_server.sourcemap.max_concurrent_uploads),
             headers: ExtraHeaders::from_config(&cfg.apm_server.response_headers)
                 .map_err(StartError::Config)?,
             rum_headers: ExtraHeaders::from_config(&cfg.apm_server.rum.response_headers)
@@ -171,7 +173,7 @@ impl ServerBuilder {
                 &cfg.apm_server.rum.allow_origins,
                 &cfg.apm_server.rum.allow_headers,
             ),
-            trusted: TrustedProxies::new(&cfg.apm_server.auth.anonymous.trusted_proxies)
+            trusted: TrustedProxies::from_config(&cfg.apm_server.auth.anonymous)
                 .map_err(|e| StartError::Config(e.to_string()))?,
             cfg: Arc::clone(&cfg),
             agent_configs: Arc::clone(&agent_configs),

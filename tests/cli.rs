@@ -83,3 +83,40 @@ fn unknown_or_invalid_keys_stop_start_up() {
     let out = apm_rs(&["--pipeline", "no-such-profile"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn config_redacts_url_user_info_and_credential_headers() {
+    let out = apm_rs(&[
+        "config",
+        "-E",
+        "output.elasticsearch.hosts=[\"https://elastic:hunter2@es.example:9200\"]",
+        "-E",
+        "output.elasticsearch.proxy_url=http://proxyuser:proxypass@proxy:3128",
+        "-E",
+        "output.elasticsearch.headers={\"Authorization\":\"Basic c2VjcmV0\",\"X-Api-Key\":\"k3y\",\"X-Team\":\"blue\"}",
+        "-E",
+        "apm-server.kibana.headers={\"Authorization\":\"ApiKey a2liYW5h\"}",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for secret in [
+        "hunter2",
+        "proxypass",
+        "c2VjcmV0",
+        "k3y",
+        "a2liYW5h",
+        "proxyuser",
+    ] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert!(
+        text.contains("https://[redacted]@es.example:9200"),
+        "{text}"
+    );
+    assert!(text.contains("http://[redacted]@proxy:3128"), "{text}");
+    assert!(text.contains("X-Team: blue"), "{text}");
+}

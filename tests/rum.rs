@@ -398,3 +398,76 @@ async fn trusted_proxies_stop_spoofed_client_ips() {
         assert_eq!(last, second_status, "trusted={trusted}");
     }
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_only_the_header_it_writes_decides_the_bucket() {
+    // The peer (127.0.0.1) is the trusted proxy; like nginx it appends the
+    // client to X-Forwarded-For and passes the client's own X-Real-Ip and
+    // Forwarded through. Those must not move the client to another bucket.
+    let srv = TestServer::start(&[
+        "apm-server.rum.enabled=true",
+        "apm-server.auth.secret_token=abc",
+        "apm-server.auth.anonymous.rate_limit.event_limit=1",
+        "apm-server.auth.anonymous.trusted_proxies=[\"127.0.0.1\"]",
+    ]);
+    let url = format!("{}/intake/v2/rum/events", srv.url);
+    let r = post(
+        &url,
+        rum_payload(2, "web"),
+        &[NDJSON, ("x-forwarded-for", "5.5.5.5")],
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    for h in [
+        [("x-forwarded-for", "5.5.5.5"), ("x-real-ip", "7.7.7.7")],
+        [("x-forwarded-for", "5.5.5.5"), ("forwarded", "for=8.8.8.8")],
+        // a client-written entry left of the one the proxy appended
+        [
+            ("x-forwarded-for", "9.9.9.9, 5.5.5.5"),
+            ("x-real-ip", "7.7.7.7"),
+        ],
+    ] {
+        let mut headers = vec![NDJSON];
+        headers.extend(h);
+        let r = post(&url, rum_payload(2, "web"), &headers).await;
+        assert_eq!(r.status, 429, "{h:?} must not change the bucket");
+    }
+    // another client behind the same proxy has its own bucket
+    let r = post(
+        &url,
+        rum_payload(2, "web"),
+        &[NDJSON, ("x-forwarded-for", "6.6.6.6")],
+    )
+    .await;
+    assert_eq!(r.status, 202);
+}
+
+#[tokio::test]
+async fn an_unreadable_authorization_header_is_401_not_anonymous() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // anonymous RUM is allowed, so a header taken for absent would be a 202
+    let srv = TestServer::start(&[
+        "apm-server.rum.enabled=true",
+        "apm-server.auth.secret_token=abc",
+    ]);
+    let body = rum_payload(1, "web");
+    let mut req = format!(
+        "POST /intake/v2/rum/events HTTP/1.1\r\nHost: apm\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\nContent-Length: {}\r\nAuthorization: Bearer ab",
+        body.len()
+    )
+    .into_bytes();
+    req.push(0xe9);
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(&body);
+    let addr = srv.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&req).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("authentication failed"), "{answer}");
+}

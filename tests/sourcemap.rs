@@ -421,7 +421,7 @@ async fn error_mapping_via_http(bundle: &str, approval: &str) {
     };
     let map = std::fs::read(c.join("sourcemap/bundle.js.map")).expect("map");
     let es = EsDouble::start();
-    let mut srv = rum_server(&es, &[]);
+    let mut srv = rum_server(&es, &["apm-server.sourcemap.allow_anonymous_upload=true"]);
     let r = upload(&srv, bundle, &map, None).await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert!(r.body.is_empty());
@@ -641,7 +641,10 @@ async fn upload_too_large_and_disabled() {
     let es = EsDouble::start();
     let srv = rum_server(
         &es,
-        &["apm-server.rum.source_mapping.max_sourcemap_size=1000"],
+        &[
+            "apm-server.rum.source_mapping.max_sourcemap_size=1000",
+            "apm-server.sourcemap.allow_anonymous_upload=true",
+        ],
     );
     let r = upload(&srv, "/b.js", &map, None).await;
     assert_eq!(r.status, 400, "{}", r.body);
@@ -698,4 +701,110 @@ async fn upload_with_api_keys_needs_sourcemap_write() {
     let r = upload(&srv, "/b.js", &map, Some(&key("writer"))).await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(es.docs(".apm-source-map").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_without_any_auth_configured_is_refused_unless_opted_in() {
+    let Some(map) = bundle_map() else { return };
+    let es = EsDouble::start();
+    let srv = rum_server(&es, &[]);
+    let r = upload(&srv, "/b.js", &map, None).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.json()["error"],
+        apm_rs::http::sourcemap_upload::MSG_NO_AUTH
+    );
+    assert!(es.docs(".apm-source-map").is_empty());
+    let open = rum_server(&es, &["apm-server.sourcemap.allow_anonymous_upload=true"]);
+    let r = upload(&open, "/b.js", &map, None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(es.docs(".apm-source-map").len(), 1);
+}
+
+/// Starts an upload on a raw connection that sends its head and the first
+/// `sent` bytes of a larger map, then stalls; the socket keeps it open.
+async fn stalled_upload(srv: &TestServer, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut body = multipart(
+        &[
+            ("service_name", "s"),
+            ("service_version", "1"),
+            ("bundle_filepath", "/b.js"),
+        ],
+        None,
+    );
+    // drop the closing boundary: the map part follows and never ends
+    body.truncate(body.len() - format!("--{BOUNDARY}--\r\n").len());
+    body.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"sourcemap\"\r\n\r\n")
+            .as_bytes(),
+    );
+    body.resize(body.len() + sent, b' ');
+    let addr = srv.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /assets/v1/sourcemaps HTTP/1.1\r\nHost: apm\r\nContent-Type: {}\r\nAuthorization: Bearer s3cret\r\nContent-Length: {}\r\n\r\n",
+        ct(),
+        body.len() + (10 << 20)
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(&body).await.expect("body");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_the_concurrency_limit_get_503() {
+    let Some(map) = bundle_map() else { return };
+    let es = EsDouble::start();
+    let srv = rum_server(
+        &es,
+        &[
+            "apm-server.auth.secret_token=s3cret",
+            "apm-server.sourcemap.max_concurrent_uploads=1",
+        ],
+    );
+    let stalled = stalled_upload(&srv, 1000).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = upload(&srv, "/b.js", &map, Some("Bearer s3cret")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "service unavailable");
+    drop(stalled);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = upload(&srv, "/b.js", &map, Some("Bearer s3cret")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_holds_its_bytes_in_the_memory_budget() {
+    let Some(map) = bundle_map() else { return };
+    let es = EsDouble::start();
+    let srv = rum_server(
+        &es,
+        &[
+            "apm-server.auth.secret_token=s3cret",
+            "pipeline.memory_budget=1MiB",
+            "pipeline.queue_wait=200ms",
+        ],
+    );
+    // 2 MB of a map arrive and wait: they fill the 1 MiB budget
+    let stalled = stalled_upload(&srv, 2 << 20).await;
+    let budget = std::sync::Arc::clone(&srv.server.as_ref().expect("running").pipeline.budget);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while budget.in_use() < budget.limit() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(budget.in_use(), budget.limit());
+    // so another upload finds no room: 503, nothing stored
+    let r = upload(&srv, "/b.js", &map, Some("Bearer s3cret")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(es.docs(".apm-source-map").is_empty());
+    // the budget comes back when the stalled upload goes away
+    drop(stalled);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while budget.in_use() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(budget.in_use(), 0);
+    let r = upload(&srv, "/b.js", &map, Some("Bearer s3cret")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
 }

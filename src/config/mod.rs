@@ -502,9 +502,82 @@ impl Config {
             .filter(|s| s.enabled != Some(false))
     }
 
-    /// The effective configuration as YAML, secrets redacted (`apm-rs config`).
+    /// The effective configuration as YAML, secrets redacted (`apm-rs config`):
+    /// [`Secret`]s, user info in every URL, and the values of credential
+    /// headers in every `*headers` map.
     pub fn to_redacted_yaml(&self) -> String {
-        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let mut v = match serde_yaml_ng::to_value(self) {
+            Ok(v) => v,
+            Err(e) => return format!("# cannot render: {e}\n"),
+        };
+        redact_value(&mut v);
+        serde_yaml_ng::to_string(&v).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// The placeholder printed instead of a credential.
+pub const REDACTED: &str = "[redacted]";
+
+/// `url` with its user info (`user:password@`) replaced by [`REDACTED`];
+/// also for a host without a scheme (`user:pw@host:9200`). For every URL
+/// the server prints or logs.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}{REDACTED}{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
+}
+
+/// Whether a header's value is a credential: `Authorization` and any name
+/// that suggests one (token, key, secret, password, cookie, session, auth).
+pub fn is_sensitive_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "auth",
+        "token",
+        "key",
+        "secret",
+        "passw",
+        "cookie",
+        "session",
+        "credential",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+fn redact_value(v: &mut serde_yaml_ng::Value) {
+    use serde_yaml_ng::Value;
+    match v {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(r) = redact_url(s) {
+                *s = r;
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(redact_value),
+        Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let key = k.as_str().unwrap_or_default();
+                match val {
+                    Value::Mapping(headers) if key.ends_with("headers") => {
+                        for (name, hv) in headers.iter_mut() {
+                            if is_sensitive_header(name.as_str().unwrap_or_default()) {
+                                *hv = Value::String(REDACTED.into());
+                            } else {
+                                redact_value(hv);
+                            }
+                        }
+                    }
+                    _ => redact_value(val),
+                }
+            }
+        }
+        Value::Tagged(t) => redact_value(&mut t.value),
+        _ => {}
     }
 }
 
@@ -514,6 +587,21 @@ mod tests {
 
     fn cfg(ov: &[&str]) -> Result<Config, ConfigError> {
         from_overrides(ov.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn urls_lose_their_user_info_and_credential_headers_their_values() {
+        assert_eq!(
+            redact_url("https://elastic:pw@es:9200/x?y=1"),
+            "https://[redacted]@es:9200/x?y=1"
+        );
+        assert_eq!(redact_url("elastic:pw@es:9200"), "[redacted]@es:9200");
+        assert_eq!(redact_url("http://es:9200/a@b"), "http://es:9200/a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
+        for h in ["Authorization", "X-Api-Key", "x-auth-token", "Cookie"] {
+            assert!(is_sensitive_header(h), "{h}");
+        }
+        assert!(!is_sensitive_header("X-Forwarded-Proto"));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct ApmServer {
     pub rum: Rum,
     pub agent: Agent,
     pub kibana: Kibana,
+    /// apm-rs extension: the legacy source-map upload endpoint.
+    pub sourcemap: SourcemapUpload,
 }
 
 impl Default for ApmServer {
@@ -99,6 +101,31 @@ impl Default for ApmServer {
             rum: Rum::default(),
             agent: Agent::default(),
             kibana: Kibana::default(),
+            sourcemap: SourcemapUpload::default(),
+        }
+    }
+}
+
+/// `apm-server.sourcemap.*` (apm-rs extension). apm-server 7.x had the
+/// upload endpoint and accepted uploads without credentials when no auth was
+/// configured; 8.x and 9.x have no such endpoint. An upload writes through
+/// the server's own Elasticsearch credentials, so without auth anyone could
+/// overwrite stored maps: apm-rs refuses such uploads unless opted in.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcemapUpload {
+    /// Accept `POST /assets/v1/sourcemaps` when no auth (secret token or API
+    /// key) is configured. Default false; a warning is logged at start-up when true.
+    pub allow_anonymous_upload: bool,
+    /// Uploads read at the same time; more answer 503.
+    pub max_concurrent_uploads: usize,
+}
+
+impl Default for SourcemapUpload {
+    fn default() -> Self {
+        SourcemapUpload {
+            allow_anonymous_upload: false,
+            max_concurrent_uploads: 2,
         }
     }
 }
@@ -209,6 +236,23 @@ pub struct Anonymous {
     pub rate_limit: RateLimit,
     /// CIDRs of proxies whose forwarding headers are trusted (apm-rs addition); empty = trust all, like apm-server.
     pub trusted_proxies: Vec<String>,
+    /// The one header the trusted proxies write (apm-rs addition, used only
+    /// with `trusted_proxies`): `X-Forwarded-For` (default; nginx, HAProxy and
+    /// cloud load balancers append to it), `Forwarded` or `X-Real-Ip` (must
+    /// be overwritten by the proxy next to apm-rs). The other two are ignored.
+    pub trusted_proxy_header: ProxyHeader,
+}
+
+/// A forwarding header named by `trusted_proxy_header`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyHeader {
+    #[default]
+    #[serde(rename = "X-Forwarded-For", alias = "x-forwarded-for")]
+    XForwardedFor,
+    #[serde(rename = "Forwarded", alias = "forwarded")]
+    Forwarded,
+    #[serde(rename = "X-Real-Ip", alias = "x-real-ip", alias = "X-Real-IP")]
+    XRealIp,
 }
 
 impl Default for Anonymous {
@@ -219,6 +263,7 @@ impl Default for Anonymous {
             allow_service: vec![],
             rate_limit: RateLimit::default(),
             trusted_proxies: vec![],
+            trusted_proxy_header: ProxyHeader::default(),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Agent configuration endpoints, `GET|POST /config/v1/agents` (backend
-//! group) and `/config/v1/rum/agents` (RUM group) — intake.md §8,
-//! security.md §5.3/§6.
+//! group) and `/config/v1/rum/agents` (RUM group); see docs/intake.md and
+//! docs/security.md.
 //!
-//! Order of checks (intake.md §3): RUM only: CORS (preflight answered,
+//! Order of checks: RUM only: CORS (preflight answered,
 //! disallowed origin 403) → authentication (401/503) → anonymous per-IP
 //! rate limit (429) → RUM only: kill switch (403) → method (405) → query
 //! (400) → authorization of `agent_config` for the service (403/503) →
@@ -65,7 +65,7 @@ impl AgentCfgError {
         }
     }
 
-    /// The `{"error": …}` text (intake.md §8.5 table).
+    /// The `{"error": …}` text apm-server answers for each case.
     pub fn text(&self, anonymous: bool) -> String {
         match self {
             AgentCfgError::Method(_) if anonymous => "method not supported".into(),
@@ -149,7 +149,7 @@ async fn handle(
             r
         }
         Ok((q, cfg)) => {
-            // TODO(applied): intake.md §8.6 "applied" metric events are not emitted yet.
+            // apm-server's "applied" metric events are not emitted yet.
             let mut b = if q.etag == cfg.etag {
                 response::builder(StatusCode::NOT_MODIFIED).finish()
             } else {
@@ -245,7 +245,8 @@ async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, AgentCfgError> 
     Ok(out)
 }
 
-/// intake.md §4.3 for a small body: by `Content-Encoding`, else by sniffing.
+/// Decompresses a small body: by `Content-Encoding`, else by sniffing a
+/// gzip or zlib header.
 fn decompress(req: &HttpRequest, body: Vec<u8>) -> Result<Vec<u8>, AgentCfgError> {
     if body.is_empty() {
         return Ok(body);

@@ -1,7 +1,7 @@
-//! Intake body decoding (intake.md §4.3, §5.2–§5.3): decompression by
-//! `Content-Encoding` (gzip, zlib-wrapped deflate) or by sniffing a real
-//! gzip/zlib header, and splitting into ndjson lines no longer than
-//! `max_event_size`.
+//! Intake body decoding: decompression by `Content-Encoding` (gzip, every
+//! member of a multi-member gzip body as Go's reader does, zlib-wrapped
+//! deflate) or by sniffing a real gzip/zlib header, and splitting into
+//! ndjson lines no longer than `max_event_size` (see docs/intake.md).
 //!
 //! Invariants: the body is processed as it arrives, never buffered whole;
 //! at most one partial line (< `max_event_size` bytes) is held and an
@@ -10,15 +10,23 @@
 //! about 64 KiB of decoded bytes (it may consume less than it was given);
 //! decoded bytes beyond `max_decompression_ratio` × body bytes (floor
 //! [`RATIO_FLOOR`]) end the body; a plain body starting with `x` is never
-//! taken for zlib.
+//! taken for zlib; [`BodyDecoder::held`] bounds the bytes the decoder holds
+//! (each line is its own allocation of its own length, so the count is
+//! honest), which the handler charges to the memory budget.
 
 use bytes::{Bytes, BytesMut};
-use flate2::write::{GzDecoder, ZlibDecoder};
+use flate2::write::{MultiGzDecoder, ZlibDecoder};
 use std::collections::VecDeque;
 use std::io::Write;
 
 /// Input slice size handed to the decompressor at once.
 pub const FEED: usize = 4096;
+/// Upper bound of the decoded bytes one [`BodyDecoder::feed`] produces.
+pub const FEED_OUTPUT: usize = 64 << 10;
+/// Memory a decompressor holds (its 32 KiB window, 32 KiB output buffer and state).
+pub const DECOMPRESSOR_STATE: usize = 80 << 10;
+/// Partial-line buffer kept between lines; a larger one is given back.
+const PARTIAL_KEEP: usize = 8192;
 
 /// One line of the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,16 +51,19 @@ pub struct LineSplitter {
     /// Decoded bytes written so far.
     pub written: u64,
     pub out: VecDeque<LineItem>,
+    /// Bytes of the lines in `out`.
+    held_lines: usize,
 }
 
 impl LineSplitter {
     pub fn new(max_event_size: usize) -> Self {
         LineSplitter {
             max: max_event_size.max(1),
-            partial: BytesMut::with_capacity(8192),
+            partial: BytesMut::with_capacity(PARTIAL_KEEP),
             skipping: false,
             written: 0,
             out: VecDeque::new(),
+            held_lines: 0,
         }
     }
 
@@ -63,8 +74,8 @@ impl LineSplitter {
         if self.partial.len() + p.len() >= self.max {
             let take = self.max - self.partial.len();
             self.partial.extend_from_slice(&p[..take]);
-            self.out
-                .push_back(LineItem::TooLarge(self.partial.split().freeze()));
+            let line = self.take_partial();
+            self.out.push_back(LineItem::TooLarge(line));
             self.skipping = true;
         } else {
             self.partial.extend_from_slice(p);
@@ -79,11 +90,23 @@ impl LineSplitter {
             LineItem::Empty
         } else {
             LineItem::Line {
-                bytes: self.partial.split().freeze(),
+                bytes: self.take_partial(),
                 terminated,
             }
         };
         self.out.push_back(item);
+    }
+
+    /// The partial line as an allocation of its own length (a line never
+    /// pins a larger buffer); the buffer is reused unless it grew large.
+    fn take_partial(&mut self) -> Bytes {
+        let line = Bytes::copy_from_slice(&self.partial);
+        self.partial.clear();
+        if self.partial.capacity() > PARTIAL_KEEP {
+            self.partial = BytesMut::with_capacity(PARTIAL_KEEP);
+        }
+        self.held_lines += line.len();
+        line
     }
 
     /// Emits the final line when the body did not end with `\n`.
@@ -169,7 +192,7 @@ enum Stage {
     /// Waiting for the first two bytes.
     Head(Encoding, Vec<u8>),
     Plain(LineSplitter),
-    Gzip(Box<GzDecoder<LineSplitter>>),
+    Gzip(Box<MultiGzDecoder<LineSplitter>>),
     Zlib(Box<ZlibDecoder<LineSplitter>>),
     Failed,
 }
@@ -186,6 +209,8 @@ pub struct BodyDecoder {
     decoded: u64,
     /// Lines produced so far that the caller has not taken.
     drained: VecDeque<LineItem>,
+    /// Bytes of the lines in `drained`.
+    drained_bytes: usize,
     /// Whether any decompressed output was produced (header errors vs later corruption).
     pub started: bool,
 }
@@ -199,6 +224,7 @@ impl BodyDecoder {
             wire: 0,
             decoded: 0,
             drained: VecDeque::new(),
+            drained_bytes: 0,
             started: false,
         }
     }
@@ -221,9 +247,9 @@ impl BodyDecoder {
         self.stage = match enc {
             Encoding::Gzip if !gzip_magic => return Err(BodyError::GzipHeader),
             Encoding::Zlib if !is_zlib_header(b0, b1) => return Err(BodyError::ZlibHeader),
-            Encoding::Gzip => Stage::Gzip(Box::new(GzDecoder::new(split))),
+            Encoding::Gzip => Stage::Gzip(Box::new(MultiGzDecoder::new(split))),
             Encoding::Zlib => Stage::Zlib(Box::new(ZlibDecoder::new(split))),
-            Encoding::Sniff if gzip_magic => Stage::Gzip(Box::new(GzDecoder::new(split))),
+            Encoding::Sniff if gzip_magic => Stage::Gzip(Box::new(MultiGzDecoder::new(split))),
             Encoding::Sniff if is_zlib_header(b0, b1) => {
                 Stage::Zlib(Box::new(ZlibDecoder::new(split)))
             }
@@ -252,7 +278,9 @@ impl BodyDecoder {
             // Input the decompressor refuses: data after the end of the stream.
             Ok(0) if !data.is_empty() => {
                 self.stage = Stage::Failed;
-                Err(BodyError::Corrupt("failed to write whole buffer".into()))
+                Err(BodyError::Corrupt(
+                    "data after the end of the compressed stream".into(),
+                ))
             }
             Ok(n) => Ok(n),
             Err(e) => {
@@ -282,7 +310,20 @@ impl BodyDecoder {
             _ => return,
         };
         self.decoded = split.written;
+        self.drained_bytes += std::mem::take(&mut split.held_lines);
         self.drained.append(&mut split.out);
+    }
+
+    /// Bytes this decoder holds now: the partial line's buffer, lines not
+    /// yet taken, and the decompressor's state.
+    pub fn held(&self) -> usize {
+        let (split, state) = match &self.stage {
+            Stage::Plain(s) => (s, 0),
+            Stage::Gzip(d) => (d.get_ref(), DECOMPRESSOR_STATE),
+            Stage::Zlib(d) => (d.get_ref(), DECOMPRESSOR_STATE),
+            _ => return self.drained_bytes,
+        };
+        split.partial.capacity() + split.held_lines + state + self.drained_bytes
     }
 
     /// Feeds at most [`FEED`] bytes of `chunk`; returns how many were
@@ -349,7 +390,11 @@ impl BodyDecoder {
 
     /// Takes the next complete line, if any.
     pub fn next_line(&mut self) -> Option<LineItem> {
-        self.drained.pop_front()
+        let item = self.drained.pop_front()?;
+        if let LineItem::Line { bytes, .. } | LineItem::TooLarge(bytes) = &item {
+            self.drained_bytes -= bytes.len();
+        }
+        Some(item)
     }
 
     /// Lines waiting to be taken.
@@ -415,6 +460,23 @@ mod tests {
         assert_eq!(lines(Encoding::Gzip, b"", 100).unwrap(), vec![]);
         // truncated gzip
         assert!(lines(Encoding::Gzip, &gz[..gz.len() - 4], 100).is_err());
+    }
+
+    #[test]
+    fn gzip_body_with_two_members_is_read_whole() {
+        let gz = |b: &[u8]| {
+            let mut e = GzEncoder::new(Vec::new(), Compression::default());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        let mut body = gz(b"a\nb");
+        body.extend(gz(b"b\ncc\n"));
+        let want = vec![line("a"), line("bb"), line("cc")];
+        assert_eq!(lines(Encoding::Gzip, &body, 100).unwrap(), want);
+        assert_eq!(lines(Encoding::Sniff, &body, 100).unwrap(), want);
+        // garbage after the last member is still an error
+        body.extend_from_slice(b"garbage");
+        assert!(lines(Encoding::Gzip, &body, 100).is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Client IP derivation (security.md §9) with optional trusted proxies.
+//! Client IP derivation with optional trusted proxies (see docs/security.md).
 //!
 //! [`derive`] turns the TCP peer address and the request headers into the
 //! client IP used for rate limiting, `client.ip` / `source.*` fields and logs.
@@ -9,28 +9,30 @@
 //!   wins; the TCP peer then becomes the NAT IP. These headers are trusted
 //!   unconditionally, so any client can choose its derived IP.
 //! * **`apm-server.auth.anonymous.trusted_proxies` set** (apm-rs addition):
-//!   forwarding headers are honoured only when the TCP peer is inside one of
-//!   the trusted CIDRs. The header chosen is the first *present* of
-//!   `Forwarded`, `X-Real-Ip`, `X-Forwarded-For`; all its lines are joined
-//!   into one hop chain (oldest first) followed by the peer, and the client IP
-//!   is the right-most address of that chain that is not itself trusted. If
-//!   every hop is trusted, the left-most one is the client; if an entry cannot
-//!   be parsed before an untrusted address is found, the right-most trusted
-//!   hop so far is the client (a client can never pick an arbitrary IP by
-//!   sending garbage). A peer that is not an IP (Unix socket) is not trusted.
-//!   The proxies must overwrite or append to the header they use; a header a
-//!   trusted proxy passes through untouched is as spoofable as without this
-//!   setting.
+//!   only the address the nearest trusted hop vouches for counts. Forwarding
+//!   headers are read only when the TCP peer is inside one of the trusted
+//!   CIDRs, and then only the one header the proxies write
+//!   (`apm-server.auth.anonymous.trusted_proxy_header`, default
+//!   `X-Forwarded-For`); the other two are ignored, since a proxy that only
+//!   appends to its own header passes a client's others through untouched.
+//!   `X-Forwarded-For` / `Forwarded`: all lines form one hop chain (oldest
+//!   first); walking it from the peer backwards through trusted addresses,
+//!   the first untrusted address is the client. If every hop is trusted, the
+//!   left-most one is the client; an unparsable entry ends the walk at the
+//!   trusted hop that wrote it (a client can never pick an arbitrary IP by
+//!   sending garbage). `X-Real-Ip`: the last line, which the nearest proxy
+//!   must overwrite. A peer that is not an IP (Unix socket) is not trusted.
 //!
 //! Invariants: never panics on any header content; only the first line of
 //! each header counts in apm-server mode; without a trusted peer the derived
 //! IP is the peer's whatever the headers say (trusted mode).
 
+use crate::config::ProxyHeader;
 use actix_web::http::header::HeaderMap;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 
-/// The addresses of a request (security.md §9 step 4).
+/// The addresses of a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientAddr {
     /// Client IP = source IP (`client.ip`, `source.ip`); None when the peer is
@@ -54,6 +56,7 @@ pub struct TrustedProxiesError(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
+    header: ProxyHeader,
 }
 
 impl TrustedProxies {
@@ -63,7 +66,22 @@ impl TrustedProxies {
             .iter()
             .map(|c| crate::config::parse_cidr(c).map_err(TrustedProxiesError))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(TrustedProxies { nets })
+        Ok(TrustedProxies {
+            nets,
+            header: ProxyHeader::default(),
+        })
+    }
+
+    /// The proxies and the header they write, from
+    /// `apm-server.auth.anonymous.*`.
+    pub fn from_config(a: &crate::config::Anonymous) -> Result<Self, TrustedProxiesError> {
+        Ok(Self::new(&a.trusted_proxies)?.with_header(a.trusted_proxy_header))
+    }
+
+    /// The one forwarding header the proxies write.
+    pub fn with_header(mut self, header: ProxyHeader) -> Self {
+        self.header = header;
+        self
     }
 
     /// No CIDR configured: apm-server mode.
@@ -150,7 +168,7 @@ fn unquote(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// Parses an address as apm-server does (security.md §9.3): text starting
+/// Parses an address as apm-server does: text starting
 /// with `[` or containing both `.` and `:` must be `host:port`/`[host]:port`
 /// with a port; anything else must be a bare IPv4/IPv6 address (port 0).
 /// Hostnames, `[::1]` without a port and bare IPv4-mapped IPv6 are invalid.
@@ -201,9 +219,9 @@ fn from_headers(headers: &HeaderMap) -> Option<(IpAddr, u16)> {
 /// One hop of a forwarding chain: an address, or an unparsable entry.
 type Hop = Option<(IpAddr, u16)>;
 
-/// The hop chain of the first present forwarding header (all lines, oldest
-/// first), or None when none of the three headers is present.
-fn chain(headers: &HeaderMap) -> Option<Vec<Hop>> {
+/// The hop chain of `header` (all lines, oldest first; for `X-Real-Ip`
+/// the last line), or None when it is absent.
+fn chain(headers: &HeaderMap, header: ProxyHeader) -> Option<Vec<Hop>> {
     let lines = |name: &str| -> Vec<String> {
         headers
             .get_all(name)
@@ -211,39 +229,35 @@ fn chain(headers: &HeaderMap) -> Option<Vec<Hop>> {
             .filter(|v| !v.trim().is_empty())
             .collect()
     };
-    let fwd = lines("forwarded");
-    if !fwd.is_empty() {
-        return Some(
-            fwd.iter()
-                .flat_map(|l| l.split(','))
-                .map(|el| {
-                    let f = parse_forwarded_element(el);
-                    if f.for_.is_empty() {
-                        None
-                    } else {
-                        parse_ip_port(&f.for_)
-                    }
-                })
-                .collect(),
-        );
-    }
-    let real = lines("x-real-ip");
-    if let Some(v) = real.first() {
-        return Some(vec![parse_ip_port(v.trim())]);
-    }
-    let xff = lines("x-forwarded-for");
-    if !xff.is_empty() {
-        return Some(
-            xff.iter()
-                .flat_map(|l| l.split(','))
-                .map(|e| parse_ip_port(e.trim()))
-                .collect(),
-        );
-    }
-    None
+    let hops: Vec<Hop> = match header {
+        ProxyHeader::Forwarded => lines("forwarded")
+            .iter()
+            .flat_map(|l| l.split(','))
+            .map(|el| {
+                let f = parse_forwarded_element(el);
+                if f.for_.is_empty() {
+                    None
+                } else {
+                    parse_ip_port(&f.for_)
+                }
+            })
+            .collect(),
+        ProxyHeader::XRealIp => lines("x-real-ip")
+            .last()
+            .map(|v| parse_ip_port(v.trim()))
+            .into_iter()
+            .collect(),
+        ProxyHeader::XForwardedFor => lines("x-forwarded-for")
+            .iter()
+            .flat_map(|l| l.split(','))
+            .map(|e| parse_ip_port(e.trim()))
+            .collect(),
+    };
+    (!hops.is_empty()).then_some(hops)
 }
 
-/// Trusted-proxy mode: right-most untrusted hop of `chain` (the peer is trusted).
+/// Trusted-proxy mode: walking `chain` from the (trusted) peer backwards
+/// through trusted hops, the first untrusted address.
 fn from_chain(chain: &[Hop], trusted: &TrustedProxies) -> Option<(IpAddr, u16)> {
     let mut last_trusted: Option<(IpAddr, u16)> = None;
     for hop in chain.iter().rev() {
@@ -256,8 +270,7 @@ fn from_chain(chain: &[Hop], trusted: &TrustedProxies) -> Option<(IpAddr, u16)> 
     last_trusted
 }
 
-/// Derives the client address of a request (security.md §9; see the module
-/// doc for trusted proxies). `peer` is the TCP peer (None for Unix sockets).
+/// Derives the client address of a request (see the module doc). `peer` is the TCP peer (None for Unix sockets).
 pub fn derive(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
@@ -273,7 +286,7 @@ pub fn derive(
     } else {
         match peer {
             Some(p) if trusted.contains(&p.ip()) => {
-                chain(headers).and_then(|c| from_chain(&c, trusted))
+                chain(headers, trusted.header).and_then(|c| from_chain(&c, trusted))
             }
             _ => None,
         }
@@ -521,15 +534,21 @@ mod tests {
         ]);
         assert_eq!(a.client_ip, Some(ip("198.51.100.9")));
         assert_eq!(a.source_port, Some(1000));
-        // Forwarded elements, last `for` in each
-        let a = d(&[(
-            "Forwarded",
-            "for=6.6.6.6, for=198.51.100.9;proto=https, for=10.1.1.1",
-        )]);
+        // Forwarded elements, when the proxies write Forwarded
+        let fwd = t.clone().with_header(ProxyHeader::Forwarded);
+        let a = derive(
+            Some(peer),
+            &hm(&[(
+                "Forwarded",
+                "for=6.6.6.6, for=198.51.100.9;proto=https, for=10.1.1.1",
+            )]),
+            &fwd,
+        );
         assert_eq!(a.client_ip, Some(ip("198.51.100.9")));
-        // X-Real-Ip set by the proxy
+        // X-Real-Ip set by the proxy, when the proxies write X-Real-Ip
+        let real = t.clone().with_header(ProxyHeader::XRealIp);
         assert_eq!(
-            d(&[("X-Real-Ip", "198.51.100.9")]).client_ip,
+            derive(Some(peer), &hm(&[("X-Real-Ip", "198.51.100.9")]), &real).client_ip,
             Some(ip("198.51.100.9"))
         );
         // every hop trusted → left-most
@@ -552,5 +571,43 @@ mod tests {
         );
         // no headers → the peer
         assert_eq!(d(&[]).client_ip, Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn a_header_the_trusted_proxy_did_not_write_never_decides() {
+        let t = TrustedProxies::new(&["10.0.0.0/8".into()]).unwrap();
+        let peer: SocketAddr = "10.0.0.1:5555".parse().unwrap();
+        // nginx appended the real client to X-Forwarded-For and passed the
+        // client's own X-Real-Ip and Forwarded through
+        let h = hm(&[
+            ("Forwarded", "for=6.6.6.6"),
+            ("X-Real-Ip", "7.7.7.7"),
+            ("X-Forwarded-For", "8.8.8.8, 198.51.100.9"),
+        ]);
+        assert_eq!(
+            derive(Some(peer), &h, &t).client_ip,
+            Some(ip("198.51.100.9"))
+        );
+        // a proxy that writes X-Real-Ip: only its value counts
+        let real = t.clone().with_header(ProxyHeader::XRealIp);
+        let h = hm(&[
+            ("Forwarded", "for=6.6.6.6"),
+            ("X-Forwarded-For", "8.8.8.8"),
+            ("X-Real-Ip", "198.51.100.9"),
+        ]);
+        assert_eq!(
+            derive(Some(peer), &h, &real).client_ip,
+            Some(ip("198.51.100.9"))
+        );
+        // the chosen header absent: the peer, whatever the others say
+        let h = hm(&[("Forwarded", "for=6.6.6.6"), ("X-Real-Ip", "7.7.7.7")]);
+        assert_eq!(
+            derive(Some(peer), &h, &t),
+            ClientAddr {
+                client_ip: Some(peer.ip()),
+                source_port: Some(5555),
+                nat_ip: None
+            }
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! CORS for RUM routes (security.md §7).
+//! CORS for RUM routes (see docs/security.md).
 //!
 //! [`Cors`] holds `apm-server.rum.allow_origins` (simple globs) and
 //! `apm-server.rum.allow_headers`. The RUM middleware:

@@ -1,5 +1,5 @@
 //! Every error an intake request can end with, mapped to its HTTP status and
-//! agent-visible message in one place (intake.md §6.4, §6.5).
+//! agent-visible message in one place (apm-server's texts; see docs/intake.md).
 
 use super::body::BodyError;
 use crate::pipeline::Terminal;

@@ -1,17 +1,23 @@
 //! The intake handler (`/intake/v2/events`, `/intake/v2/rum/events`,
-//! `/intake/v3/rum/events`): checks the request (intake.md §5.1), streams
-//! the body through [`BodyDecoder`], hands batches of up to ten lines to the
-//! pipeline and answers with the intake result (§6).
+//! `/intake/v3/rum/events`): checks the request method and content type,
+//! streams the body through [`BodyDecoder`], hands batches of up to ten
+//! lines to the pipeline and answers with the intake result (accepted count
+//! and per-line errors; see docs/intake.md).
 //!
-//! Invariants: the body is read as it arrives; one batch per request is in
-//! the pipeline at a time; the handler never blocks its executor thread
-//! (only `try_send` and async sleeps); waiting for room ends after
-//! `queue_wait` with a 503 that reports what was accepted so far.
+//! Invariants: the body is read as it arrives; every byte the handler holds
+//! (lines waiting for their batch, the metadata line, the decoder's partial
+//! line and decompressor state, plus room for the next decoded slice) is
+//! charged to the memory budget before it is held, so stalled streams cannot
+//! hold memory outside it; one batch per request is in the pipeline at a
+//! time; the handler never blocks its executor thread (only `try_send` and
+//! async sleeps); waiting for room ends after `queue_wait` with a 503 that
+//! reports what was accepted so far.
 
-use super::body::{BodyDecoder, Encoding, LineItem};
+use super::body::{BodyDecoder, Encoding, LineItem, FEED_OUTPUT};
 use super::error::{msg, IntakeError};
 use super::response;
 use super::AppState;
+use crate::budget::Permit;
 use crate::pipeline::topology::EnqueueError;
 use crate::pipeline::{ticket, Batch, LineErr, RawLine, RequestCtx};
 use crate::telemetry::reject;
@@ -122,7 +128,7 @@ impl IntakeResult {
     }
 }
 
-/// Checks of §5.1 done before the body is touched.
+/// Checks done before the body is touched: POST, and an ndjson content type when one is given.
 pub fn precheck(req: &HttpRequest) -> Result<(), IntakeError> {
     if req.method() != Method::POST {
         return Err(IntakeError::Method);
@@ -146,11 +152,15 @@ pub struct IntakeRun {
     state: Arc<AppState>,
     ctx: Arc<RequestCtx>,
     result: IntakeResult,
+    /// Whether the metadata line was read.
+    metadata_seen: bool,
+    /// The metadata line until the first batch takes it.
     metadata: Option<Bytes>,
-    metadata_sent: bool,
     pending: Vec<RawLine>,
     pending_count: usize,
     pending_bytes: usize,
+    /// The budget share covering what this request holds (see the module doc).
+    held: Permit,
     /// Time this request has spent queued so far: waiting for room, and
     /// waiting for outcomes beyond [`BATCH_ALLOWANCE`]. A request gets
     /// `queue_wait` of it in total, not per batch.
@@ -160,11 +170,12 @@ pub struct IntakeRun {
 impl IntakeRun {
     pub fn new(state: Arc<AppState>, ctx: RequestCtx) -> Self {
         IntakeRun {
+            held: state.budget.share(),
             state,
             ctx: Arc::new(ctx),
             result: IntakeResult::default(),
+            metadata_seen: false,
             metadata: None,
-            metadata_sent: false,
             pending: Vec::with_capacity(BATCH_LINES),
             pending_count: 0,
             pending_bytes: 0,
@@ -206,12 +217,16 @@ impl IntakeRun {
                 Ok(None) => break,
                 Ok(Some(Ok(c))) => c,
                 Ok(Some(Err(e))) => {
-                    self.read_failed(e.to_string()).await;
+                    tracing::debug!(error = %e, "intake body read failed");
+                    self.read_failed(read_error_text(&e).into()).await;
                     return Ok(());
                 }
             };
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() {
+                if let Next::Stop = self.reserve(body, chunk.len() + FEED_OUTPUT).await {
+                    return Ok(());
+                }
                 match body.feed(rest) {
                     Ok(n) => rest = &rest[n..],
                     Err(e) => {
@@ -222,7 +237,11 @@ impl IntakeRun {
                 if let Next::Stop = self.take_lines(body).await {
                     return Ok(());
                 }
+                self.held.shrink_to(self.holding(body));
             }
+        }
+        if let Next::Stop = self.reserve(body, FEED_OUTPUT).await {
+            return Ok(());
         }
         if let Err(e) = body.finish() {
             self.body_failed(body, e).await;
@@ -231,10 +250,50 @@ impl IntakeRun {
         if let Next::Stop = self.take_lines(body).await {
             return Ok(());
         }
-        if !self.pending.is_empty() || (self.metadata.is_some() && !self.metadata_sent) {
+        if !self.pending.is_empty() || self.metadata.is_some() {
             self.flush().await;
         }
         Ok(())
+    }
+
+    /// Bytes this request holds outside the pipeline.
+    fn holding(&self, body: &BodyDecoder) -> usize {
+        self.pending_bytes + self.metadata.as_ref().map_or(0, |m| m.len()) + body.held()
+    }
+
+    /// Grows the budget share to cover what is held plus `extra` bytes about
+    /// to be held. Under pressure the lines already charged go to the
+    /// pipeline first; after the request's `queue_wait` the request ends
+    /// with a 503 (the lines still waiting are rejected as queue-full).
+    async fn reserve(&mut self, body: &BodyDecoder, extra: usize) -> Next {
+        let wait = self.state.cfg.pipeline.queue_wait.get();
+        let mut backoff = Duration::from_millis(1);
+        let mut flushed = false;
+        loop {
+            let need = self.holding(body) + extra;
+            if need <= self.held.bytes() || self.held.try_grow(need - self.held.bytes()) {
+                return Next::Continue;
+            }
+            if !flushed && (!self.pending.is_empty() || self.metadata.is_some()) {
+                flushed = true;
+                if let Next::Stop = self.flush().await {
+                    return Next::Stop;
+                }
+                continue;
+            }
+            if self.waited >= wait {
+                let n = self.pending_count;
+                let telemetry = &self.state.telemetry;
+                telemetry.events_received.inc_by(n as u64);
+                telemetry.reject(reject::QUEUE_FULL, n);
+                self.result.terminal = Some(IntakeError::QueueFull);
+                return Next::Stop;
+            }
+            let slept = Instant::now();
+            tokio::time::sleep(backoff.min(wait.saturating_sub(self.waited))).await;
+            self.waited += slept.elapsed();
+            backoff = (backoff * 2).min(Duration::from_millis(16));
+        }
     }
 
     /// Lines decoded before the failure are processed first (they count).
@@ -244,7 +303,7 @@ impl IntakeRun {
         }
         if let super::body::BodyError::RatioExceeded { .. } = e {
             // A client error (400), not a read failure.
-            if self.metadata.is_some() {
+            if self.metadata_seen {
                 if let Next::Stop = self.flush().await {
                     return;
                 }
@@ -260,7 +319,7 @@ impl IntakeRun {
     }
 
     async fn read_failed(&mut self, text: String) {
-        if self.metadata.is_none() {
+        if !self.metadata_seen {
             self.result.terminal = Some(IntakeError::ReadMetadata(text));
             return;
         }
@@ -272,12 +331,13 @@ impl IntakeRun {
 
     async fn take_lines(&mut self, body: &mut BodyDecoder) -> Next {
         while let Some(item) = body.next_line() {
-            if self.metadata.is_none() {
+            if !self.metadata_seen {
                 match item {
                     LineItem::Line {
                         bytes,
                         terminated: true,
                     } => {
+                        self.metadata_seen = true;
                         self.metadata = Some(bytes);
                         continue;
                     }
@@ -332,12 +392,7 @@ impl IntakeRun {
         let bytes = self.pending_bytes;
         self.pending_count = 0;
         self.pending_bytes = 0;
-        let metadata_line = if self.metadata_sent {
-            None
-        } else {
-            self.metadata_sent = true;
-            self.metadata.clone()
-        };
+        let metadata_line = self.metadata.take();
         if lines.is_empty() && metadata_line.is_none() {
             return Next::Continue;
         }
@@ -349,21 +404,9 @@ impl IntakeRun {
         let give_up = room_start + wait.saturating_sub(self.waited);
         let telemetry = &st.telemetry;
 
-        // Room in the memory budget.
-        let mut backoff = Duration::from_millis(1);
-        let permit = loop {
-            if let Some(p) = st.budget.try_acquire(bytes + meta_len) {
-                break p;
-            }
-            if Instant::now() >= give_up {
-                telemetry.events_received.inc_by(n_lines as u64);
-                telemetry.reject(reject::QUEUE_FULL, n_lines);
-                self.result.terminal = Some(IntakeError::QueueFull);
-                return Next::Stop;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(16));
-        };
+        // The lines were charged to the budget as they were read; their
+        // share travels with the batch.
+        let permit = self.held.split(bytes + meta_len);
 
         let (tk, watch) = ticket();
         let mut batch = Batch {
@@ -440,6 +483,18 @@ impl IntakeRun {
                 Next::Stop
             }
         }
+    }
+}
+
+/// The answer's text for a failed body read (Go's wording; the library's
+/// own text, which names its internals, goes to the log only).
+fn read_error_text(e: &actix_web::error::PayloadError) -> &'static str {
+    use actix_web::error::PayloadError;
+    match e {
+        PayloadError::Incomplete(_) => "unexpected EOF",
+        PayloadError::Overflow => "http: request body too large",
+        PayloadError::EncodingCorrupted => "corrupt body encoding",
+        _ => "error reading request body",
     }
 }
 

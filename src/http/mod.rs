@@ -1,7 +1,7 @@
 //! HTTP concerns: routes, handlers, middleware and the mapping of errors to
-//! responses (intake.md §2–§7).
+//! responses (see docs/intake.md and docs/security.md).
 //!
-//! Route groups and the order of their checks (intake.md §3):
+//! Route groups and the order of their checks:
 //! * backend (`/intake/v2/events`): response headers, authentication (required), handler;
 //! * RUM (`/intake/v2|v3/rum/events`): response headers, CORS, authentication,
 //!   RUM kill switch, handler;
@@ -65,6 +65,8 @@ pub struct AppState {
     pub authenticator: Authenticator,
     /// `apm-server.max_concurrent_decoders` slots.
     pub decoders: Arc<tokio::sync::Semaphore>,
+    /// `apm-server.sourcemap.max_concurrent_uploads` slots.
+    pub uploads: tokio::sync::Semaphore,
     pub headers: ExtraHeaders,
     pub rum_headers: ExtraHeaders,
     pub info: ServerInfo,
@@ -79,7 +81,7 @@ pub struct AppState {
     /// Proxies whose forwarding headers are believed.
     pub trusted: TrustedProxies,
     // --- agent configuration (agentcfg branch) ---
-    /// Cached agent configurations (intake.md §8), refreshed in the background.
+    /// Cached agent configurations, refreshed in the background.
     pub agent_configs: Arc<crate::agentcfg::AgentConfigs>,
     /// Listener limits' metrics (connections, header size, body bytes).
     pub http_metrics: limits::HttpMetrics,
@@ -153,11 +155,13 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// Runs authentication; `Err` is the response to send (401 / 503).
 pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<AuthResult, HttpResponse> {
+    // A header that is not ASCII is still a header: checked as sent (it
+    // cannot match), never taken for an absent one.
     let header = req
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match state.authenticator.authenticate(header).await {
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    match state.authenticator.authenticate(header.as_deref()).await {
         Ok(a) => Ok(a),
         Err(AuthError::Failed(text)) => Err(response::error(req, StatusCode::UNAUTHORIZED, &text)),
         Err(AuthError::Backend(text)) => {
@@ -178,7 +182,7 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// The request-derived event fields (intake.md §6.6).
+/// The request-derived event fields (receive time, client address, user agent).
 fn request_base(state: &AppState, req: &HttpRequest, addr: &ClientAddr, rum: bool) -> RequestBase {
     let mut base = RequestBase {
         received_ns: now_ns(),
@@ -201,7 +205,8 @@ fn request_base(state: &AppState, req: &HttpRequest, addr: &ClientAddr, rum: boo
     base
 }
 
-/// Authentication, then the anonymous per-IP token (ratelimit.md §5.1).
+/// Authentication, then one token of the anonymous client's per-IP bucket
+/// (see docs/security.md).
 async fn authenticate_and_limit(
     state: &AppState,
     req: &HttpRequest,
@@ -223,12 +228,12 @@ async fn authenticate_and_limit(
     Ok(auth)
 }
 
-/// The client address of a request (security.md §9, trusted proxies).
+/// The client address of a request (see [`client_ip`] and docs/security.md).
 pub fn client_addr(state: &AppState, req: &HttpRequest) -> ClientAddr {
     client_ip::derive(req.peer_addr(), req.headers(), &state.trusted)
 }
 
-/// CORS for RUM routes (security.md §7): `Err` is the answer already (a
+/// CORS for RUM routes: `Err` is the answer already (a
 /// preflight's 200 or a disallowed origin's 403); `Ok` is the
 /// `Access-Control-Allow-Origin` header to add to the final response.
 // The `Err` is the finished response, built once per request.
@@ -255,7 +260,7 @@ pub fn rum_cors(
         .map_err(|text| response::error(req, StatusCode::FORBIDDEN, &text))
 }
 
-/// The backend route group (intake.md §3): panic guard, authentication
+/// The backend route group: panic guard, authentication
 /// (required), the anonymous per-IP token, then `handler`; global response
 /// headers on whatever it answers.
 pub async fn backend_group<F, Fut>(
@@ -279,7 +284,7 @@ where
     resp
 }
 
-/// The RUM route group (intake.md §3): panic guard, CORS (preflights answered
+/// The RUM route group: panic guard, CORS (preflights answered
 /// here), authentication, the anonymous per-IP token, the RUM kill switch,
 /// then `handler`; global then RUM response headers on the answer.
 pub async fn rum_group<F, Fut>(req: &HttpRequest, state: &Arc<AppState>, handler: F) -> HttpResponse

@@ -1,4 +1,4 @@
-//! Writing results the way apm-server does (intake.md §4.2): content
+//! Writing results the way apm-server does (see docs/intake.md): content
 //! negotiation by `Accept`, pretty JSON with two-space indent for JSON
 //! clients, compact JSON otherwise, Go's HTML escaping inside strings, a
 //! trailing newline, and `X-Content-Type-Options: nosniff` on everything.

@@ -1,4 +1,4 @@
-//! Server information, `GET|HEAD /` (intake.md §7): the body only for
+//! Server information, `GET|HEAD /` (see docs/intake.md): the body only for
 //! authenticated callers (or when no auth is configured).
 
 use super::error::msg;

@@ -1,4 +1,4 @@
-//! Server TLS with rustls (security.md §10, config.md §2).
+//! Server TLS with rustls (`apm-server.ssl.*`; see docs/security.md).
 //!
 //! [`server_config`] turns `apm-server.ssl.*` into a `rustls::ServerConfig`
 //! (ring provider) for actix-web's `bind_rustls_0_23`:

@@ -193,7 +193,8 @@ impl Service {
         let d = self.client.hosts().mark_failed(i);
         host_down.inc();
         if let Some(u) = self.client.hosts().base_url(i) {
-            tracing::debug!(host = %u, skip_for = ?d, "elasticsearch host marked down");
+            let host = crate::config::redact_url(u.as_str());
+            tracing::debug!(%host, skip_for = ?d, "elasticsearch host marked down");
         }
     }
 
