@@ -7,6 +7,7 @@
 //! The indexer encodes events ([`model`]) into an [`output`].
 
 pub mod agentcfg;
+pub mod aggregation;
 pub mod auth;
 pub mod config;
 pub mod fuzzing;
