@@ -69,7 +69,10 @@ fn timestamp(ns: i64) -> String {
 /// Writes documents to a bulk buffer, one `Vec<u8>` per document.
 pub struct Writer<'a> {
     ctx: &'a EncodeContext,
+    /// Each document: its bulk action line and source line.
     pub docs: Vec<Vec<u8>>,
+    /// Documents written per metricset.
+    pub per_metricset: Vec<(&'static str, u64)>,
 }
 
 impl<'a> Writer<'a> {
@@ -77,6 +80,7 @@ impl<'a> Writer<'a> {
         Writer {
             ctx,
             docs: Vec::new(),
+            per_metricset: Vec::new(),
         }
     }
 
@@ -102,7 +106,7 @@ impl<'a> Writer<'a> {
         d
     }
 
-    fn emit(&mut self, metricset: &str, interval: &str, doc: Map<String, Value>) {
+    fn emit(&mut self, metricset: &'static str, interval: &str, doc: Map<String, Value>) {
         let index = format!("metrics-apm.{metricset}.{interval}-{}", self.ctx.namespace);
         let mut out = Vec::with_capacity(512);
         let action = serde_json::json!({"create": {"_index": index}});
@@ -112,6 +116,10 @@ impl<'a> Writer<'a> {
             if serde_json::to_writer(&mut out, &Value::Object(doc)).is_ok() {
                 out.push(b'\n');
                 self.docs.push(out);
+                match self.per_metricset.iter_mut().find(|(m, _)| *m == metricset) {
+                    Some((_, n)) => *n += 1,
+                    None => self.per_metricset.push((metricset, 1)),
+                }
             }
         }
     }

@@ -2,8 +2,8 @@
 //! channels, each stage a set of supervised actor threads.
 //!
 //! ```text
-//! handler ─try_send─▶ decoder ×N ─▶ validator ×V ─▶ rate shard ×K ─▶ sourcemap ×M ─▶ indexer ×P ─▶ output
-//!                                                    (outcome answered here)
+//! handler ─try_send─▶ decoder ×N ─▶ validator ×V ─▶ rate shard ×K ─▶ sourcemap ×M ─▶ aggregator ×A ─▶ indexer ×P ─▶ output
+//!                                                    (outcome answered here)     (metrics, drop_unsampled)
 //! ```
 //!
 //! Invariants:
@@ -17,6 +17,7 @@
 //! * accepted events are owed to the output: they are indexed or counted as
 //!   failed, never dropped silently (see [`crate::telemetry`]).
 
+pub mod aggregator;
 pub mod budget;
 pub mod decoder;
 pub mod indexer;

@@ -1,14 +1,16 @@
 //! The topology builder: creates every stage inbox (bounded) and starts the
 //! stage actors with the instance counts and capacities of the pipeline
-//! profile, wiring decoder → validator → rate shards → sourcemap → indexer.
+//! profile, wiring decoder → validator → rate shards → sourcemap →
+//! aggregator → indexer.
 //!
 //! Shutdown closes the intake, then waits for each stage to drain in order;
 //! the indexers close their outputs with the same deadline. After the
 //! deadline and a short grace, anything still uncounted is booked
 //! (rejected `shutting_down` / failed `shutdown`).
 
+use super::aggregator::{AggregationState, Aggregator};
 use super::decoder::Decoder;
-use super::indexer::Indexer;
+use super::indexer::{Indexer, ToIndex};
 use super::rate::{RateLimiter, RateShard};
 use super::sourcemap::{RumProcessor, SourcemapApplier};
 use super::supervisor::{self, StageHandle};
@@ -94,6 +96,7 @@ pub struct Pipeline {
     telemetry: Arc<Telemetry>,
     output: Arc<dyn OutputFactory>,
     depth: Arc<DepthProbe>,
+    aggregation: Option<Arc<AggregationState>>,
 }
 
 /// Reads the current length of one inbox.
@@ -129,7 +132,9 @@ impl Pipeline {
         }
         let outputs = Arc::new(outputs);
 
-        let (idx_tx, idx_rx) = bounded::<EventBatch>(p.indexer.capacity);
+        let encode_ctx = Arc::new(encode_ctx);
+        let (idx_tx, idx_rx) = bounded::<ToIndex>(p.indexer.capacity);
+        let (agg_tx, agg_rx) = bounded::<EventBatch>(p.aggregator.capacity);
         let (sm_tx, sm_rx) = bounded::<EventBatch>(p.sourcemap.capacity);
         let mut shard_txs = Vec::new();
         let mut shard_rxs = Vec::new();
@@ -149,6 +154,7 @@ impl Pipeline {
             depth.push(("rate", probe(rx), p.rate.capacity));
         }
         depth.push(("sourcemap", probe(&sm_rx), p.sourcemap.capacity));
+        depth.push(("aggregator", probe(&agg_rx), p.aggregator.capacity));
         depth.push(("indexer", probe(&idx_rx), p.indexer.capacity));
 
         let mut stages = Vec::new();
@@ -157,7 +163,7 @@ impl Pipeline {
             let (t, out, ctx, dl, factory, hook) = (
                 Arc::clone(&telemetry),
                 Arc::clone(&outputs),
-                Arc::new(encode_ctx),
+                Arc::clone(&encode_ctx),
                 Arc::clone(&deadline),
                 Arc::clone(&output),
                 hooks.before_index.clone(),
@@ -194,6 +200,26 @@ impl Pipeline {
                 },
             )?);
         }
+        let aggregation = p.aggregator.enabled.then(|| {
+            Arc::new(AggregationState::new(
+                p.aggregator.shards,
+                cfg.apm_server.aggregation.limits(),
+                Arc::clone(&encode_ctx),
+                p.aggregator.harvest_delay.get(),
+            ))
+        });
+        {
+            let t = Arc::clone(&telemetry);
+            let state = aggregation.clone();
+            stages.push(supervisor::spawn(
+                "aggregator",
+                p.aggregator.instances,
+                agg_rx,
+                Some(Duration::from_secs(1)),
+                Arc::clone(&telemetry),
+                move |_| Aggregator::new(state.clone(), idx_tx.clone(), Arc::clone(&t)),
+            )?);
+        }
         {
             let t = Arc::clone(&telemetry);
             let hook = hooks.before_sourcemap.clone();
@@ -208,7 +234,7 @@ impl Pipeline {
                 None,
                 Arc::clone(&telemetry),
                 move |_| {
-                    SourcemapApplier::new(idx_tx.clone(), Arc::clone(&t), Arc::clone(&rum))
+                    SourcemapApplier::new(agg_tx.clone(), Arc::clone(&t), Arc::clone(&rum))
                         .with_hook(hook.clone())
                 },
             )?);
@@ -290,6 +316,7 @@ impl Pipeline {
             telemetry,
             output,
             depth: Arc::new(DepthProbe { inboxes: depth }),
+            aggregation,
         })
     }
 
@@ -312,6 +339,11 @@ impl Pipeline {
         self.telemetry
             .memory_budget_in_use
             .set(self.budget.in_use() as i64);
+        if let Some(a) = &self.aggregation {
+            let (bytes, groups) = a.size();
+            self.telemetry.aggregation_state_bytes.set(bytes as i64);
+            self.telemetry.aggregation_groups.set(groups as i64);
+        }
     }
 
     /// Closes the intake and drains every stage until `deadline`.
