@@ -79,7 +79,8 @@ pub struct Accounting {
 impl Accounting {
     /// Accepted events and produced documents not yet indexed, failed or discarded.
     pub fn in_flight(&self) -> i64 {
-        (self.accepted + self.produced) as i64 - (self.indexed + self.failed + self.discarded) as i64
+        (self.accepted + self.produced) as i64
+            - (self.indexed + self.failed + self.discarded) as i64
     }
     /// received == rejected + accepted (every received event has an answer).
     pub fn balanced(&self) -> bool {

@@ -401,7 +401,10 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         ("validator", &p.validator),
         ("rate", &p.rate),
         ("sourcemap", &p.sourcemap),
-        ("aggregator", &Stage::new(p.aggregator.instances, p.aggregator.capacity)),
+        (
+            "aggregator",
+            &Stage::new(p.aggregator.instances, p.aggregator.capacity),
+        ),
         ("indexer", &p.indexer),
     ] {
         if st.instances == 0 || st.instances > 256 {
@@ -423,7 +426,10 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     let ag = &cfg.apm_server.aggregation;
     for (key, n) in [
         ("apm-server.aggregation.max_services", ag.max_services),
-        ("apm-server.aggregation.transactions.max_groups", ag.transactions.max_groups),
+        (
+            "apm-server.aggregation.transactions.max_groups",
+            ag.transactions.max_groups,
+        ),
         (
             "apm-server.aggregation.service_transactions.max_groups",
             ag.service_transactions.max_groups,

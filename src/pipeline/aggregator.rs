@@ -48,7 +48,9 @@ impl AggregationState {
         harvest_delay: Duration,
     ) -> Self {
         AggregationState {
-            shards: (0..shards.max(1)).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
             shared: aggregation::Shared::new(limits),
             ctx,
             harvest_delay,
@@ -168,7 +170,10 @@ impl Aggregator {
         }
         // A zero-byte permit: the output's ack type; never refused.
         let Some(ack) = state.docs_budget.try_acquire(0) else {
-            tracing::error!(documents = n, "no ack for aggregated documents; counted as failed");
+            tracing::error!(
+                documents = n,
+                "no ack for aggregated documents; counted as failed"
+            );
             self.telemetry.fail(fail::SHUTDOWN, n);
             return;
         };

@@ -81,8 +81,7 @@ impl Identity {
     /// received (+ aggregated documents produced) = rejected + indexed +
     /// failed (+ discarded by design).
     pub fn holds(&self) -> bool {
-        self.received + self.produced
-            == self.rejected + self.indexed + self.failed + self.discarded
+        self.received + self.produced == self.rejected + self.indexed + self.failed + self.discarded
     }
 
     /// Every received event answered and every accepted one ended.
