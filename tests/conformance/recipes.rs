@@ -267,6 +267,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
                 index_matches("metrics-apm*", idx)
                     && first_str(d, "processor.event") == Some("metric")
                     && first_str(d, "metricset.name") != Some("transaction")
+                    && !d.contains_key("metricset.interval")
             }),
             dynamic: vec![],
         }],
@@ -318,6 +319,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
                         first_str(d, "processor.event"),
                         Some("transaction" | "metric")
                     )
+                    && !d.contains_key("metricset.interval")
             }),
             dynamic: [
                 &["@timestamp", "timestamp.us", "source.port"][..],
