@@ -331,6 +331,108 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
         sourcemap: None,
     });
 
+    // Server-side aggregation (aggregation_test.go). The Go agent's
+    // transactions and spans for the upstream tests, timestamped
+    // 2006-01-02T15:04:05.999999Z, with the tracer environment of the
+    // approvals (service `systemtest`, host `beowulf`). Metrics are written
+    // when the server shuts down after the sends.
+    let go_tx = |name: &str, ty: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"transaction\":{{\"trace_id\":\"{i:032x}\",\"id\":\"{i:016x}\",\"name\":\"{name}\",\"type\":\"{ty}\",\"timestamp\":1136214245999999,\"duration\":1000,\"outcome\":\"success\",\"sampled\":true,\"span_count\":{{\"started\":0,\"dropped\":0}}}}}}\n"
+                )
+            })
+            .collect()
+    };
+    let go = |labels: &str, events: String| -> Vec<u8> {
+        format!(
+            "{{\"metadata\":{{\"service\":{{\"name\":\"systemtest\",\"agent\":{{\"name\":\"go\",\"version\":\"0.0.0\"}},\"language\":{{\"name\":\"go\",\"version\":\"2.0\"}},\"runtime\":{{\"name\":\"gc\",\"version\":\"2.0\"}}}},\"process\":{{\"pid\":1,\"title\":\"systemtest.test\"}},\"system\":{{\"architecture\":\"i386\",\"detected_hostname\":\"beowulf\",\"platform\":\"minix\"}}{labels}}}}}\n{events}"
+        )
+        .into_bytes()
+    };
+    let metricset = |name: &'static str| -> Query {
+        Box::new(move |idx, d| {
+            index_matches("metrics-apm*", idx) && first_str(d, "metricset.name") == Some(name)
+        })
+    };
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send("/intake/v2/events", go("", go_tx("name", "type", 1)))],
+        checks: vec![Check {
+            approval: "TestTransactionAggregationShutdown".into(),
+            query: Box::new(|idx, d| {
+                index_matches("metrics-apm.transaction*", idx)
+                    && d.contains_key("transaction.duration.histogram")
+            }),
+            dynamic: vec![],
+        }],
+        note: None,
+        sourcemap: None,
+    });
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send(
+            "/intake/v2/events",
+            go(
+                "",
+                ["type1", "type2"]
+                    .iter()
+                    .flat_map(|ty| ["name1", "name2"].map(|n| go_tx(n, ty, 1)))
+                    .collect(),
+            ),
+        )],
+        checks: vec![Check {
+            approval: "TestServiceTransactionMetricsAggregation".into(),
+            query: metricset("service_transaction"),
+            dynamic: vec![],
+        }],
+        note: None,
+        sourcemap: None,
+    });
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send("/intake/v2/events", go("", go_tx("name", "type", 2)))],
+        checks: vec![Check {
+            approval: "TestServiceSummaryMetricsAggregation".into(),
+            query: metricset("service_summary"),
+            dynamic: vec![],
+        }],
+        note: None,
+        sourcemap: None,
+    });
+    // ELASTIC_APM_GLOBAL_LABELS become metadata labels; the transaction's
+    // own label is not a dimension.
+    let spans: String = (0..5)
+        .map(|i| {
+            format!(
+                "{{\"span\":{{\"trace_id\":\"{:032x}\",\"id\":\"{i:016x}\",\"parent_id\":\"00000000000000aa\",\"transaction_id\":\"00000000000000aa\",\"name\":\"name\",\"type\":\"type\",\"timestamp\":1136214245999999,\"duration\":1000,\"outcome\":\"success\",\"context\":{{\"destination\":{{\"service\":{{\"name\":\"name\",\"resource\":\"resource\",\"type\":\"\"}}}}}}}}}}\n",
+                0xaa
+            )
+        })
+        .collect();
+    let tx = "{\"transaction\":{\"trace_id\":\"000000000000000000000000000000aa\",\"id\":\"00000000000000aa\",\"name\":\"name\",\"type\":\"type\",\"duration\":5000,\"outcome\":\"success\",\"sampled\":true,\"span_count\":{\"started\":5},\"context\":{\"tags\":{\"mylabel\":\"myvalue\"}}}}\n";
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send(
+            "/intake/v2/events",
+            go(
+                ",\"labels\":{\"department_name\":\"apm\",\"organization\":\"observability\",\"company\":\"elastic\"}",
+                format!("{spans}{tx}"),
+            ),
+        )],
+        checks: vec![Check {
+            approval: "TestServiceDestinationAggregation".into(),
+            query: Box::new(|idx, d| {
+                index_matches("metrics-apm.service_destination*", idx)
+                    && d.contains_key("span.destination.service.response_time.count")
+            }),
+            dynamic: vec![],
+        }],
+        note: None,
+        sourcemap: None,
+    });
+
     // TestDropUnsampled: (a) a sampled Go-agent transaction, (b) an
     // unsampled backend transaction (dropped), (c) an unsampled RUM
     // transaction (kept). (a) is what the Go agent sends for the upstream
