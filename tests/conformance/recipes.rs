@@ -356,6 +356,48 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
             index_matches("metrics-apm*", idx) && first_str(d, "metricset.name") == Some(name)
         })
     };
+    // TestTransactionAggregation: Go transactions with an HTTP request
+    // context, plus the FaaS payload the upstream test sends literally (read
+    // from the upstream test source in the corpus).
+    let test_src = String::from_utf8(read(
+        corpus,
+        "upstream/apm-server-systemtest/aggregation_test.go",
+    )?)
+    .map_err(|e| format!("aggregation_test.go: {e}"))?;
+    let faas = test_src
+        .split_once("faasPayload := `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(payload, _)| payload.to_owned())
+        .ok_or("aggregation_test.go: no faasPayload literal")?;
+    let with_request = |name: &str, n: usize| {
+        go_tx(name, "backend", n).replace(
+            "\"sampled\":true,",
+            "\"sampled\":true,\"context\":{\"request\":{\"method\":\"GET\",\"url\":{\"full\":\"/\",\"pathname\":\"/\"},\"headers\":{}}},",
+        )
+    };
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![
+            send(
+                "/intake/v2/events",
+                go(
+                    "",
+                    format!("{}{}", with_request("abc", 5), with_request("def", 10)),
+                ),
+            ),
+            send("/intake/v2/events", faas.into_bytes()),
+        ],
+        checks: vec![Check {
+            approval: "TestTransactionAggregation".into(),
+            query: Box::new(|idx, d| {
+                index_matches("metrics-apm.transaction*", idx)
+                    && d.contains_key("transaction.duration.histogram")
+            }),
+            dynamic: vec![],
+        }],
+        note: None,
+        sourcemap: None,
+    });
     out.push(Recipe {
         config: vec![],
         sends: vec![send("/intake/v2/events", go("", go_tx("name", "type", 1)))],
@@ -590,16 +632,22 @@ pub fn skipped(approval: &str) -> Option<&'static str> {
     if approval.starts_with("TestOTLP") {
         return Some("produced from OTLP traffic; apm-rs has no OTLP intake");
     }
-    if approval.contains("Aggregation") {
-        return Some("produced by server-side aggregation (x-pack), not from intake payloads");
+    if approval == "TestServiceSummaryMetricsAggregationOverflow" {
+        return Some(
+            "which services keep their own group past max_services follows \
+             apm-aggregation's merge order (the approval keeps the last two of \
+             four services); apm-rs keeps the first ones (docs/aggregation.md)",
+        );
     }
     match approval {
         "TestAgentConfig" => Some("agent configuration documents, not intake"),
-        "TestCompressedSpans"
-        | "TestTransactionDroppedSpansStatsMetrics"
-        | "TestTransactionDroppedSpansStatsTransaction" => {
-            Some("produced by live Go-agent traffic (and aggregation); no payload in the corpus")
+        "TestCompressedSpans" | "TestTransactionDroppedSpansStatsTransaction" => {
+            Some("produced by live Go-agent traffic; no payload in the corpus")
         }
+        "TestTransactionDroppedSpansStatsMetrics" => Some(
+            "needs a transaction's dropped_spans_stats in the aggregation; they are \
+             decoded and validated but not yet kept in the event model",
+        ),
         _ => None,
     }
 }
