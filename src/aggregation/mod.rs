@@ -387,7 +387,7 @@ fn transaction_key(ev: &Event, t: &crate::model::event::Transaction) -> Transact
 enum Contribution {
     None,
     Transaction {
-        key: TransactionKey,
+        key: Box<TransactionKey>,
         micros: u64,
         weight: f64,
     },
@@ -402,7 +402,7 @@ fn contribution(ev: &Event) -> Contribution {
     use crate::model::event::Body;
     match &ev.body {
         Body::Transaction(t) => Contribution::Transaction {
-            key: transaction_key(ev, t),
+            key: Box::new(transaction_key(ev, t)),
             micros: (t.duration_ns.max(0) / 1000) as u64,
             weight: t.representative_count.unwrap_or(1.0),
         },
@@ -491,6 +491,9 @@ impl Shard {
 
     /// Takes the windows that ended before `cutoff_ns` (all with `None`).
     pub fn harvest(&mut self, cutoff_ns: Option<i64>) -> Vec<Window> {
+        if cutoff_ns.is_some_and(|c| self.next_end().is_none_or(|end| end > c)) {
+            return Vec::new();
+        }
         let (done, keep): (Vec<Window>, Vec<Window>) = std::mem::take(&mut self.windows)
             .into_iter()
             .partition(|w| cutoff_ns.is_none_or(|c| w.start_ns + w.interval.nanos <= c));
@@ -566,7 +569,7 @@ fn add_to_overflow_service(o: &mut OverflowService, key: &ServiceKey, c: &Contri
             weight,
         } => {
             o.transactions.metrics.add(*micros, *weight, &tk.outcome);
-            o.transactions.groups.insert(&(key, tk));
+            o.transactions.groups.insert(&(key, &**tk));
             o.service_transactions
                 .metrics
                 .add(*micros, *weight, &tk.outcome);
@@ -614,7 +617,7 @@ fn add_to_service(
                     let mut m = TransactionMetrics::default();
                     m.add(*micros, *weight, &key.outcome);
                     bytes += key.heap_bytes() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
-                    g.transactions.insert(key.clone(), m);
+                    g.transactions.insert((**key).clone(), m);
                 }
                 None => {
                     let o = g.transaction_overflow.get_or_insert_with(|| {
@@ -622,7 +625,7 @@ fn add_to_service(
                         Box::default()
                     });
                     o.metrics.add(*micros, *weight, &key.outcome);
-                    o.groups.insert(key);
+                    o.groups.insert(&**key);
                 }
             }
             let ty = &key.type_;
