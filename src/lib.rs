@@ -10,6 +10,7 @@ pub mod agentcfg;
 pub mod aggregation;
 pub mod auth;
 pub mod config;
+pub mod es;
 pub mod fuzzing;
 pub mod http;
 pub mod model;
