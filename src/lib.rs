@@ -9,6 +9,7 @@
 //! and the pipeline; [`server`] creates them and wires every part.
 
 pub mod agentcfg;
+pub mod aggregation;
 pub mod auth;
 pub mod budget;
 pub mod config;

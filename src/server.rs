@@ -309,6 +309,7 @@ impl RunningServer {
             indexed = acc.indexed,
             failed = acc.failed,
             discarded = acc.discarded,
+            aggregated = acc.produced,
             "shutdown complete"
         );
         ok

@@ -2,9 +2,13 @@
 //! so the metrics endpoint and its documentation agree.
 //!
 //! Accounting identity (docs/architecture.md): at any moment
-//! `events_received = events_rejected + events_indexed + events_failed
+//! `events_received = events_rejected + events_accepted` and
+//! `events_accepted + aggregation_documents = events_indexed + events_failed
 //! + events_discarded + in_flight`, where `in_flight` is what has been
-//! accepted and not yet indexed or failed. [`Telemetry::accounting`] reads it.
+//! handed to the pipeline and not yet indexed or failed. Aggregated metric
+//! documents are produced by the server, not received: they have their own
+//! counter and share the output's `indexed`/`failed` counters with events.
+//! [`Telemetry::accounting`] reads it.
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -51,6 +55,12 @@ pub struct Telemetry {
     pub memory_budget_limit: IntGauge,
     /// Anonymous requests refused by the per-IP limiter before the handler.
     pub rate_limited_requests: IntCounter,
+    /// Metric documents produced by the aggregator, by metricset.
+    pub aggregation_documents: IntCounterVec,
+    /// Heap bytes held by the aggregator's open windows (sampled at scrape).
+    pub aggregation_state_bytes: IntGauge,
+    /// Groups held by the aggregator's open windows (sampled at scrape).
+    pub aggregation_groups: IntGauge,
 }
 
 /// A snapshot of the accounting counters.
@@ -62,12 +72,15 @@ pub struct Accounting {
     pub indexed: u64,
     pub failed: u64,
     pub discarded: u64,
+    /// Aggregated metric documents produced (not events: owed to the output too).
+    pub produced: u64,
 }
 
 impl Accounting {
-    /// Accepted events not yet indexed, failed or discarded.
+    /// Accepted events and produced documents not yet indexed, failed or discarded.
     pub fn in_flight(&self) -> i64 {
-        self.accepted as i64 - (self.indexed + self.failed + self.discarded) as i64
+        (self.accepted + self.produced) as i64
+            - (self.indexed + self.failed + self.discarded) as i64
     }
     /// received == rejected + accepted (every received event has an answer).
     pub fn balanced(&self) -> bool {
@@ -193,6 +206,22 @@ impl Telemetry {
                 "rate_limited_requests_total",
                 "Anonymous requests refused by the per-IP rate limit (429).",
             ),
+            aggregation_documents: counter_vec(
+                &r,
+                "aggregation_documents_total",
+                "Metric documents produced by the aggregator, by metricset.",
+                &["metricset"],
+            ),
+            aggregation_state_bytes: gauge(
+                &r,
+                "aggregation_state_bytes",
+                "Heap bytes held by the aggregator's open windows.",
+            ),
+            aggregation_groups: gauge(
+                &r,
+                "aggregation_groups",
+                "Metric groups held by the aggregator's open windows.",
+            ),
             registry: r,
         }
     }
@@ -233,6 +262,7 @@ impl Telemetry {
             indexed: self.events_indexed.get(),
             failed: Self::sum(&self.events_failed),
             discarded: Self::sum(&self.events_discarded),
+            produced: Self::sum(&self.aggregation_documents),
         }
     }
 

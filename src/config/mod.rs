@@ -401,6 +401,10 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         ("validator", &p.validator),
         ("rate", &p.rate),
         ("sourcemap", &p.sourcemap),
+        (
+            "aggregator",
+            &Stage::new(p.aggregator.instances, p.aggregator.capacity),
+        ),
         ("indexer", &p.indexer),
     ] {
         if st.instances == 0 || st.instances > 256 {
@@ -414,6 +418,29 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
                 &format!("pipeline.{name}.capacity"),
                 "must be 1..=1000000",
             ));
+        }
+    }
+    if p.aggregator.shards == 0 || p.aggregator.shards > 256 {
+        return Err(invalid("pipeline.aggregator.shards", "must be 1..=256"));
+    }
+    let ag = &cfg.apm_server.aggregation;
+    for (key, n) in [
+        ("apm-server.aggregation.max_services", ag.max_services),
+        (
+            "apm-server.aggregation.transactions.max_groups",
+            ag.transactions.max_groups,
+        ),
+        (
+            "apm-server.aggregation.service_transactions.max_groups",
+            ag.service_transactions.max_groups,
+        ),
+        (
+            "apm-server.aggregation.service_destinations.max_groups",
+            ag.service_destinations.max_groups,
+        ),
+    ] {
+        if n == 0 {
+            return Err(invalid(key, "must be > 0"));
         }
     }
     if !matches!(cfg.logging.format.as_str(), "text" | "json") {

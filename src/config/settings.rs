@@ -75,6 +75,8 @@ pub struct ApmServer {
     pub kibana: Kibana,
     /// apm-rs extension: the legacy source-map upload endpoint.
     pub sourcemap: SourcemapUpload,
+    /// Limits of the server-side metric aggregation.
+    pub aggregation: Aggregation,
 }
 
 impl Default for ApmServer {
@@ -102,6 +104,7 @@ impl Default for ApmServer {
             agent: Agent::default(),
             kibana: Kibana::default(),
             sourcemap: SourcemapUpload::default(),
+            aggregation: Aggregation::default(),
         }
     }
 }
@@ -653,6 +656,9 @@ pub struct Pipeline {
     /// `instances` = number of rate shards (K).
     pub rate: Stage,
     pub sourcemap: Stage,
+    /// The aggregator stage; `aggregator.enabled: false` turns server-side
+    /// metric aggregation off (events then pass straight through).
+    pub aggregator: AggregatorStage,
     pub indexer: Stage,
 }
 
@@ -665,6 +671,7 @@ impl Default for Pipeline {
             validator: Stage::new(1, 64),
             rate: Stage::new(2, 64),
             sourcemap: Stage::new(1, 64),
+            aggregator: AggregatorStage::default(),
             indexer: Stage::new(1, 64),
         }
     }
@@ -691,6 +698,101 @@ impl Stage {
 impl Default for Stage {
     fn default() -> Self {
         Stage::new(1, 64)
+    }
+}
+
+/// `pipeline.aggregator`: a stage with an on/off switch (apm-rs's own key;
+/// apm-server always aggregates).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorStage {
+    /// Aggregate transactions and spans into metrics (default `true`).
+    pub enabled: bool,
+    /// Instances of the stage actor (threads); default 1.
+    pub instances: usize,
+    /// Capacity of the stage's inbox, in batches; default 64.
+    pub capacity: usize,
+    /// Aggregation shards (services are split across them by name); default 4.
+    pub shards: usize,
+    /// Wait after an interval ends before its metrics are written, for
+    /// events still in the pipeline (default `1s`).
+    pub harvest_delay: GoDuration,
+}
+
+impl Default for AggregatorStage {
+    fn default() -> Self {
+        AggregatorStage {
+            enabled: true,
+            instances: 1,
+            capacity: 64,
+            shards: 4,
+            harvest_delay: GoDuration::secs(1),
+        }
+    }
+}
+
+/// `apm-server.aggregation.*`: limits of the server-side aggregation, per
+/// aggregation interval. Defaults are apm-server's for 1 GB of memory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Aggregation {
+    /// Services per interval; later ones go to `service.name: _other` (default 1000).
+    pub max_services: usize,
+    pub transactions: AggregationGroups,
+    pub service_transactions: AggregationGroups,
+    pub service_destinations: AggregationGroups,
+}
+
+/// `apm-server.aggregation.<kind>.max_groups`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationGroups {
+    /// Groups per interval across all services; a service may use a tenth of
+    /// them (as apm-server); later ones go to the `_other` group. Defaults:
+    /// transactions 5000, service_transactions 5000, service_destinations 10000.
+    pub max_groups: usize,
+}
+
+impl AggregationGroups {
+    pub const fn new(max_groups: usize) -> Self {
+        AggregationGroups { max_groups }
+    }
+}
+
+impl Default for AggregationGroups {
+    fn default() -> Self {
+        AggregationGroups::new(5000)
+    }
+}
+
+impl Default for Aggregation {
+    fn default() -> Self {
+        Aggregation {
+            max_services: 1000,
+            transactions: AggregationGroups::new(5000),
+            service_transactions: AggregationGroups::new(5000),
+            service_destinations: AggregationGroups::new(10_000),
+        }
+    }
+}
+
+impl Aggregation {
+    /// The limits the aggregation model enforces.
+    pub fn limits(&self) -> crate::aggregation::Limits {
+        let per_service = |n: usize| (n / 10).max(1);
+        crate::aggregation::Limits {
+            max_services: self.max_services,
+            max_transaction_groups: self.transactions.max_groups,
+            max_transaction_groups_per_service: per_service(self.transactions.max_groups),
+            max_service_transaction_groups: self.service_transactions.max_groups,
+            max_service_transaction_groups_per_service: per_service(
+                self.service_transactions.max_groups,
+            ),
+            max_service_destination_groups: self.service_destinations.max_groups,
+            max_service_destination_groups_per_service: per_service(
+                self.service_destinations.max_groups,
+            ),
+        }
     }
 }
 

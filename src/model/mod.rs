@@ -22,7 +22,7 @@
 
 mod decode;
 mod encode;
-mod event;
+pub(crate) mod event;
 mod grouping;
 mod routing;
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! picture, the module rules and the reasons are in docs/architecture.md.
 //!
 //! ```text
-//! handler ─try_send─▶ decoder ×N ─▶ validator ×V ─▶ rate shard ×K ─▶ sourcemap ×M ─▶ indexer ×P ─▶ output
-//!                                                    (outcome answered here)
+//! handler ─try_send─▶ decoder ×N ─▶ validator ×V ─▶ rate shard ×K ─▶ sourcemap ×M ─▶ aggregator ×A ─▶ indexer ×P ─▶ output
+//!                                                    (outcome answered here)     (metrics, drop_unsampled)
 //! ```
 //!
 //! Invariants:

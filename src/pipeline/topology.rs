@@ -17,7 +17,9 @@
 //! the stage before it (the head's by [`Intake`]), so closing the intake
 //! drains and stops the stages in order.
 
-use super::stages::{decoder, indexer, rate, sourcemap, validator};
+use super::stages::aggregator::AggregationState;
+use super::stages::indexer::ToIndex;
+use super::stages::{aggregator, decoder, indexer, rate, sourcemap, validator};
 use super::supervisor::{self, Actor, StageHandle};
 use super::{Batch, EventBatch};
 use crate::budget::MemoryBudget;
@@ -44,7 +46,7 @@ pub struct StageDef {
 }
 
 /// Every stage, head to tail.
-pub const STAGES: [StageDef; 5] = [
+pub const STAGES: [StageDef; 6] = [
     StageDef {
         name: "decoder",
         sizing: |p| p.decoder,
@@ -64,6 +66,11 @@ pub const STAGES: [StageDef; 5] = [
         name: "sourcemap",
         sizing: |p| p.sourcemap,
         start: sourcemap::start,
+    },
+    StageDef {
+        name: "aggregator",
+        sizing: |p| Stage::new(p.aggregator.instances, p.aggregator.capacity),
+        start: aggregator::start,
     },
     StageDef {
         name: "indexer",
@@ -104,6 +111,10 @@ pub struct Wiring<'a> {
     /// Set at shutdown; the indexers close their outputs by it.
     pub deadline: &'a Arc<OnceLock<Instant>>,
     next: Vec<Sender<EventBatch>>,
+    /// The indexer's inbox (events and the aggregator's documents).
+    index_inbox: Option<Sender<ToIndex>>,
+    /// The aggregation state, when aggregation is on (for the state gauges).
+    aggregation: Option<Arc<AggregationState>>,
     intake: Option<Sender<Batch>>,
     stages: Vec<StageHandle>,
     depth: Vec<(&'static str, Probe, usize)>,
@@ -195,6 +206,23 @@ impl Wiring<'_> {
         self.next = inboxes;
     }
 
+    /// Makes `inbox` the indexer's inbox, which the aggregator sends to.
+    pub fn set_index_inbox(&mut self, inbox: Sender<ToIndex>) {
+        self.index_inbox = Some(inbox);
+    }
+
+    /// The indexer's inbox (the indexer is started before the stages in front of it).
+    pub fn index_inbox(&self) -> Result<Sender<ToIndex>, StartError> {
+        self.index_inbox
+            .clone()
+            .ok_or_else(|| StartError::Config("the indexer must follow the aggregator".into()))
+    }
+
+    /// Records the aggregation state, whose size the pipeline reports.
+    pub fn set_aggregation(&mut self, state: Option<Arc<AggregationState>>) {
+        self.aggregation = state;
+    }
+
     /// Makes `inbox` the pipeline's entry (the head stage's inbox).
     pub fn set_intake(&mut self, inbox: Sender<Batch>) {
         self.intake = Some(inbox);
@@ -270,6 +298,7 @@ pub struct Pipeline {
     telemetry: Arc<Telemetry>,
     output: Arc<dyn OutputFactory>,
     depth: Arc<DepthProbe>,
+    aggregation: Option<Arc<AggregationState>>,
 }
 
 /// Reads the current length of one inbox.
@@ -298,6 +327,8 @@ impl Pipeline {
             resources: &resources,
             deadline: &deadline,
             next: Vec::new(),
+            index_inbox: None,
+            aggregation: None,
             intake: None,
             stages: Vec::new(),
             depth: Vec::new(),
@@ -310,9 +341,12 @@ impl Pipeline {
             mut stages,
             mut depth,
             next,
+            index_inbox,
+            aggregation,
             ..
         } = w;
         drop(next);
+        drop(index_inbox);
         let intake =
             intake.ok_or_else(|| StartError::Config("no stage takes the intake".into()))?;
         stages.reverse(); // head first
@@ -336,6 +370,7 @@ impl Pipeline {
             telemetry,
             output: Arc::clone(&resources.output),
             depth: Arc::new(DepthProbe { inboxes: depth }),
+            aggregation,
         })
     }
 
@@ -358,6 +393,11 @@ impl Pipeline {
         self.telemetry
             .memory_budget_in_use
             .set(self.budget.in_use() as i64);
+        if let Some(a) = &self.aggregation {
+            let (bytes, groups) = a.size();
+            self.telemetry.aggregation_state_bytes.set(bytes as i64);
+            self.telemetry.aggregation_groups.set(groups as i64);
+        }
     }
 
     /// Closes the intake and drains every stage until `deadline`.

@@ -54,6 +54,7 @@ impl Identity {
                     *id.failed_by.entry(label(name)).or_default() += v;
                 }
                 "apm_rs_events_discarded_total" => t.discarded += v,
+                "apm_rs_aggregation_documents_total" => t.produced += v,
                 _ => {}
             }
         }
@@ -71,14 +72,16 @@ impl Identity {
                 indexed: g("indexed"),
                 failed: g("failed"),
                 discarded: g("discarded"),
+                produced: g("aggregated"),
             },
             ..Default::default()
         }
     }
 
-    /// received = rejected + indexed + failed (+ discarded by design).
+    /// received (+ aggregated documents produced) = rejected + indexed +
+    /// failed (+ discarded by design).
     pub fn holds(&self) -> bool {
-        self.received == self.rejected + self.indexed + self.failed + self.discarded
+        self.received + self.produced == self.rejected + self.indexed + self.failed + self.discarded
     }
 
     /// Every received event answered and every accepted one ended.
@@ -88,11 +91,14 @@ impl Identity {
 
     /// The `IDENTITY | case | ...` line.
     pub fn line(&self, case: &str) -> String {
-        let discarded = if self.discarded > 0 {
+        let mut discarded = if self.discarded > 0 {
             format!(" discarded={}", self.discarded)
         } else {
             String::new()
         };
+        if self.produced > 0 {
+            discarded.push_str(&format!(" aggregated={}", self.produced));
+        }
         let detail = |m: &BTreeMap<String, u64>| {
             m.iter()
                 .filter(|(_, v)| **v > 0)

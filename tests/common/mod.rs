@@ -102,13 +102,28 @@ impl TestServer {
             .expect("shutdown thread")
     }
 
-    /// Every (index, document) written to the file sink so far.
+    /// Every (index, document) from intake events written to the file sink
+    /// so far (aggregated metrics left out: see [`TestServer::all_docs`]).
     pub fn docs(&self) -> Vec<(String, serde_json::Value)> {
         read_sink(self.dir.path())
     }
+
+    /// Every (index, document) written to the file sink so far, including
+    /// the server's aggregated metrics.
+    pub fn all_docs(&self) -> Vec<(String, serde_json::Value)> {
+        read_sink_all(self.dir.path())
+    }
 }
 
+/// The (index, document) pairs of intake events in the file sink under `dir`.
 pub fn read_sink(dir: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let mut docs = read_sink_all(dir);
+    docs.retain(|(index, _)| !is_aggregated_index(index));
+    docs
+}
+
+/// Every (index, document) pair in the file sink under `dir`.
+pub fn read_sink_all(dir: &std::path::Path) -> Vec<(String, serde_json::Value)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -203,4 +218,33 @@ pub fn errors_payload(n: usize, service: &str, agent: &str) -> Vec<u8> {
         ));
     }
     s.into_bytes()
+}
+
+/// Is `index` a data stream of the server's aggregated metrics
+/// (`metrics-apm.transaction.1m-default`, …)?
+pub fn is_aggregated_index(index: &str) -> bool {
+    [
+        "transaction",
+        "service_transaction",
+        "service_summary",
+        "service_destination",
+    ]
+    .iter()
+    .any(|m| {
+        index
+            .strip_prefix("metrics-apm.")
+            .and_then(|r| r.strip_prefix(m))
+            .is_some_and(|r| r.starts_with('.'))
+    })
+}
+
+/// Documents in the Elasticsearch double that came from intake events (not
+/// the server's aggregated metrics, which appear when an interval ends and
+/// at shutdown).
+pub fn event_docs(es: &es_double::EsDouble) -> u64 {
+    es.indices()
+        .iter()
+        .filter(|i| !is_aggregated_index(i))
+        .map(|i| es.docs(i).len() as u64)
+        .sum()
 }

@@ -34,6 +34,14 @@ pub const NOT_INDEXED: &[&str] = &[
 /// single-element arrays collapsed to plain values (§17 "Flattened").
 const FLATTENED: &[&str] = &["http.request.headers", "http.response.headers"];
 
+/// Fields of the aggregated metrics mapped as `histogram` or
+/// `aggregate_metric_double`: `fields` returns each as one object.
+const METRIC_OBJECTS: &[&str] = &[
+    "transaction.duration.histogram",
+    "transaction.duration.summary",
+    "event.success_count",
+];
+
 /// `ignore_above` of the dynamic keyword template (§17 "Unmapped strings").
 const IGNORE_ABOVE: usize = 1024;
 
@@ -96,6 +104,19 @@ pub fn fields_view(index: &str, source: &Value) -> Result<Fields, String> {
         out.insert(k, v);
     }
     apply_mappings(&mut out);
+    // The aggregated metrics' index templates map `metricset.name` as a
+    // plain keyword (no ECS `.text` multi-field, unlike `metrics-apm.app.*`).
+    if [
+        "transaction",
+        "service_transaction",
+        "service_summary",
+        "service_destination",
+    ]
+    .iter()
+    .any(|m| ds_dataset.starts_with(&format!("apm.{m}.")))
+    {
+        out.remove("metricset.name.text");
+    }
     Ok(out)
 }
 
@@ -233,7 +254,12 @@ pub fn flattened_value(o: &Map<String, Value>) -> Map<String, Value> {
 /// Objects → dotted keys, arrays of objects → multi-valued leaves, nulls and
 /// empty objects → nothing; flattened fields kept whole; non-indexed dropped.
 fn flatten(prefix: &str, v: &Value, out: &mut Fields) {
-    if NOT_INDEXED.contains(&prefix) {
+    // `_doc_count` is a metadata field: never in `fields`.
+    if NOT_INDEXED.contains(&prefix) || prefix == "_doc_count" {
+        return;
+    }
+    if METRIC_OBJECTS.contains(&prefix) && v.is_object() {
+        out.entry(prefix.to_owned()).or_default().push(v.clone());
         return;
     }
     if FLATTENED.contains(&prefix) {

@@ -267,6 +267,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
                 index_matches("metrics-apm*", idx)
                     && first_str(d, "processor.event") == Some("metric")
                     && first_str(d, "metricset.name") != Some("transaction")
+                    && !d.contains_key("metricset.interval")
             }),
             dynamic: vec![],
         }],
@@ -318,12 +319,157 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
                         first_str(d, "processor.event"),
                         Some("transaction" | "metric")
                     )
+                    && !d.contains_key("metricset.interval")
             }),
             dynamic: [
                 &["@timestamp", "timestamp.us", "source.port"][..],
                 GEO_DYNAMIC,
             ]
             .concat(),
+        }],
+        note: None,
+        sourcemap: None,
+    });
+
+    // Server-side aggregation (aggregation_test.go). The Go agent's
+    // transactions and spans for the upstream tests, timestamped
+    // 2006-01-02T15:04:05.999999Z, with the tracer environment of the
+    // approvals (service `systemtest`, host `beowulf`). Metrics are written
+    // when the server shuts down after the sends.
+    let go_tx = |name: &str, ty: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"transaction\":{{\"trace_id\":\"{i:032x}\",\"id\":\"{i:016x}\",\"name\":\"{name}\",\"type\":\"{ty}\",\"timestamp\":1136214245999999,\"duration\":1000,\"outcome\":\"success\",\"sampled\":true,\"span_count\":{{\"started\":0,\"dropped\":0}}}}}}\n"
+                )
+            })
+            .collect()
+    };
+    let go = |labels: &str, events: String| -> Vec<u8> {
+        format!(
+            "{{\"metadata\":{{\"service\":{{\"name\":\"systemtest\",\"agent\":{{\"name\":\"go\",\"version\":\"0.0.0\"}},\"language\":{{\"name\":\"go\",\"version\":\"2.0\"}},\"runtime\":{{\"name\":\"gc\",\"version\":\"2.0\"}}}},\"process\":{{\"pid\":1,\"title\":\"systemtest.test\"}},\"system\":{{\"architecture\":\"i386\",\"detected_hostname\":\"beowulf\",\"platform\":\"minix\"}}{labels}}}}}\n{events}"
+        )
+        .into_bytes()
+    };
+    let metricset = |name: &'static str| -> Query {
+        Box::new(move |idx, d| {
+            index_matches("metrics-apm*", idx) && first_str(d, "metricset.name") == Some(name)
+        })
+    };
+    // TestTransactionAggregation: Go transactions with an HTTP request
+    // context, plus the FaaS payload the upstream test sends literally (read
+    // from the upstream test source in the corpus).
+    let test_src = String::from_utf8(read(
+        corpus,
+        "upstream/apm-server-systemtest/aggregation_test.go",
+    )?)
+    .map_err(|e| format!("aggregation_test.go: {e}"))?;
+    let faas = test_src
+        .split_once("faasPayload := `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(payload, _)| payload.to_owned())
+        .ok_or("aggregation_test.go: no faasPayload literal")?;
+    let with_request = |name: &str, n: usize| {
+        go_tx(name, "backend", n).replace(
+            "\"sampled\":true,",
+            "\"sampled\":true,\"context\":{\"request\":{\"method\":\"GET\",\"url\":{\"full\":\"/\",\"pathname\":\"/\"},\"headers\":{}}},",
+        )
+    };
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![
+            send(
+                "/intake/v2/events",
+                go(
+                    "",
+                    format!("{}{}", with_request("abc", 5), with_request("def", 10)),
+                ),
+            ),
+            send("/intake/v2/events", faas.into_bytes()),
+        ],
+        checks: vec![Check {
+            approval: "TestTransactionAggregation".into(),
+            query: Box::new(|idx, d| {
+                index_matches("metrics-apm.transaction*", idx)
+                    && d.contains_key("transaction.duration.histogram")
+            }),
+            dynamic: vec![],
+        }],
+        note: None,
+        sourcemap: None,
+    });
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send("/intake/v2/events", go("", go_tx("name", "type", 1)))],
+        checks: vec![Check {
+            approval: "TestTransactionAggregationShutdown".into(),
+            query: Box::new(|idx, d| {
+                index_matches("metrics-apm.transaction*", idx)
+                    && d.contains_key("transaction.duration.histogram")
+            }),
+            dynamic: vec![],
+        }],
+        note: None,
+        sourcemap: None,
+    });
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send(
+            "/intake/v2/events",
+            go(
+                "",
+                ["type1", "type2"]
+                    .iter()
+                    .flat_map(|ty| ["name1", "name2"].map(|n| go_tx(n, ty, 1)))
+                    .collect(),
+            ),
+        )],
+        checks: vec![Check {
+            approval: "TestServiceTransactionMetricsAggregation".into(),
+            query: metricset("service_transaction"),
+            dynamic: vec![],
+        }],
+        note: None,
+        sourcemap: None,
+    });
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send("/intake/v2/events", go("", go_tx("name", "type", 2)))],
+        checks: vec![Check {
+            approval: "TestServiceSummaryMetricsAggregation".into(),
+            query: metricset("service_summary"),
+            dynamic: vec![],
+        }],
+        note: None,
+        sourcemap: None,
+    });
+    // ELASTIC_APM_GLOBAL_LABELS become metadata labels; the transaction's
+    // own label is not a dimension.
+    let spans: String = (0..5)
+        .map(|i| {
+            format!(
+                "{{\"span\":{{\"trace_id\":\"{:032x}\",\"id\":\"{i:016x}\",\"parent_id\":\"00000000000000aa\",\"transaction_id\":\"00000000000000aa\",\"name\":\"name\",\"type\":\"type\",\"timestamp\":1136214245999999,\"duration\":1000,\"outcome\":\"success\",\"context\":{{\"destination\":{{\"service\":{{\"name\":\"name\",\"resource\":\"resource\",\"type\":\"\"}}}}}}}}}}\n",
+                0xaa
+            )
+        })
+        .collect();
+    let tx = "{\"transaction\":{\"trace_id\":\"000000000000000000000000000000aa\",\"id\":\"00000000000000aa\",\"name\":\"name\",\"type\":\"type\",\"duration\":5000,\"outcome\":\"success\",\"sampled\":true,\"span_count\":{\"started\":5},\"context\":{\"tags\":{\"mylabel\":\"myvalue\"}}}}\n";
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send(
+            "/intake/v2/events",
+            go(
+                ",\"labels\":{\"department_name\":\"apm\",\"organization\":\"observability\",\"company\":\"elastic\"}",
+                format!("{spans}{tx}"),
+            ),
+        )],
+        checks: vec![Check {
+            approval: "TestServiceDestinationAggregation".into(),
+            query: Box::new(|idx, d| {
+                index_matches("metrics-apm.service_destination*", idx)
+                    && d.contains_key("span.destination.service.response_time.count")
+            }),
+            dynamic: vec![],
         }],
         note: None,
         sourcemap: None,
@@ -486,16 +632,22 @@ pub fn skipped(approval: &str) -> Option<&'static str> {
     if approval.starts_with("TestOTLP") {
         return Some("produced from OTLP traffic; apm-rs has no OTLP intake");
     }
-    if approval.contains("Aggregation") {
-        return Some("produced by server-side aggregation (x-pack), not from intake payloads");
+    if approval == "TestServiceSummaryMetricsAggregationOverflow" {
+        return Some(
+            "which services keep their own group past max_services follows \
+             apm-aggregation's merge order (the approval keeps the last two of \
+             four services); apm-rs keeps the first ones (docs/aggregation.md)",
+        );
     }
     match approval {
         "TestAgentConfig" => Some("agent configuration documents, not intake"),
-        "TestCompressedSpans"
-        | "TestTransactionDroppedSpansStatsMetrics"
-        | "TestTransactionDroppedSpansStatsTransaction" => {
-            Some("produced by live Go-agent traffic (and aggregation); no payload in the corpus")
+        "TestCompressedSpans" | "TestTransactionDroppedSpansStatsTransaction" => {
+            Some("produced by live Go-agent traffic; no payload in the corpus")
         }
+        "TestTransactionDroppedSpansStatsMetrics" => Some(
+            "needs a transaction's dropped_spans_stats in the aggregation; they are \
+             decoded and validated but not yet kept in the event model",
+        ),
         _ => None,
     }
 }

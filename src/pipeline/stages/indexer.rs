@@ -1,15 +1,18 @@
 //! Bulk indexer stage: encodes each event straight into a bulk buffer
 //! (action line + document) and hands it to the output instance it owns.
 //!
-//! Invariants: every event received here ends indexed, failed or discarded
-//! (unsampled transactions) in the counters; a panic while encoding one
-//! event fails only that event; the output is flushed at least every flush
-//! interval and closed with the shutdown deadline.
+//! Its inbox carries both event batches and the aggregator's ready-made
+//! metric documents ([`ToIndex`]).
+//!
+//! Invariants: every event or document received here ends indexed or
+//! failed in the counters; a panic while encoding one event fails only that
+//! event; the output is flushed at least every flush interval and closed
+//! with the shutdown deadline.
 
 use crate::config::settings::Stage;
 use crate::model::{encode, EncodeContext};
-use crate::output::Output;
-use crate::pipeline::supervisor::{Actor, Loss};
+use crate::output::{Ack, Output};
+use crate::pipeline::supervisor::{Actor, Loss, Message};
 use crate::pipeline::topology::EventsHook;
 use crate::pipeline::topology::{StartError, Wiring};
 use crate::pipeline::EventBatch;
@@ -55,8 +58,34 @@ pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<()
         )
         .with_hook(hook.clone())
     })?;
-    w.set_next(vec![inbox]);
+    w.set_index_inbox(inbox);
     Ok(())
+}
+
+/// Aggregated metric documents (bulk action line and source each), sharing one ack.
+#[derive(Debug)]
+pub struct Documents {
+    pub docs: Vec<Vec<u8>>,
+    pub ack: Ack,
+}
+
+/// What the indexer indexes.
+#[derive(Debug)]
+pub enum ToIndex {
+    Events(EventBatch),
+    Documents(Documents),
+}
+
+impl Message for ToIndex {
+    fn loss(&self) -> Loss {
+        match self {
+            ToIndex::Events(eb) => eb.loss(),
+            ToIndex::Documents(d) => Loss {
+                committed: true,
+                events: d.docs.len(),
+            },
+        }
+    }
 }
 
 pub struct Indexer {
@@ -106,7 +135,7 @@ impl Indexer {
 }
 
 impl Actor for Indexer {
-    type Msg = EventBatch;
+    type Msg = ToIndex;
 
     /// Events already handed to the output are the output's to count; only
     /// the rest of the batch is lost. (The output itself is rebuilt; what it
@@ -118,7 +147,21 @@ impl Actor for Indexer {
         }
     }
 
-    fn handle(&mut self, eb: EventBatch) {
+    fn handle(&mut self, msg: ToIndex) {
+        let eb = match msg {
+            ToIndex::Events(eb) => eb,
+            ToIndex::Documents(d) => {
+                self.in_hand = d.docs.len();
+                for doc in &d.docs {
+                    self.output.append(doc, Arc::clone(&d.ack));
+                    self.in_hand -= 1;
+                }
+                if self.last_tick.elapsed() >= self.flush_every {
+                    self.idle();
+                }
+                return;
+            }
+        };
         self.in_hand = eb.events.len();
         for ev in &eb.events {
             if let Some(hook) = &self.hook {

@@ -5,6 +5,7 @@
 //! ([`Wiring`](super::topology::Wiring)) and hands its own inboxes on.
 //! [`super::topology::STAGES`] lists the stages in order.
 
+pub mod aggregator;
 pub mod decoder;
 pub mod indexer;
 pub mod rate;
