@@ -238,6 +238,17 @@ impl IntakeRun {
     }
 
     /// Lines decoded before the failure are processed first (they count).
+    /// Sends one batch of already-read lines without a metadata line (an
+    /// OTLP message) through the same room/queue/outcome waiting as a stream.
+    pub async fn submit(mut self, lines: Vec<RawLine>, bytes: usize) -> IntakeResult {
+        self.metadata_sent = true;
+        self.pending_count = lines.len();
+        self.pending = lines;
+        self.pending_bytes = bytes;
+        self.flush().await;
+        self.result
+    }
+
     async fn body_failed(&mut self, body: &mut BodyDecoder, e: super::body::BodyError) {
         if let Next::Stop = self.take_lines(body).await {
             return;

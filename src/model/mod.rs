@@ -24,6 +24,7 @@ mod decode;
 mod encode;
 mod event;
 mod grouping;
+pub mod otlp;
 mod routing;
 #[cfg(test)]
 mod tests;

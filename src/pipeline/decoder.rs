@@ -1,4 +1,5 @@
-//! Decoder stage: raw ndjson lines → typed events (simd-json, v2 and RUM v3).
+//! Decoder stage: raw ndjson lines → typed events (simd-json, v2 and RUM v3);
+//! OTLP protobuf messages → the same events (see [`crate::model::otlp`]).
 //!
 //! The first batch of a request carries its metadata line; the decoded
 //! [`Metadata`](crate::model::Metadata) is stored on the request for later
@@ -8,7 +9,9 @@
 
 use super::supervisor::{Actor, Loss, Message};
 use super::{Batch, EventBatch, LineErr, Outcome, PipelineHooks, RawLine, Terminal};
+use crate::model::otlp::decode_otlp;
 use crate::model::{DecodeConfig, Decoder as ModelDecoder};
+use bytes::Bytes;
 use crate::telemetry::{reject, Telemetry};
 use crossbeam_channel::Sender;
 use std::sync::Arc;
@@ -95,23 +98,37 @@ impl Actor for Decoder {
                 }
             }
         }
-        let Some(meta) = req.metadata.get() else {
+        let meta = req.metadata.get();
+        if meta.is_none() && lines.iter().any(|l| !matches!(l, RawLine::Otlp(..))) {
             let _ = ticket.commit(Outcome {
                 terminal: Some(Terminal::Internal("metadata missing".into())),
                 ..Default::default()
             });
             return;
-        };
+        }
         let mut events = Vec::with_capacity(lines.len());
         let mut errors = Vec::new();
         for line in lines {
             match line {
                 RawLine::Json(bytes) => {
+                    let Some(meta) = meta else { continue };
                     if let Err(e) = self.model.decode_event(&bytes, meta, &mut events) {
                         errors.push(LineErr {
                             message: e.to_string(),
                             document: bytes,
                         });
+                    }
+                }
+                RawLine::Otlp(signal, bytes) => {
+                    match decode_otlp(signal, &bytes, &req.base, &mut events) {
+                        Ok(rejected) => errors.extend(rejected.into_iter().map(|r| LineErr {
+                            message: r.message,
+                            document: Bytes::new(),
+                        })),
+                        Err(e) => errors.push(LineErr {
+                            message: e.to_string(),
+                            document: Bytes::new(),
+                        }),
                     }
                 }
                 RawLine::TooLarge(prefix) => errors.push(LineErr {
