@@ -35,12 +35,14 @@ fn resource(service: &str) -> Option<Resource> {
                 value: Some(AnyValue {
                     value: Some(Value::StringValue(service.into())),
                 }),
+                ..Default::default()
             },
             KeyValue {
                 key: "telemetry.sdk.language".into(),
                 value: Some(AnyValue {
                     value: Some(Value::StringValue("rust".into())),
                 }),
+                ..Default::default()
             },
         ],
         ..Default::default()
