@@ -380,7 +380,9 @@ pub fn decode_otlp(data: &[u8]) {
         let text = std::str::from_utf8(&out).expect("documents are UTF-8");
         let mut lines = text.lines();
         for part in ["action", "document"] {
-            let line = lines.next().unwrap_or_else(|| panic!("{part} line missing"));
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{part} line missing"));
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("{part} is not JSON ({e}): {line}"));
             assert!(v.is_object(), "{part} is not an object");

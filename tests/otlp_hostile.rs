@@ -70,7 +70,10 @@ fn invalid_argument(status: u16, body: bytes::Bytes) -> String {
 async fn invalid_utf8_in_a_string_is_invalid_argument() {
     let s = TestServer::start(&[]);
     let mut body = traces("ZZZZ", vec![span(1)]);
-    let at = body.windows(4).position(|w| w == b"ZZZZ").expect("name bytes");
+    let at = body
+        .windows(4)
+        .position(|w| w == b"ZZZZ")
+        .expect("name bytes");
     body[at..at + 4].copy_from_slice(&[0xff, 0xfe, 0xc0, 0x80]);
     let (status, b) = export(&s.url, body).await;
     let msg = invalid_argument(status, b);
@@ -78,7 +81,8 @@ async fn invalid_utf8_in_a_string_is_invalid_argument() {
 }
 
 #[tokio::test]
-async fn anyvalue_nested_past_the_decoder_limit_is_invalid_argument_and_shallower_nesting_is_kept() {
+async fn anyvalue_nested_past_the_decoder_limit_is_invalid_argument_and_shallower_nesting_is_kept()
+{
     let mut s = TestServer::start(&[]);
     let nest = |levels: usize| {
         let v = (0..levels).fold(

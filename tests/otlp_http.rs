@@ -16,8 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics,
-    ScopeMetrics,
+    metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
@@ -202,7 +201,11 @@ async fn malformed_protobuf_is_400_invalid_argument() {
     assert_eq!(status, 400);
     let st = RpcStatus::decode(body).expect("google.rpc.Status");
     assert_eq!(st.code, 3);
-    assert!(st.message.contains("failed to decode OTLP logs"), "{}", st.message);
+    assert!(
+        st.message.contains("failed to decode OTLP logs"),
+        "{}",
+        st.message
+    );
 }
 
 #[tokio::test]

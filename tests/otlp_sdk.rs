@@ -22,7 +22,10 @@ fn python(test: &str) -> Option<PathBuf> {
     if py.exists() {
         return Some(py);
     }
-    let msg = format!("OpenTelemetry Python SDK not installed at {} (run .ci/agents.sh)", py.display());
+    let msg = format!(
+        "OpenTelemetry Python SDK not installed at {} (run .ci/agents.sh)",
+        py.display()
+    );
     if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
         panic!("{test}: {msg} (CI=true: the SDK is required)");
     }
@@ -76,7 +79,11 @@ async fn python_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
             })
             .count()
     };
-    assert_eq!(count("traces-apm-default", "/transaction/type"), 1, "{docs:?}");
+    assert_eq!(
+        count("traces-apm-default", "/transaction/type"),
+        1,
+        "{docs:?}"
+    );
     assert_eq!(count("traces-apm-default", "/span/type"), 1);
     assert_eq!(count("logs-apm.error-default", "/error"), 1);
     assert!(count("metrics-apm.app.py_otel-default", "/metricset") >= 1);

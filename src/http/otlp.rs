@@ -115,15 +115,27 @@ mod rpc_code {
     pub const UNAVAILABLE: i32 = 14;
 }
 
-pub async fn traces(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub async fn traces(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     handle(Signal::Traces, req, payload, state).await
 }
 
-pub async fn metrics(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     handle(Signal::Metrics, req, payload, state).await
 }
 
-pub async fn logs(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub async fn logs(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     handle(Signal::Logs, req, payload, state).await
 }
 
@@ -247,21 +259,21 @@ fn success(signal: Signal, r: IntakeResult) -> HttpResponse {
         .unwrap_or_default();
     let body = match signal {
         Signal::Traces => ExportTraceServiceResponse {
-            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+            partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: rejected,
                 error_message: message,
             }),
         }
         .encode_to_vec(),
         Signal::Metrics => ExportMetricsServiceResponse {
-            partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
+            partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
                 rejected_data_points: rejected,
                 error_message: message,
             }),
         }
         .encode_to_vec(),
         Signal::Logs => ExportLogsServiceResponse {
-            partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
+            partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
                 rejected_log_records: rejected,
                 error_message: message,
             }),

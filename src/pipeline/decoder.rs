@@ -11,8 +11,8 @@ use super::supervisor::{Actor, Loss, Message};
 use super::{Batch, EventBatch, LineErr, Outcome, PipelineHooks, RawLine, Terminal};
 use crate::model::otlp::decode_otlp;
 use crate::model::{DecodeConfig, Decoder as ModelDecoder};
-use bytes::Bytes;
 use crate::telemetry::{reject, Telemetry};
+use bytes::Bytes;
 use crossbeam_channel::Sender;
 use std::sync::Arc;
 

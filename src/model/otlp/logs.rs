@@ -8,7 +8,7 @@
 
 use super::super::event::{Body, Labels, LogEvent};
 use super::super::{Event, RequestBase};
-use super::{attrs, hex_id, resource, set_label, merge_labels, to_text, Rejected};
+use super::{attrs, hex_id, merge_labels, resource, set_label, to_text, Rejected};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 

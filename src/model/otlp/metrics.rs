@@ -8,7 +8,7 @@
 
 use super::super::event::{Body, Labels, Metricset, Sample};
 use super::super::{Event, RequestBase};
-use super::{attrs, resource, set_label, merge_labels, Rejected};
+use super::{attrs, merge_labels, resource, set_label, Rejected};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
@@ -107,7 +107,12 @@ fn unsupported(points: usize, what: &str, rejected: &mut Vec<Rejected>) {
     }
 }
 
-fn numbers(points: &[NumberDataPoint], proto: Sample, g: &mut Groups, rejected: &mut Vec<Rejected>) {
+fn numbers(
+    points: &[NumberDataPoint],
+    proto: Sample,
+    g: &mut Groups,
+    rejected: &mut Vec<Rejected>,
+) {
     for p in points {
         let value = match p.value {
             Some(Value::AsDouble(d)) => d,

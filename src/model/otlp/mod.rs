@@ -103,10 +103,7 @@ pub(crate) fn hex_id(bytes: &[u8], len: usize, field: &str) -> Result<String, Re
     }
     if bytes.len() != len {
         return Err(Rejected {
-            message: format!(
-                "{field} must be {len} bytes, got {}",
-                bytes.len()
-            ),
+            message: format!("{field} must be {len} bytes, got {}", bytes.len()),
         });
     }
     let mut s = String::with_capacity(len * 2);

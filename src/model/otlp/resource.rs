@@ -31,9 +31,7 @@ pub(crate) fn metadata(
             "service.name" => service.name = s(),
             "service.version" => service.version = s(),
             "service.instance.id" => service.node_name = s(),
-            "deployment.environment" | "deployment.environment.name" => {
-                service.environment = s()
-            }
+            "deployment.environment" | "deployment.environment.name" => service.environment = s(),
             "telemetry.sdk.language" => service.language.name = s(),
             "telemetry.sdk.name" => sdk_name = s(),
             "telemetry.sdk.version" => agent.version = s(),

@@ -6,14 +6,18 @@ use crate::model::{encode, EncodeContext};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue,
+};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 use prost::Message;
 use serde_json::Value as J;
 
@@ -69,7 +73,10 @@ fn docs(signal: Signal, bytes: &[u8]) -> (Vec<(String, J)>, Vec<Rejected>) {
             let action: J = serde_json::from_str(lines.next().expect("action")).expect("json");
             let doc: J = serde_json::from_str(lines.next().expect("doc")).expect("json");
             (
-                action["create"]["_index"].as_str().unwrap_or_default().to_owned(),
+                action["create"]["_index"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 doc,
             )
         })
@@ -145,7 +152,10 @@ fn a_client_db_span_is_a_db_span_and_exception_events_are_errors() {
         3,
         &[2; 8],
         span::SpanKind::Client,
-        vec![kv("db.system", s("postgresql")), kv("db.statement", s("SELECT 1"))],
+        vec![
+            kv("db.system", s("postgresql")),
+            kv("db.statement", s("SELECT 1")),
+        ],
     );
     child.status = Some(Status {
         code: status::StatusCode::Error as i32,
@@ -169,17 +179,25 @@ fn a_client_db_span_is_a_db_span_and_exception_events_are_errors() {
     ];
     let (d, _) = docs(Signal::Traces, &traces(vec![child]));
     assert_eq!(d.len(), 3);
-    let err = d.iter().find(|(i, _)| i == "logs-apm.error-default").expect("error doc");
+    let err = d
+        .iter()
+        .find(|(i, _)| i == "logs-apm.error-default")
+        .expect("error doc");
     assert_eq!(err.1["error"]["exception"][0]["type"], "ValueError");
     assert_eq!(err.1["error"]["exception"][0]["message"], "bad value");
     assert_eq!(err.1["parent"]["id"], "0303030303030303");
-    assert!(err.1["error"]["grouping_key"].as_str().is_some_and(|k| !k.is_empty()));
+    assert!(err.1["error"]["grouping_key"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty()));
     let log = d
         .iter()
         .find(|(i, _)| i == "logs-apm.app.checkout-default")
         .expect("log doc");
     assert_eq!(log.1["message"], "retrying");
-    let sp = d.iter().find(|(i, _)| i == "traces-apm-default").expect("span doc");
+    let sp = d
+        .iter()
+        .find(|(i, _)| i == "traces-apm-default")
+        .expect("span doc");
     assert_eq!(sp.1["span"]["type"], "db");
     assert_eq!(sp.1["span"]["subtype"], "postgresql");
     assert_eq!(sp.1["span"]["db"]["statement"], "SELECT 1");
@@ -271,7 +289,10 @@ fn gauges_sums_and_histograms_with_the_same_attributes_share_a_metricset() {
     assert_eq!(doc["labels"]["route"], "/pay");
     let samples = doc["metricset"]["samples"].as_array().expect("samples");
     assert_eq!(samples.len(), 3);
-    let h = samples.iter().find(|s| s["name"] == "latency").expect("histogram");
+    let h = samples
+        .iter()
+        .find(|s| s["name"] == "latency")
+        .expect("histogram");
     let values: Vec<f64> = h["values"]
         .as_array()
         .expect("values")
@@ -284,9 +305,16 @@ fn gauges_sums_and_histograms_with_the_same_attributes_share_a_metricset() {
 
 #[test]
 fn log_records_keep_severity_body_and_trace_context() {
-    let nested = (0..30).fold(AnyValue { value: Some(s("deep")) }, |inner, _| AnyValue {
-        value: Some(Value::ArrayValue(ArrayValue { values: vec![inner] })),
-    });
+    let nested = (0..30).fold(
+        AnyValue {
+            value: Some(s("deep")),
+        },
+        |inner, _| AnyValue {
+            value: Some(Value::ArrayValue(ArrayValue {
+                values: vec![inner],
+            })),
+        },
+    );
     let m = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: resource(),
@@ -295,7 +323,9 @@ fn log_records_keep_severity_body_and_trace_context() {
                     LogRecord {
                         time_unix_nano: 2_000_000_000,
                         severity_number: 13,
-                        body: Some(AnyValue { value: Some(s("disk almost full")) }),
+                        body: Some(AnyValue {
+                            value: Some(s("disk almost full")),
+                        }),
                         trace_id: vec![1; 16],
                         span_id: vec![2; 8],
                         ..Default::default()

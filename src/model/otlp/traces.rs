@@ -9,7 +9,7 @@ use super::super::event::{
     Body, ErrorEvent, Exception, Http, Labels, LogEvent, Span, Transaction, Url,
 };
 use super::super::{Event, RequestBase};
-use super::{as_int, as_str, attrs, hex_id, resource, set_label, merge_labels, to_text, Rejected};
+use super::{as_int, as_str, attrs, hex_id, merge_labels, resource, set_label, to_text, Rejected};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -93,7 +93,10 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
     let parent = hex_id(&s.parent_span_id, 8, "parent_span_id")?;
     let mut links = Vec::new();
     for l in &s.links {
-        links.push((hex_id(&l.trace_id, 16, "link trace_id")?, hex_id(&l.span_id, 8, "link span_id")?));
+        links.push((
+            hex_id(&l.trace_id, 16, "link trace_id")?,
+            hex_id(&l.span_id, 8, "link span_id")?,
+        ));
     }
     let kind = SpanKind::try_from(s.kind).unwrap_or(SpanKind::Unspecified);
     let is_tx = parent.is_empty() || matches!(kind, SpanKind::Server | SpanKind::Consumer);
@@ -117,8 +120,7 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
     let body = if is_tx {
         let ty = if !f.messaging_system.is_empty() {
             "messaging"
-        } else if !f.http_method.is_empty() || f.http_status.is_some() || !f.rpc_system.is_empty()
-        {
+        } else if !f.http_method.is_empty() || f.http_status.is_some() || !f.rpc_system.is_empty() {
             "request"
         } else {
             "unknown"
@@ -167,7 +169,12 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
         } else if !f.messaging_system.is_empty() {
             sp.type_ = "messaging".into();
             sp.subtype = f.messaging_system.clone();
-            sp.action = if kind == SpanKind::Producer { "send" } else { "receive" }.into();
+            sp.action = if kind == SpanKind::Producer {
+                "send"
+            } else {
+                "receive"
+            }
+            .into();
         } else if !f.http_method.is_empty() || !f.url.is_empty() {
             sp.type_ = "external".into();
             sp.subtype = "http".into();
@@ -232,7 +239,11 @@ fn span_event(
                 "exception.escaped" => {
                     escaped = matches!(
                         v.value,
-                        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(true))
+                        Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(
+                                true
+                            )
+                        )
                     )
                 }
                 _ => {}
