@@ -210,7 +210,7 @@ async fn export(
     }
     if result.accepted == 0 {
         if let Some(first) = result.errors.first() {
-            return Err(OtlpHttpError::Invalid(first.message.clone()));
+            return Err(OtlpHttpError::Invalid(first.error.to_string()));
         }
     }
     Ok(result)
@@ -255,7 +255,7 @@ fn success(signal: Signal, r: IntakeResult) -> HttpResponse {
     let message = r
         .errors
         .first()
-        .map(|e| e.message.clone())
+        .map(|e| e.error.to_string())
         .unwrap_or_default();
     let body = match signal {
         Signal::Traces => ExportTraceServiceResponse {

@@ -10,13 +10,11 @@
 use super::supervisor::{Actor, Loss, Message};
 use super::{Batch, EventBatch, LineErr, Outcome, PipelineHooks, RawLine, Terminal};
 use crate::model::otlp::decode_otlp;
-use crate::model::{DecodeConfig, Decoder as ModelDecoder};
+use crate::model::{DecodeConfig, Decoder as ModelDecoder, LineError};
 use crate::telemetry::{reject, Telemetry};
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 use std::sync::Arc;
-
-pub const TOO_LARGE: &str = "event exceeded the permitted size";
 
 impl Message for Batch {
     fn loss(&self) -> Loss {
@@ -114,7 +112,7 @@ impl Actor for Decoder {
                     let Some(meta) = meta else { continue };
                     if let Err(e) = self.model.decode_event(&bytes, meta, &mut events) {
                         errors.push(LineErr {
-                            message: e.to_string(),
+                            error: e,
                             document: bytes,
                         });
                     }
@@ -122,22 +120,25 @@ impl Actor for Decoder {
                 RawLine::Otlp(signal, bytes) => {
                     match decode_otlp(signal, &bytes, &req.base, &mut events) {
                         Ok(rejected) => errors.extend(rejected.into_iter().map(|r| LineErr {
-                            message: r.message,
+                            error: LineError::Otlp(r.message),
                             document: Bytes::new(),
                         })),
                         Err(e) => errors.push(LineErr {
-                            message: e.to_string(),
+                            error: LineError::Otlp(e.to_string()),
                             document: Bytes::new(),
                         }),
                     }
                 }
                 RawLine::TooLarge(prefix) => errors.push(LineErr {
-                    message: TOO_LARGE.into(),
+                    error: LineError::TooLarge,
                     document: prefix,
                 }),
             }
         }
-        let invalid = errors.iter().filter(|e| e.message != TOO_LARGE).count();
+        let invalid = errors
+            .iter()
+            .filter(|e| e.error != LineError::TooLarge)
+            .count();
         self.telemetry
             .events_received
             .inc_by((events.len() + errors.len()) as u64);
