@@ -29,8 +29,8 @@ use prost::Message;
 use std::io::Read;
 use std::sync::{Arc, OnceLock};
 
-/// Largest OTLP message accepted, on the wire and decompressed (apm-server
-/// takes gRPC messages up to the same size).
+/// Largest OTLP message accepted, on the wire and decompressed; one message
+/// is one pipeline batch, so this also bounds a batch's memory-budget permit.
 pub const MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
 
 const PROTOBUF: &str = "application/x-protobuf";
