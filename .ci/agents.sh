@@ -47,6 +47,21 @@ else
 fi
 "$VENV/bin/python" -c 'import elasticapm; print("elastic-apm", elasticapm.VERSION)'
 
+# --- OpenTelemetry Python SDK (OTLP/HTTP exporter), its own venv -------------
+OTEL_LOCK="$REPO/agents/otel-python/requirements.txt"
+OTEL_VENV="$DIR/otel-python"
+if stamp_ok "$OTEL_VENV/.stamp" "$OTEL_LOCK"; then
+  echo "opentelemetry python sdk: up to date"
+else
+  echo "opentelemetry python sdk: installing"
+  rm -rf "$OTEL_VENV"
+  python3 -m venv "$OTEL_VENV"
+  "$OTEL_VENV/bin/pip" install -q --disable-pip-version-check \
+    --cache-dir "${PIP_CACHE_DIR:-$HOME/.cache/apm-rs/pip}" -r "$OTEL_LOCK"
+  stamp_write "$OTEL_VENV/.stamp" "$OTEL_LOCK"
+fi
+"$OTEL_VENV/bin/python" -c 'from opentelemetry.sdk.version import __version__ as v; print("opentelemetry-sdk", v)'
+
 # --- npm agents (Node.js, RUM + playwright-core) ------------------------------
 for a in node rum; do
   src="$REPO/agents/$a"; dst="$DIR/$a"

@@ -362,3 +362,51 @@ pub fn client_ip(data: &[u8]) {
         assert_eq!(a, from_peer, "no forwarding header but not the peer");
     }
 }
+
+// ---------------------------------------------------------------------------
+// OTLP translation
+
+/// OTLP decoding (`decode_otlp` target): the first byte picks the signal,
+/// the rest is the protobuf message. Invariants: decoding never panics;
+/// every event it yields encodes into an action line and a document that
+/// serde_json parses as objects; decoding the same bytes again gives the
+/// same number of events and refusals.
+pub fn decode_otlp(data: &[u8]) {
+    use crate::model::otlp::{decode_otlp, Signal};
+    let Some((&sel, msg)) = data.split_first() else {
+        return;
+    };
+    let signal = [Signal::Traces, Signal::Metrics, Signal::Logs][usize::from(sel) % 3];
+    let base = RequestBase::default();
+    let mut events = Vec::new();
+    let first = decode_otlp(signal, msg, &base, &mut events);
+    let ctx = EncodeContext {
+        observer_hostname: "fuzz".into(),
+        observer_version: "9.0.0".into(),
+        namespace: "default".into(),
+    };
+    for ev in &events {
+        let mut out = Vec::new();
+        if !encode(ev, &ctx, &mut out) {
+            continue;
+        }
+        let text = std::str::from_utf8(&out).expect("documents are UTF-8");
+        let mut lines = text.lines();
+        for part in ["action", "document"] {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{part} line missing"));
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{part} is not JSON ({e}): {line}"));
+            assert!(v.is_object(), "{part} is not an object");
+        }
+    }
+    let mut again = Vec::new();
+    let second = decode_otlp(signal, msg, &base, &mut again);
+    assert_eq!(events.len(), again.len(), "event count differs on replay");
+    assert_eq!(
+        first.map(|r| r.len()).ok(),
+        second.map(|r| r.len()).ok(),
+        "refusals differ on replay"
+    );
+}

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 type Harness = fn(&[u8]);
 
-const TARGETS: [(&str, Harness); 4] = [
+const TARGETS: [(&str, Harness); 5] = [
     ("ndjson_framer", apm_rs::fuzzing::ndjson_framer),
     ("decode_v2", apm_rs::fuzzing::decode_v2),
     ("decode_v3", apm_rs::fuzzing::decode_v3),
     ("client_ip", apm_rs::fuzzing::client_ip),
+    ("decode_otlp", apm_rs::fuzzing::decode_otlp),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {

@@ -296,6 +296,35 @@ impl IntakeRun {
         }
     }
 
+    /// Sends one batch of already-read lines without a metadata line (an
+    /// OTLP message) through the same room/queue/outcome waiting as a stream.
+    /// Its `bytes` are charged to the memory budget first, waiting up to
+    /// `queue_wait` for room (then 503 "queue is full").
+    pub async fn submit(mut self, lines: Vec<RawLine>, bytes: usize) -> IntakeResult {
+        self.metadata_seen = true;
+        self.pending_count = lines.len();
+        self.pending = lines;
+        self.pending_bytes = bytes;
+        let wait = self.state.cfg.pipeline.queue_wait.get();
+        let mut backoff = Duration::from_millis(1);
+        while !self.held.try_grow(bytes.saturating_sub(self.held.bytes())) {
+            if self.waited >= wait {
+                let n = self.pending_count;
+                let telemetry = &self.state.telemetry;
+                telemetry.events_received.inc_by(n as u64);
+                telemetry.reject(reject::QUEUE_FULL, n);
+                self.result.terminal = Some(IntakeError::QueueFull);
+                return self.result;
+            }
+            let slept = Instant::now();
+            tokio::time::sleep(backoff.min(wait.saturating_sub(self.waited))).await;
+            self.waited += slept.elapsed();
+            backoff = (backoff * 2).min(Duration::from_millis(16));
+        }
+        self.flush().await;
+        self.result
+    }
+
     /// Lines decoded before the failure are processed first (they count).
     async fn body_failed(&mut self, body: &mut BodyDecoder, e: super::body::BodyError) {
         if let Next::Stop = self.take_lines(body).await {

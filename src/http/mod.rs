@@ -9,6 +9,7 @@
 //! * agent config (`/config/v1/agents` backend group, `/config/v1/rum/agents`
 //!   RUM group): see [`agentcfg`]; `apm-server.expvar.url` when enabled (no
 //!   auth, see [`metrics`]);
+//! * OTLP/HTTP (`/v1/traces`, `/v1/metrics`, `/v1/logs`): backend group, see [`otlp`];
 //! * anything else: `404 {"error":"404 page not found"}`.
 //!
 //! Every response carries `X-Content-Type-Options: nosniff`; a panic in a
@@ -22,6 +23,7 @@ pub mod error;
 pub mod intake;
 pub mod limits;
 pub mod metrics;
+pub mod otlp;
 pub mod response;
 pub mod root;
 pub mod sourcemap_upload;
@@ -99,7 +101,10 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route(
                 "/assets/v1/sourcemaps",
                 web::route().to(sourcemap_upload::handle),
-            );
+            )
+            .route("/v1/traces", web::route().to(otlp::traces))
+            .route("/v1/metrics", web::route().to(otlp::metrics))
+            .route("/v1/logs", web::route().to(otlp::logs));
         // --- agent configuration and expvar (agentcfg branch) ---
         c.route("/config/v1/agents", web::route().to(agentcfg::backend))
             .route("/config/v1/rum/agents", web::route().to(agentcfg::rum));

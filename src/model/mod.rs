@@ -24,6 +24,7 @@ mod decode;
 mod encode;
 pub(crate) mod event;
 mod grouping;
+pub mod otlp;
 mod routing;
 #[cfg(test)]
 mod tests;
@@ -79,4 +80,7 @@ pub enum LineError {
     /// The line is longer than `max_event_size`; it is not decoded.
     #[error("event exceeded the permitted size")]
     TooLarge,
+    /// An OTLP message that does not decode, or one of its items refused.
+    #[error("{0}")]
+    Otlp(String),
 }

@@ -81,6 +81,8 @@ pub enum RawLine {
     Json(Bytes),
     /// A line over `max_event_size`: its first `max_event_size` bytes.
     TooLarge(Bytes),
+    /// A whole OTLP protobuf message (a request has no metadata line then).
+    Otlp(crate::model::otlp::Signal, Bytes),
 }
 
 /// A per-line error reported to the client: what was wrong (its `Display`

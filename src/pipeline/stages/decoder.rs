@@ -1,4 +1,5 @@
-//! Decoder stage: raw ndjson lines → typed events (simd-json, v2 and RUM v3).
+//! Decoder stage: raw ndjson lines → typed events (simd-json, v2 and RUM v3);
+//! OTLP protobuf messages → the same events (see [`crate::model::otlp`]).
 //!
 //! The first batch of a request carries its metadata line; the decoded
 //! [`Metadata`](crate::model::Metadata) is stored on the request for later
@@ -7,11 +8,13 @@
 //! is answered here; the others go on to the validator.
 
 use crate::config::settings::Stage;
+use crate::model::otlp::decode_otlp;
 use crate::model::{DecodeConfig, Decoder as ModelDecoder, LineError};
 use crate::pipeline::supervisor::{Actor, Loss, Message};
 use crate::pipeline::topology::{StartError, Wiring};
 use crate::pipeline::{Batch, EventBatch, LineErr, Outcome, PipelineHooks, RawLine, Terminal};
 use crate::telemetry::{reject, Telemetry};
+use bytes::Bytes;
 use crossbeam_channel::Sender;
 use std::sync::Arc;
 
@@ -115,23 +118,37 @@ impl Actor for Decoder {
                 }
             }
         }
-        let Some(meta) = req.metadata.get() else {
+        let meta = req.metadata.get();
+        if meta.is_none() && lines.iter().any(|l| !matches!(l, RawLine::Otlp(..))) {
             let _ = ticket.commit(Outcome {
                 terminal: Some(Terminal::Internal("metadata missing".into())),
                 ..Default::default()
             });
             return;
-        };
+        }
         let mut events = Vec::with_capacity(lines.len());
         let mut errors = Vec::new();
         for line in lines {
             match line {
                 RawLine::Json(bytes) => {
+                    let Some(meta) = meta else { continue };
                     if let Err(e) = self.model.decode_event(&bytes, meta, &mut events) {
                         errors.push(LineErr {
                             error: e,
                             document: bytes,
                         });
+                    }
+                }
+                RawLine::Otlp(signal, bytes) => {
+                    match decode_otlp(signal, &bytes, &req.base, &mut events) {
+                        Ok(rejected) => errors.extend(rejected.into_iter().map(|r| LineErr {
+                            error: LineError::Otlp(r.message),
+                            document: Bytes::new(),
+                        })),
+                        Err(e) => errors.push(LineErr {
+                            error: LineError::Otlp(e.to_string()),
+                            document: Bytes::new(),
+                        }),
                     }
                 }
                 RawLine::TooLarge(prefix) => errors.push(LineErr {

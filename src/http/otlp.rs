@@ -1,0 +1,286 @@
+//! OTLP over HTTP (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`): reads the
+//! protobuf body (gzip allowed), hands it to the pipeline as one batch and
+//! answers in OTLP's shape.
+//!
+//! Invariants: the route is in the backend group (authentication and the
+//! anonymous per-IP limit run before the body is read); a body is read up
+//! to [`MAX_MESSAGE_BYTES`] before and after decompression, never more; the
+//! message enters the same bounded pipeline as intake v2 (one batch, its
+//! memory-budget permit sized by the decoded bytes); success is `200` with
+//! an `Export*ServiceResponse` whose `partial_success` counts the refused
+//! items; failures are the HTTP status plus a `google.rpc.Status` message.
+
+use super::error::IntakeError;
+use super::intake::{IntakeResult, IntakeRun};
+use super::{backend_group, response, AppState};
+use crate::model::otlp::Signal;
+use crate::pipeline::{RawLine, RequestCtx};
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
+    metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse},
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
+};
+use prost::Message;
+use std::io::Read;
+use std::sync::{Arc, OnceLock};
+
+/// Largest OTLP message accepted, on the wire and decompressed; one message
+/// is one pipeline batch, so this also bounds a batch's memory-budget permit.
+pub const MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
+
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// `google.rpc.Status`, the body of every OTLP/HTTP failure.
+#[derive(Clone, PartialEq, Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// Why an OTLP/HTTP request failed before or in the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpHttpError {
+    #[error("only POST requests are supported")]
+    Method,
+    #[error("unsupported content type {0:?}: send {PROTOBUF}")]
+    ContentType(String),
+    #[error("unsupported content encoding {0:?}")]
+    Encoding(String),
+    #[error("request body exceeds {MAX_MESSAGE_BYTES} bytes")]
+    TooLarge,
+    #[error("cannot read request body: {0}")]
+    Read(String),
+    #[error("request timed out")]
+    TimedOut,
+    /// Every item of the message was refused (the first reason).
+    #[error("{0}")]
+    Invalid(String),
+    /// The pipeline refused the message.
+    #[error("{0}")]
+    Pipeline(IntakeError),
+}
+
+impl OtlpHttpError {
+    /// (HTTP status, gRPC code) of the error, as OTLP/HTTP pairs them.
+    fn codes(&self) -> (StatusCode, i32) {
+        use rpc_code::*;
+        match self {
+            OtlpHttpError::Method => (StatusCode::METHOD_NOT_ALLOWED, INVALID_ARGUMENT),
+            OtlpHttpError::ContentType(_) | OtlpHttpError::Encoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT)
+            }
+            OtlpHttpError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED),
+            OtlpHttpError::Read(_) | OtlpHttpError::Invalid(_) => {
+                (StatusCode::BAD_REQUEST, INVALID_ARGUMENT)
+            }
+            OtlpHttpError::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, DEADLINE_EXCEEDED),
+            OtlpHttpError::Pipeline(e) => match e {
+                IntakeError::Unauthorized(_) => (StatusCode::FORBIDDEN, PERMISSION_DENIED),
+                IntakeError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED),
+                IntakeError::QueueFull | IntakeError::ShuttingDown => {
+                    (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+                }
+                other => (other.status(), INTERNAL),
+            },
+        }
+    }
+
+    fn respond(&self) -> HttpResponse {
+        let (status, code) = self.codes();
+        let body = RpcStatus {
+            code,
+            message: self.to_string(),
+        }
+        .encode_to_vec();
+        response::builder(status)
+            .insert_header((CONTENT_TYPE, PROTOBUF))
+            .body(body)
+    }
+}
+
+/// The gRPC status codes OTLP errors carry (google.rpc.Code numbers).
+mod rpc_code {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const DEADLINE_EXCEEDED: i32 = 4;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const INTERNAL: i32 = 13;
+    pub const UNAVAILABLE: i32 = 14;
+}
+
+pub async fn traces(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(Signal::Traces, req, payload, state).await
+}
+
+pub async fn metrics(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(Signal::Metrics, req, payload, state).await
+}
+
+pub async fn logs(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(Signal::Logs, req, payload, state).await
+}
+
+async fn handle(
+    signal: Signal,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let state = state.into_inner();
+    let (st, rq) = (&state, &req);
+    backend_group(&req, &state, |auth, addr| async move {
+        let rate_key = auth
+            .is_anonymous()
+            .then(|| crate::ratelimit::key_of(addr.client_ip));
+        let ctx = RequestCtx {
+            base: super::request_base(st, rq, &addr, false),
+            auth,
+            rate_key,
+            metadata: OnceLock::new(),
+        };
+        match export(signal, st, rq, payload, ctx).await {
+            Ok(r) => success(signal, r),
+            Err(e) => e.respond(),
+        }
+    })
+    .await
+}
+
+async fn export(
+    signal: Signal,
+    state: &Arc<AppState>,
+    req: &HttpRequest,
+    payload: web::Payload,
+    ctx: RequestCtx,
+) -> Result<IntakeResult, OtlpHttpError> {
+    if req.method() != Method::POST {
+        return Err(OtlpHttpError::Method);
+    }
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    if ct.split(';').next().map(str::trim) != Some(PROTOBUF) {
+        return Err(OtlpHttpError::ContentType(ct));
+    }
+    let deadline = tokio::time::Instant::now() + state.cfg.apm_server.read_timeout.get();
+    let Ok(Ok(_slot)) =
+        tokio::time::timeout_at(deadline, Arc::clone(&state.decoders).acquire_owned()).await
+    else {
+        return Err(OtlpHttpError::TimedOut);
+    };
+    let wire = read_body(payload, deadline).await?;
+    state.http_metrics.body_bytes.inc_by(wire.len() as u64);
+    let body = match req.headers().get(CONTENT_ENCODING).map(|v| v.as_bytes()) {
+        None | Some(b"identity") => wire,
+        Some(b"gzip") => gunzip(&wire)?,
+        Some(other) => {
+            return Err(OtlpHttpError::Encoding(
+                String::from_utf8_lossy(other).into_owned(),
+            ))
+        }
+    };
+    state.http_metrics.decoded_bytes.inc_by(body.len() as u64);
+    let n = body.len();
+    let result = IntakeRun::new(Arc::clone(state), ctx)
+        .submit(vec![RawLine::Otlp(signal, body)], n)
+        .await;
+    if let Some(t) = result.terminal {
+        return Err(OtlpHttpError::Pipeline(t));
+    }
+    if result.accepted == 0 {
+        if let Some(first) = result.errors.first() {
+            return Err(OtlpHttpError::Invalid(first.error.to_string()));
+        }
+    }
+    Ok(result)
+}
+
+async fn read_body(
+    mut payload: web::Payload,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, OtlpHttpError> {
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, payload.next()).await {
+            Err(_) => return Err(OtlpHttpError::TimedOut),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(OtlpHttpError::Read(e.to_string())),
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > MAX_MESSAGE_BYTES {
+                    return Err(OtlpHttpError::TooLarge);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// Decompresses a gzip body, refusing more than [`MAX_MESSAGE_BYTES`] out.
+fn gunzip(wire: &[u8]) -> Result<Bytes, OtlpHttpError> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(wire)
+        .take(MAX_MESSAGE_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| OtlpHttpError::Read(format!("gzip: {e}")))?;
+    if out.len() > MAX_MESSAGE_BYTES {
+        return Err(OtlpHttpError::TooLarge);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// `200` with the signal's export response; `partial_success` when items were refused.
+fn success(signal: Signal, r: IntakeResult) -> HttpResponse {
+    let rejected = (r.errors.len() + r.more_errors) as i64;
+    let message = r
+        .errors
+        .first()
+        .map(|e| e.error.to_string())
+        .unwrap_or_default();
+    let body = match signal {
+        Signal::Traces => ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+        Signal::Metrics => ExportMetricsServiceResponse {
+            partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
+                rejected_data_points: rejected,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+        Signal::Logs => ExportLogsServiceResponse {
+            partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+    };
+    response::builder(StatusCode::OK)
+        .insert_header((CONTENT_TYPE, PROTOBUF))
+        .body(body)
+}

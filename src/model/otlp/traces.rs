@@ -1,0 +1,295 @@
+//! Spans → transactions and spans; span events → errors (exception events)
+//! and logs (the others).
+//!
+//! Invariants: a span without a parent, or of kind SERVER or CONSUMER, is a
+//! transaction, every other span a span; a span with a trace or span id of
+//! the wrong length is rejected alone; `duration` is never negative.
+
+use super::super::event::{
+    Body, ErrorEvent, Exception, Http, Labels, LogEvent, Span, Transaction, Url,
+};
+use super::super::{Event, RequestBase};
+use super::{as_int, as_str, attrs, hex_id, merge_labels, resource, set_label, to_text, Rejected};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
+
+pub(crate) fn translate(
+    m: ExportTraceServiceRequest,
+    base: &RequestBase,
+    out: &mut Vec<Event>,
+    rejected: &mut Vec<Rejected>,
+) {
+    for rs in &m.resource_spans {
+        for ss in &rs.scope_spans {
+            let meta = resource::metadata(rs.resource.as_ref(), ss.scope.as_ref(), base);
+            for s in &ss.spans {
+                if let Err(r) = span(s, &meta, out) {
+                    rejected.push(r);
+                }
+            }
+        }
+    }
+}
+
+/// What the attributes of one span say.
+#[derive(Default)]
+struct Facts {
+    http_method: String,
+    http_status: Option<i64>,
+    url: String,
+    db_system: String,
+    db_statement: String,
+    db_name: String,
+    db_user: String,
+    messaging_system: String,
+    messaging_destination: String,
+    rpc_system: String,
+    peer_address: String,
+    peer_port: Option<i64>,
+    labels: Labels,
+}
+
+fn facts(s: &OtlpSpan) -> Facts {
+    let mut f = Facts::default();
+    for (k, v) in attrs(&s.attributes) {
+        let st = || as_str(v).unwrap_or_default().to_owned();
+        match k {
+            "http.method" | "http.request.method" => f.http_method = st(),
+            "http.status_code" | "http.response.status_code" => f.http_status = as_int(v),
+            "http.url" | "url.full" => f.url = st(),
+            "db.system" | "db.system.name" => f.db_system = st(),
+            "db.statement" | "db.query.text" => f.db_statement = st(),
+            "db.name" | "db.namespace" => f.db_name = st(),
+            "db.user" => f.db_user = st(),
+            "messaging.system" => f.messaging_system = st(),
+            "messaging.destination" | "messaging.destination.name" => {
+                f.messaging_destination = st()
+            }
+            "rpc.system" => f.rpc_system = st(),
+            "net.peer.name" | "server.address" => f.peer_address = st(),
+            "net.peer.port" | "server.port" => f.peer_port = as_int(v),
+            _ => set_label(&mut f.labels, k, v),
+        }
+    }
+    f
+}
+
+fn kind_name(k: i32) -> &'static str {
+    match SpanKind::try_from(k) {
+        Ok(SpanKind::Server) => "SERVER",
+        Ok(SpanKind::Client) => "CLIENT",
+        Ok(SpanKind::Producer) => "PRODUCER",
+        Ok(SpanKind::Consumer) => "CONSUMER",
+        Ok(SpanKind::Internal) => "INTERNAL",
+        _ => "UNSPECIFIED",
+    }
+}
+
+fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Result<(), Rejected> {
+    let trace_id = hex_id(&s.trace_id, 16, "trace_id")?;
+    let id = hex_id(&s.span_id, 8, "span_id")?;
+    let parent = hex_id(&s.parent_span_id, 8, "parent_span_id")?;
+    let mut links = Vec::new();
+    for l in &s.links {
+        links.push((
+            hex_id(&l.trace_id, 16, "link trace_id")?,
+            hex_id(&l.span_id, 8, "link span_id")?,
+        ));
+    }
+    let kind = SpanKind::try_from(s.kind).unwrap_or(SpanKind::Unspecified);
+    let is_tx = parent.is_empty() || matches!(kind, SpanKind::Server | SpanKind::Consumer);
+    let mut f = facts(s);
+    let status = s
+        .status
+        .as_ref()
+        .and_then(|st| StatusCode::try_from(st.code).ok())
+        .unwrap_or(StatusCode::Unset);
+    let http_failed = f
+        .http_status
+        .is_some_and(|c| if is_tx { c >= 500 } else { c >= 400 });
+    let outcome = match status {
+        StatusCode::Error => "failure",
+        StatusCode::Ok => "success",
+        StatusCode::Unset if http_failed => "failure",
+        StatusCode::Unset => "success",
+    };
+    let duration_ns = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano);
+    let duration_ns = i64::try_from(duration_ns).unwrap_or(i64::MAX);
+    let body = if is_tx {
+        let ty = if !f.messaging_system.is_empty() {
+            "messaging"
+        } else if !f.http_method.is_empty() || f.http_status.is_some() || !f.rpc_system.is_empty() {
+            "request"
+        } else {
+            "unknown"
+        };
+        let result = match (f.http_status, status) {
+            (Some(c), _) => format!("HTTP {}xx", c / 100),
+            (None, StatusCode::Error) => "Error".into(),
+            (None, StatusCode::Ok) => "Success".into(),
+            (None, StatusCode::Unset) => String::new(),
+        };
+        Body::Transaction(Box::new(Transaction {
+            id: id.clone(),
+            name: s.name.clone(),
+            type_: ty.into(),
+            result,
+            outcome: outcome.into(),
+            duration_ns,
+            sampled: true,
+            representative_count: Some(1.0),
+            links,
+            span_kind: kind_name(s.kind).into(),
+            span_id_from_id: true,
+            ..Default::default()
+        }))
+    } else {
+        let mut sp = Span {
+            id: id.clone(),
+            name: s.name.clone(),
+            duration_ns,
+            outcome: outcome.into(),
+            representative_count: Some(1.0),
+            links,
+            span_kind: kind_name(s.kind).into(),
+            destination_address: f.peer_address.clone(),
+            destination_port: f.peer_port,
+            ..Default::default()
+        };
+        if !f.db_system.is_empty() {
+            sp.type_ = "db".into();
+            sp.subtype = f.db_system.clone();
+            sp.db_type = "sql".into();
+            sp.db_instance = f.db_name.clone();
+            sp.db_statement = f.db_statement.clone();
+            sp.db_user = f.db_user.clone();
+            sp.destination_service = Some(("db".into(), f.db_system.clone(), f.db_system.clone()));
+        } else if !f.messaging_system.is_empty() {
+            sp.type_ = "messaging".into();
+            sp.subtype = f.messaging_system.clone();
+            sp.action = if kind == SpanKind::Producer {
+                "send"
+            } else {
+                "receive"
+            }
+            .into();
+        } else if !f.http_method.is_empty() || !f.url.is_empty() {
+            sp.type_ = "external".into();
+            sp.subtype = "http".into();
+        } else if !f.rpc_system.is_empty() {
+            sp.type_ = "external".into();
+            sp.subtype = f.rpc_system.clone();
+        } else if kind == SpanKind::Internal {
+            sp.type_ = "app".into();
+            sp.subtype = "internal".into();
+        } else {
+            sp.type_ = "unknown".into();
+        }
+        Body::Span(Box::new(sp))
+    };
+    let mut ev = Event::new(meta, body);
+    ev.timestamp_ns = i64::try_from(s.start_time_unix_nano).unwrap_or(i64::MAX);
+    ev.trace_id = trace_id.clone();
+    ev.parent_id = parent;
+    merge_labels(&mut ev, std::mem::take(&mut f.labels));
+    if !f.http_method.is_empty() || f.http_status.is_some() {
+        ev.http = Some(Box::new(Http {
+            request_method: f.http_method.clone(),
+            response_status_code: f.http_status,
+            ..Default::default()
+        }));
+    }
+    if !f.url.is_empty() {
+        ev.url = Some(Box::new(Url {
+            original: f.url.clone(),
+            full: f.url.clone(),
+            ..Default::default()
+        }));
+    }
+    let tx_id = if is_tx { id.clone() } else { String::new() };
+    for (i, e) in s.events.iter().enumerate() {
+        out.push(span_event(meta, e, &trace_id, &id, &tx_id, i));
+    }
+    out.push(ev);
+    Ok(())
+}
+
+/// One span event: an `exception` event becomes an error, any other a log.
+fn span_event(
+    meta: &super::super::Metadata,
+    e: &opentelemetry_proto::tonic::trace::v1::span::Event,
+    trace_id: &str,
+    span_id: &str,
+    tx_id: &str,
+    index: usize,
+) -> Event {
+    let ts = i64::try_from(e.time_unix_nano).unwrap_or(i64::MAX);
+    if e.name == "exception" {
+        let mut x = Exception {
+            handled: Some(true),
+            ..Default::default()
+        };
+        let mut escaped = false;
+        for (k, v) in attrs(&e.attributes) {
+            match k {
+                "exception.type" => x.type_ = to_text(v),
+                "exception.message" => x.message = to_text(v),
+                "exception.escaped" => {
+                    escaped = matches!(
+                        v.value,
+                        Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(
+                                true
+                            )
+                        )
+                    )
+                }
+                _ => {}
+            }
+        }
+        x.handled = Some(!escaped);
+        let err = ErrorEvent {
+            id: error_id(span_id, ts, index),
+            message: String::new(),
+            exceptions: vec![x],
+            transaction_id: tx_id.to_owned(),
+            span_id: span_id.to_owned(),
+            ..Default::default()
+        };
+        let mut ev = Event::new(meta, Body::Error(Box::new(err)));
+        ev.timestamp_ns = ts;
+        ev.trace_id = trace_id.to_owned();
+        ev.parent_id = span_id.to_owned();
+        ev.update_grouping_key();
+        return ev;
+    }
+    let log = LogEvent {
+        message: e.name.clone(),
+        span_id: span_id.to_owned(),
+        transaction_id: tx_id.to_owned(),
+        ..Default::default()
+    };
+    let mut labels = Labels::default();
+    for (k, v) in attrs(&e.attributes) {
+        set_label(&mut labels, k, v);
+    }
+    let mut ev = Event::new(meta, Body::Log(Box::new(log)));
+    merge_labels(&mut ev, labels);
+    ev.timestamp_ns = ts;
+    ev.trace_id = trace_id.to_owned();
+    ev
+}
+
+/// A stable 32-hex-digit id for an error derived from its span event.
+fn error_id(span_id: &str, ts: i64, index: usize) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut out = String::with_capacity(32);
+    for salt in 0u8..2 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (salt, span_id, ts, index).hash(&mut h);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
