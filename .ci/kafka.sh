@@ -15,6 +15,7 @@
 #   .ci/kafka.sh pause   freeze the broker (SIGSTOP): it accepts connections but
 #                        answers nothing, like a broker that hangs or is cut off
 #   .ci/kafka.sh resume  let a paused broker go on (SIGCONT)
+#   .ci/kafka.sh topic NAME PARTITIONS   create a topic if it does not exist
 #
 # Stdout carries only the bootstrap address
 # (`APM_RS_KAFKA_BOOTSTRAP=$(.ci/kafka.sh wait)`); progress goes to stderr.
@@ -167,6 +168,10 @@ case "${1:-}" in
   stop) stop ;;
   status) running_pid >/dev/null && addr || exit 1 ;;
   pause) kill -STOP "$(running_pid)" ;;
+  topic)
+    java -cp "$(cat "$ROOT/kafka/target/classpath.txt")" org.apache.kafka.tools.TopicCommand \
+      --bootstrap-server "$(addr)" --create --if-not-exists --topic "${2:?topic name}" \
+      --partitions "${3:-1}" --replication-factor 1 >&2 ;;
   resume) kill -CONT "$(running_pid)" ;;
-  *) echo "usage: $0 start|spawn|wait|stop|status|pause|resume" >&2; exit 2 ;;
+  *) echo "usage: $0 start|spawn|wait|stop|status|pause|resume|topic" >&2; exit 2 ;;
 esac
