@@ -40,11 +40,22 @@ async fn console_run(payload: Vec<u8>, extra: &[&str]) -> String {
         s
     });
     let t0 = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/")).await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "server did not start");
+    while reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .is_err()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let r = post(&format!("http://127.0.0.1:{port}/intake/v2/events"), payload, &[NDJSON]).await;
+    let r = post(
+        &format!("http://127.0.0.1:{port}/intake/v2/events"),
+        payload,
+        &[NDJSON],
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
     // SAFETY: signalling our own child process by its id.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -60,7 +71,12 @@ async fn every_document_is_one_line_on_stdout_as_the_elasticsearch_document() {
     };
     let payload = std::fs::read(corpus.join("intake-v2/events.ndjson")).unwrap();
     let mut reference = TestServer::start(&[]);
-    let r = post(&format!("{}/intake/v2/events", reference.url), payload.clone(), &[NDJSON]).await;
+    let r = post(
+        &format!("{}/intake/v2/events", reference.url),
+        payload.clone(),
+        &[NDJSON],
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert!(reference.shutdown().await);
     let expected = canonical(reference.docs().into_iter().map(|(_, d)| d));

@@ -39,10 +39,17 @@ async fn create_topic(c: &Client, name: &str, partitions: i32) {
 /// Every record value of every partition of `topic`.
 async fn read_topic(c: &Client, topic: &str) -> Vec<Vec<u8>> {
     let topics = c.list_topics().await.unwrap();
-    let parts = topics.into_iter().find(|t| t.name == topic).expect("topic exists").partitions;
+    let parts = topics
+        .into_iter()
+        .find(|t| t.name == topic)
+        .expect("topic exists")
+        .partitions;
     let mut out = Vec::new();
     for p in parts {
-        let pc = c.partition_client(topic, p, UnknownTopicHandling::Error).await.unwrap();
+        let pc = c
+            .partition_client(topic, p, UnknownTopicHandling::Error)
+            .await
+            .unwrap();
         let mut offset = 0;
         loop {
             let (records, high) = pc.fetch_records(offset, 1..10_000_000, 100).await.unwrap();
@@ -69,9 +76,10 @@ fn telemetry(s: &TestServer) -> Arc<apm_rs::telemetry::Telemetry> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_of_every_kind_reach_their_topic_as_the_elasticsearch_documents() {
     let test = "documents_of_every_kind_reach_their_topic_as_the_elasticsearch_documents";
-    let (Some(bootstrap), Some(corpus)) =
-        (component("APM_RS_KAFKA_BOOTSTRAP", test), common::corpus(test))
-    else {
+    let (Some(bootstrap), Some(corpus)) = (
+        component("APM_RS_KAFKA_BOOTSTRAP", test),
+        common::corpus(test),
+    ) else {
         return;
     };
     let _one = ONE_AT_A_TIME.lock().await;
@@ -79,13 +87,21 @@ async fn documents_of_every_kind_reach_their_topic_as_the_elasticsearch_document
     let prefix = unique("it");
 
     let mut reference = TestServer::start(&[]);
-    let r = post(&format!("{}/intake/v2/events", reference.url), payload.clone(), &[NDJSON]).await;
+    let r = post(
+        &format!("{}/intake/v2/events", reference.url),
+        payload.clone(),
+        &[NDJSON],
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert!(reference.shutdown().await);
     let mut expected: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for (index, doc) in reference.docs() {
         let ty = index.split('-').next().unwrap().to_string();
-        expected.entry(format!("{prefix}-{ty}")).or_default().push(doc);
+        expected
+            .entry(format!("{prefix}-{ty}"))
+            .or_default()
+            .push(doc);
     }
     assert!(expected.len() >= 3, "{:?}", expected.keys());
 
@@ -100,7 +116,12 @@ async fn documents_of_every_kind_reach_their_topic_as_the_elasticsearch_document
         "output.kafka.compression=zstd",
     ]);
     let t = telemetry(&server);
-    let r = post(&format!("{}/intake/v2/events", server.url), payload, &[NDJSON]).await;
+    let r = post(
+        &format!("{}/intake/v2/events", server.url),
+        payload,
+        &[NDJSON],
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert!(server.shutdown().await);
     let acc = t.accounting();
@@ -135,7 +156,11 @@ async fn broker_frozen_mid_load_then_back_loses_nothing() {
     let t = telemetry(&server);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/kafka.sh");
     let broker = |cmd: &str| {
-        let ok = std::process::Command::new("bash").args([script, cmd]).status().unwrap().success();
+        let ok = std::process::Command::new("bash")
+            .args([script, cmd])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, ".ci/kafka.sh {cmd}");
     };
     let url = format!("{}/intake/v2/events?verbose", server.url);
@@ -170,7 +195,10 @@ async fn broker_frozen_mid_load_then_back_loses_nothing() {
     let acc = t.accounting();
     assert_eq!(acc.accepted, accepted, "{acc:?}");
     assert_eq!(acc.failed, 0, "{acc:?}");
-    assert_eq!(acc.indexed, accepted, "{acc:?} (503 answers: {unavailable})");
+    assert_eq!(
+        acc.indexed, accepted,
+        "{acc:?} (503 answers: {unavailable})"
+    );
     let got = read_topic(&c, &topic).await.len() as u64;
     assert!(got >= accepted, "topic holds {got}, {accepted} accepted");
 }
@@ -190,8 +218,12 @@ async fn all_fail_as(overrides: &[&str], events: usize) -> (u64, u64) {
     assert_eq!(acc.indexed, 0, "{acc:?}");
     assert_eq!(acc.failed, events as u64, "{acc:?}");
     (
-        t.events_failed.with_label_values(&["rejected_by_output"]).get(),
-        t.events_failed.with_label_values(&["retries_exhausted"]).get(),
+        t.events_failed
+            .with_label_values(&["rejected_by_output"])
+            .get(),
+        t.events_failed
+            .with_label_values(&["retries_exhausted"])
+            .get(),
     )
 }
 

@@ -23,7 +23,14 @@ fn redis_conn(url: &str) -> redis::Connection {
 /// A private redis-server on `port` (tests that stop it must not share it).
 fn spawn_redis(bin: &std::path::Path, port: u16, extra: &[&str]) -> Child {
     let child = Command::new(bin)
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -31,7 +38,10 @@ fn spawn_redis(bin: &std::path::Path, port: u16, extra: &[&str]) -> Child {
         .expect("redis-server starts");
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "redis-server did not listen");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "redis-server did not listen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child
@@ -55,21 +65,38 @@ async fn documents_of_every_kind_land_in_their_list_as_the_elasticsearch_documen
 
     // The same events through the file sink: the Elasticsearch output's documents.
     let mut reference = TestServer::start(&[]);
-    let r = post(&format!("{}/intake/v2/events", reference.url), payload.clone(), &[NDJSON]).await;
+    let r = post(
+        &format!("{}/intake/v2/events", reference.url),
+        payload.clone(),
+        &[NDJSON],
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert!(reference.shutdown().await);
     let mut expected: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for (index, doc) in reference.docs() {
         let ty = index.split('-').next().unwrap().to_string();
-        expected.entry(format!("{prefix}-{ty}")).or_default().push(doc);
+        expected
+            .entry(format!("{prefix}-{ty}"))
+            .or_default()
+            .push(doc);
     }
-    assert!(expected.len() >= 3, "events.ndjson covers several data stream types: {:?}", expected.keys());
+    assert!(
+        expected.len() >= 3,
+        "events.ndjson covers several data stream types: {:?}",
+        expected.keys()
+    );
 
     let mut server = TestServer::start(&[
         &format!("output.redis.hosts=[\"{hosts}\"]"),
         &format!("output.redis.key={prefix}-%{{[data_stream.type]}}"),
     ]);
-    let r = post(&format!("{}/intake/v2/events", server.url), payload, &[NDJSON]).await;
+    let r = post(
+        &format!("{}/intake/v2/events", server.url),
+        payload,
+        &[NDJSON],
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
     let telemetry = std::sync::Arc::clone(&server.server.as_ref().unwrap().telemetry);
     assert!(server.shutdown().await);
@@ -78,12 +105,20 @@ async fn documents_of_every_kind_land_in_their_list_as_the_elasticsearch_documen
     assert_eq!(acc.indexed + acc.discarded, acc.accepted, "{acc:?}");
 
     let mut conn = redis_conn(&url);
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}-*")).query(&mut conn).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}-*"))
+        .query(&mut conn)
+        .unwrap();
     let mut keys_sorted = keys.clone();
     keys_sorted.sort();
     assert_eq!(keys_sorted, expected.keys().cloned().collect::<Vec<_>>());
     for (key, docs) in &expected {
-        let msgs: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query(&mut conn).unwrap();
+        let msgs: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut conn)
+            .unwrap();
         let got = canonical(msgs.iter().map(|m| split_message(m)));
         assert_eq!(got, canonical(docs.clone()), "list {key}");
         let _: () = redis::cmd("DEL").arg(key).query(&mut conn).unwrap();
@@ -105,7 +140,10 @@ async fn channel_datatype_publishes_each_document() {
     pubsub.subscribe(&channel).unwrap();
 
     let mut server = TestServer::start(&[
-        &format!("output.redis.hosts=[\"{}\"]", url.trim_start_matches("redis://")),
+        &format!(
+            "output.redis.hosts=[\"{}\"]",
+            url.trim_start_matches("redis://")
+        ),
         &format!("output.redis.key={channel}"),
         "output.redis.datatype=channel",
     ]);
@@ -139,7 +177,14 @@ async fn redis_down_mid_load_then_back_loses_nothing() {
     // Append-only file synced on every write: what Redis acknowledged survives the kill.
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap().to_string();
-    let durable = ["--dir", &dir, "--appendonly", "yes", "--appendfsync", "always"];
+    let durable = [
+        "--dir",
+        &dir,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ];
     let mut redis = Some(spawn_redis(&bin, port, &durable));
     let mut server = TestServer::start(&[
         &format!("output.redis.hosts=[\"127.0.0.1:{port}\"]"),
@@ -179,7 +224,10 @@ async fn redis_down_mid_load_then_back_loses_nothing() {
     let acc = telemetry.accounting();
     assert_eq!(acc.accepted, accepted, "{acc:?}");
     assert_eq!(acc.failed, 0, "{acc:?}");
-    assert_eq!(acc.indexed, accepted, "{acc:?} (503 answers: {unavailable})");
+    assert_eq!(
+        acc.indexed, accepted,
+        "{acc:?} (503 answers: {unavailable})"
+    );
     let mut conn = redis_conn(&format!("redis://127.0.0.1:{port}"));
     let len: u64 = redis::cmd("LLEN").arg("load").query(&mut conn).unwrap();
     assert!(len >= accepted, "list holds {len}, {accepted} accepted");
@@ -212,7 +260,9 @@ async fn a_refused_password_counts_the_documents_as_failed() {
     assert_eq!(acc.indexed, 0, "{acc:?}");
     assert_eq!(acc.failed, 5, "{acc:?}");
     assert_eq!(
-        t.events_failed.with_label_values(&["rejected_by_output"]).get(),
+        t.events_failed
+            .with_label_values(&["rejected_by_output"])
+            .get(),
         5,
         "a refused password is not worth retrying"
     );
@@ -227,5 +277,8 @@ fn two_enabled_outputs_stop_start_up_naming_both() {
     ])
     .unwrap_err()
     .to_string();
-    assert!(err.contains("output.redis") && err.contains("output.console"), "{err}");
+    assert!(
+        err.contains("output.redis") && err.contains("output.console"),
+        "{err}"
+    );
 }

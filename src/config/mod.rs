@@ -474,9 +474,21 @@ impl Config {
         let on = |present: bool, enabled: Option<bool>| present && enabled != Some(false);
         [
             ("elasticsearch", self.elasticsearch_output_enabled()),
-            ("kafka", on(o.kafka.is_some(), o.kafka.as_ref().and_then(|k| k.enabled))),
-            ("redis", on(o.redis.is_some(), o.redis.as_ref().and_then(|r| r.enabled))),
-            ("console", on(o.console.is_some(), o.console.as_ref().and_then(|c| c.enabled))),
+            (
+                "kafka",
+                on(o.kafka.is_some(), o.kafka.as_ref().and_then(|k| k.enabled)),
+            ),
+            (
+                "redis",
+                on(o.redis.is_some(), o.redis.as_ref().and_then(|r| r.enabled)),
+            ),
+            (
+                "console",
+                on(
+                    o.console.is_some(),
+                    o.console.as_ref().and_then(|c| c.enabled),
+                ),
+            ),
             ("file", o.file.enabled == Some(true)),
         ]
         .into_iter()

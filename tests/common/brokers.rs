@@ -48,7 +48,10 @@ pub fn split_message(body: &[u8]) -> Value {
         .expect("message has @metadata");
     assert_eq!(meta["beat"], "apm-server", "{meta}");
     assert_eq!(meta["type"], "_doc", "{meta}");
-    assert!(meta["version"].as_str().is_some_and(|s| !s.is_empty()), "{meta}");
+    assert!(
+        meta["version"].as_str().is_some_and(|s| !s.is_empty()),
+        "{meta}"
+    );
     v
 }
 

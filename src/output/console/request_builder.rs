@@ -4,7 +4,12 @@
 
 use crate::output::message::{Document, MessageError};
 
-pub fn encode(doc: &[u8], pretty: bool, version: &str, out: &mut Vec<u8>) -> Result<(), MessageError> {
+pub fn encode(
+    doc: &[u8],
+    pretty: bool,
+    version: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), MessageError> {
     let d = Document::parse(doc)?;
     if pretty {
         let body = d.body(version);
@@ -22,7 +27,8 @@ pub fn encode(doc: &[u8], pretty: bool, version: &str, out: &mut Vec<u8>) -> Res
 mod tests {
     use super::*;
 
-    const DOC: &[u8] = b"{\"create\":{\"_index\":\"logs-apm.error-default\"}}\n{\"b\":1,\"a\":{\"c\":2}}\n";
+    const DOC: &[u8] =
+        b"{\"create\":{\"_index\":\"logs-apm.error-default\"}}\n{\"b\":1,\"a\":{\"c\":2}}\n";
 
     #[test]
     fn compact_output_is_one_line_per_document() {

@@ -65,7 +65,11 @@ impl KafkaSettings {
             k => Some(FormatString::parse(k).map_err(SettingsError::Key)?),
         };
         let p = &c.partition;
-        let partitioner = match (p.round_robin.is_some(), p.hash.is_some(), p.random.is_some()) {
+        let partitioner = match (
+            p.round_robin.is_some(),
+            p.hash.is_some(),
+            p.random.is_some(),
+        ) {
             (false, false, false) | (false, true, false) => Partitioner::Hash,
             (true, false, false) => Partitioner::RoundRobin,
             (false, false, true) => Partitioner::Random,
@@ -77,7 +81,10 @@ impl KafkaSettings {
             }
         };
         if let Some(h) = &p.hash {
-            if h.get("hash").and_then(|v| v.as_array()).is_some_and(|a| !a.is_empty()) {
+            if h.get("hash")
+                .and_then(|v| v.as_array())
+                .is_some_and(|a| !a.is_empty())
+            {
                 return Err(SettingsError::Invalid(
                     "partition.hash.hash",
                     "hashing on event fields is not supported; set output.kafka.key instead".into(),
@@ -156,13 +163,21 @@ fn tls(t: &ClientTls) -> Result<Option<Arc<rustls::ClientConfig>>, SettingsError
     }
     match t.verification_mode.as_deref().unwrap_or("full") {
         "full" | "strict" => {}
-        other => return Err(bad(format!("verification_mode {other:?} is not supported (full, strict)"))),
+        other => {
+            return Err(bad(format!(
+                "verification_mode {other:?} is not supported (full, strict)"
+            )))
+        }
     }
     if !t.certificate.is_empty() || !t.key.is_empty() {
-        return Err(bad("client certificates are not supported by the Kafka output".into()));
+        return Err(bad(
+            "client certificates are not supported by the Kafka output".into(),
+        ));
     }
     if t.certificate_authorities.is_empty() {
-        return Err(bad("certificate_authorities must name the brokers' CA".into()));
+        return Err(bad(
+            "certificate_authorities must name the brokers' CA".into()
+        ));
     }
     let mut roots = rustls::RootCertStore::empty();
     for path in &t.certificate_authorities {
@@ -209,7 +224,10 @@ mod tests {
         c.compression = "brotli".into();
         let e = KafkaSettings::from_config(&c).err().unwrap().to_string();
         assert!(e.contains("output.kafka.compression"), "{e}");
-        let e = KafkaSettings::from_config(&KafkaOutput::default()).err().unwrap().to_string();
+        let e = KafkaSettings::from_config(&KafkaOutput::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("output.kafka.topic"), "{e}");
     }
 }

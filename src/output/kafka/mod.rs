@@ -176,9 +176,9 @@ impl KafkaOutput {
                 let mut failed = Vec::new();
                 for (partition, recs) in remaining.drain(..) {
                     let n = recs.len();
-                    let sent = self
-                        .handle
-                        .block_on(self.service.produce(topic, partition, recs.clone()));
+                    let sent =
+                        self.handle
+                            .block_on(self.service.produce(topic, partition, recs.clone()));
                     match sent {
                         Ok(()) => self.telemetry.events_indexed.inc_by(n as u64),
                         Err(e) => {

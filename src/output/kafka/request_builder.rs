@@ -22,9 +22,16 @@ pub struct Pending {
 
 pub fn build(doc: &[u8], settings: &KafkaSettings, version: &str) -> Result<Pending, BuildError> {
     let d = Document::parse(doc)?;
-    let topic = settings.topic.render(&d, version).map_err(MessageError::from)?;
+    let topic = settings
+        .topic
+        .render(&d, version)
+        .map_err(MessageError::from)?;
     let key = match &settings.key {
-        Some(k) => Some(k.render(&d, version).map_err(MessageError::from)?.into_bytes()),
+        Some(k) => Some(
+            k.render(&d, version)
+                .map_err(MessageError::from)?
+                .into_bytes(),
+        ),
         None => None,
     };
     let body = d.body(version);
@@ -69,7 +76,10 @@ pub struct PartitionPicker {
 
 impl PartitionPicker {
     pub fn new(kind: Partitioner, instance: usize) -> Self {
-        PartitionPicker { kind, next: instance }
+        PartitionPicker {
+            kind,
+            next: instance,
+        }
     }
 
     /// An index into the topic's `partitions` (which is never empty).

@@ -93,15 +93,13 @@ impl FormatString {
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Field { path, fallback } => {
-                    match lookup(path, doc, version, &mut parsed)? {
-                        Some(v) => out.push_str(&v),
-                        None => match fallback {
-                            Some(f) => out.push_str(f),
-                            None => return Err(FormatError::Missing(path.clone())),
-                        },
-                    }
-                }
+                Piece::Field { path, fallback } => match lookup(path, doc, version, &mut parsed)? {
+                    Some(v) => out.push_str(&v),
+                    None => match fallback {
+                        Some(f) => out.push_str(f),
+                        None => return Err(FormatError::Missing(path.clone())),
+                    },
+                },
             }
         }
         Ok(out)

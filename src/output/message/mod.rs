@@ -60,8 +60,8 @@ impl<'a> Document<'a> {
             .iter()
             .position(|&b| b == b'"')
             .ok_or(MessageError::Shape)?;
-        let index = std::str::from_utf8(&action[start..start + len])
-            .map_err(|_| MessageError::Shape)?;
+        let index =
+            std::str::from_utf8(&action[start..start + len]).map_err(|_| MessageError::Shape)?;
         Ok(Document { index, source })
     }
 

@@ -126,7 +126,9 @@ fn tls(t: &ClientTls) -> Result<Option<Tls>, SettingsError> {
     let insecure = match t.verification_mode.as_deref().unwrap_or("full") {
         "full" | "strict" => false,
         "none" => {
-            tracing::warn!("output.redis.ssl.verification_mode is none: server certificates are not verified");
+            tracing::warn!(
+                "output.redis.ssl.verification_mode is none: server certificates are not verified"
+            );
             true
         }
         other => {
@@ -145,9 +147,7 @@ fn tls(t: &ClientTls) -> Result<Option<Tls>, SettingsError> {
         paths => {
             let mut pem = Vec::new();
             for p in paths {
-                pem.extend(
-                    std::fs::read(p).map_err(|e| SettingsError::Tls(format!("{p}: {e}")))?,
-                );
+                pem.extend(std::fs::read(p).map_err(|e| SettingsError::Tls(format!("{p}: {e}")))?);
                 pem.push(b'\n');
             }
             Some(pem)
@@ -164,7 +164,10 @@ mod tests {
     fn hosts_take_the_default_port_and_v6_brackets() {
         assert_eq!(parse_host("r1", 6379).unwrap(), ("r1".into(), 6379));
         assert_eq!(parse_host("r1:7000", 6379).unwrap(), ("r1".into(), 7000));
-        assert_eq!(parse_host("[::1]:7000", 6379).unwrap(), ("::1".into(), 7000));
+        assert_eq!(
+            parse_host("[::1]:7000", 6379).unwrap(),
+            ("::1".into(), 7000)
+        );
         assert!(parse_host("r1:x", 6379).is_err());
     }
 

@@ -7,8 +7,7 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 /// Whether a failed round trip may succeed when tried again.
 pub fn is_retryable(e: &RedisError) -> bool {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-    {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return true;
     }
     matches!(
