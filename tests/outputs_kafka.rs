@@ -57,7 +57,7 @@ async fn read_topic(c: &Client, topic: &str) -> Vec<Vec<u8>> {
                 out.push(r.record.value.clone().expect("record value"));
                 offset = r.offset + 1;
             }
-            if offset >= high || records.is_empty() && offset >= high {
+            if offset >= high || records.is_empty() {
                 break;
             }
         }

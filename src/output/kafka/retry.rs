@@ -18,19 +18,24 @@ pub fn classify(e: &Error) -> Verdict {
     if refused_sasl(e) {
         return Verdict::Refuse;
     }
-    match e {
-        Error::ServerError { protocol_error, .. } => match protocol_error {
-            ProtocolError::UnknownTopicOrPartition
-            | ProtocolError::InvalidTopicException
-            | ProtocolError::TopicAuthorizationFailed
-            | ProtocolError::MessageTooLarge
-            | ProtocolError::RecordListTooLarge
-            | ProtocolError::InvalidRecord
-            | ProtocolError::CorruptMessage
-            | ProtocolError::SaslAuthenticationFailed => Verdict::Refuse,
-            _ => Verdict::Retry,
-        },
-        _ => Verdict::Retry,
+    let refused = matches!(
+        e,
+        Error::ServerError {
+            protocol_error: ProtocolError::UnknownTopicOrPartition
+                | ProtocolError::InvalidTopicException
+                | ProtocolError::TopicAuthorizationFailed
+                | ProtocolError::MessageTooLarge
+                | ProtocolError::RecordListTooLarge
+                | ProtocolError::InvalidRecord
+                | ProtocolError::CorruptMessage
+                | ProtocolError::SaslAuthenticationFailed,
+            ..
+        }
+    );
+    if refused {
+        Verdict::Refuse
+    } else {
+        Verdict::Retry
     }
 }
 
