@@ -30,7 +30,12 @@
 # CARGO_TARGET_DIR (target), SKIP_BUILD (set: use the binaries as built), APM_CORPUS (../shared/corpus), EXTRA_E (extra
 # `-E k=v` settings for apm-rs, space separated), METRICS_PORT (29201, the
 # apm-rs /metrics listener), APM_PRELOAD (a library to LD_PRELOAD into apm-rs
-# only, e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 to try an allocator).
+# only, e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 to try an allocator),
+# OUTPUT (elasticsearch | kafka: with kafka, apm-rs writes to the broker of
+# `.ci/kafka.sh start` (topic KAFKA_TOPIC, default apm-loadtest, KAFKA_PARTITIONS
+# partitions, default 4) instead of the ES double, and "indexed" is the
+# server's own events_indexed counter, i.e. records the broker acknowledged;
+# the overload phase needs the ES double and is skipped).
 set -euo pipefail
 
 PROFILE=${1:-default}
@@ -51,7 +56,15 @@ OUT=${OUT:-$TARGET/loadtest}
 CORPUS=${APM_CORPUS:-$ROOT/../shared/corpus}
 CPU_SERVER=${CPU_SERVER:-0}
 CPU_LOAD=${CPU_LOAD:-1}
+OUTPUT=${OUTPUT:-elasticsearch}
+KAFKA_TOPIC=${KAFKA_TOPIC:-apm-loadtest}
+KAFKA_PARTITIONS=${KAFKA_PARTITIONS:-4}
 mkdir -p "$OUT"
+if [ "$OUTPUT" = kafka ]; then
+  KAFKA_BOOTSTRAP=$("$ROOT/.ci/kafka.sh" start)
+  "$ROOT/.ci/kafka.sh" topic "$KAFKA_TOPIC" "$KAFKA_PARTITIONS"
+  PHASES=${PHASES/overload/}
+fi
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   # note: build.rs embeds the git commit, so every commit relinks apm-rs
@@ -76,7 +89,13 @@ metric() {
   curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
     awk -v n="$1" '$1 == n || index($1, n "{") == 1 {s += $2} END {printf "%d", s}'
 }
-es_docs() { curl -fsS "http://127.0.0.1:$ES_PORT/_double/stats" | jq -r .docs; }
+es_docs() {
+  if [ "$OUTPUT" = kafka ]; then
+    metric apm_rs_events_indexed_total
+  else
+    curl -fsS "http://127.0.0.1:$ES_PORT/_double/stats" | jq -r .docs
+  fi
+}
 wait_http() {
   for _ in $(seq 1 100); do
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
@@ -97,10 +116,14 @@ start_es() {
 start_apm() {
   local extra=()
   for kv in ${EXTRA_E:-}; do extra+=(-E "$kv"); done
+  local output=(-E "output.elasticsearch.hosts=[\"http://127.0.0.1:$ES_PORT\"]")
+  if [ "$OUTPUT" = kafka ]; then
+    output=(-E "output.kafka.hosts=[\"$KAFKA_BOOTSTRAP\"]" -E "output.kafka.topic=$KAFKA_TOPIC")
+  fi
   env ${APM_PRELOAD:+LD_PRELOAD=$APM_PRELOAD} \
     taskset -c "$CPU_SERVER" "$BIN/apm-rs" --pipeline "$PROFILE" \
     -E "apm-server.host=127.0.0.1:$APM_PORT" \
-    -E "output.elasticsearch.hosts=[\"http://127.0.0.1:$ES_PORT\"]" \
+    "${output[@]}" \
     -E "monitoring.metrics_host=127.0.0.1:$METRICS_PORT" \
     "${extra[@]}" >"$OUT/apm-rs-$1.log" 2>&1 &
   APM_PID=$!
@@ -177,7 +200,7 @@ run_phase() {
   # the double also holds the aggregated metric documents written so far
   # (intervals that ended during the phase) and lacks discarded events
   [ "$docs" -eq $((ACCEPTED - m_disc + m_agg)) ] || ok=NO
-  echo "  accounting: sent $sent = accepted $ACCEPTED + not accepted $rejected; indexed by ES double $docs (= accepted − discarded $m_disc + aggregated $m_agg) → $( [ $ok = yes ] && echo OK || echo MISMATCH)"
+  echo "  accounting: sent $sent = accepted $ACCEPTED + not accepted $rejected; indexed ($OUTPUT) $docs (= accepted − discarded $m_disc + aggregated $m_agg) → $( [ $ok = yes ] && echo OK || echo MISMATCH)"
   echo "  /metrics: received $m_recv = rejected $m_rej + accepted $m_acc; accepted $m_acc + aggregated $m_agg = indexed $m_idx + failed $m_fail + discarded $m_disc → $( [ "$m_recv" -eq $((m_rej + m_acc)) ] && [ $((m_acc + m_agg)) -eq $((m_idx + m_fail + m_disc)) ] && [ "$m_acc" -eq "$ACCEPTED" ] && echo "OK (= generator's accepted)" || echo MISMATCH); memory budget $((m_budget / 1048576)) MiB"
   echo "  server log: ${server_line:-<no shutdown line in $OUT/apm-rs-$name.log>}" | sed -E 's/\x1b\[[0-9;]*m//g'
   jq -n --arg phase "$name" --arg profile "$PROFILE" --argjson cpu "$cpu_s" --argjson wall "$wall_s" \
@@ -186,7 +209,7 @@ run_phase() {
     >"$OUT/$name.server.json"
 }
 
-echo "commit: $(git rev-parse --short HEAD)  profile: $PROFILE  mix: $MIX  out: $OUT"
+echo "commit: $(git rev-parse --short HEAD)  profile: $PROFILE  mix: $MIX  output: $OUTPUT  out: $OUT"
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 MAX_RATE=${MAX_RATE:-}
 for phase in $PHASES; do

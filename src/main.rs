@@ -40,7 +40,18 @@ fn init_logging(cfg: &config::Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.logging.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // The console output owns standard output: logs move to standard error.
+    let to_stderr = cfg.enabled_outputs().contains(&"console");
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || {
+        if to_stderr {
+            Box::new(std::io::stderr()) as Box<dyn std::io::Write>
+        } else {
+            Box::new(std::io::stdout())
+        }
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     if cfg.logging.format == "json" {
         builder.json().init();
     } else {

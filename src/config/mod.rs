@@ -14,9 +14,11 @@
 //! escapes). Invariants: an unknown key or an invalid value is an error that
 //! names the key; secrets are [`types::Secret`] and never print.
 
+pub mod outputs;
 pub mod settings;
 pub mod types;
 
+pub use outputs::{ConsoleOutput, KafkaOutput, RedisOutput};
 pub use settings::*;
 pub use types::{ByteSize, GoDuration, HeaderMap, HeaderValues, Secret};
 
@@ -447,10 +449,14 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         return Err(invalid("logging.format", "must be text or json"));
     }
     let es_on = cfg.elasticsearch_output_enabled();
-    if es_on && cfg.output.file.enabled == Some(true) {
+    let on = cfg.enabled_outputs();
+    if on.len() > 1 {
         return Err(invalid(
-            "output.file.enabled",
-            "only one output can be enabled; disable output.elasticsearch or output.file",
+            &format!("output.{}", on[1]),
+            format!(
+                "only one output can be enabled, but output.{} and output.{} both are; disable one",
+                on[0], on[1]
+            ),
         ));
     }
     if let Some(es) = &cfg.output.elasticsearch {
@@ -485,6 +491,36 @@ impl Config {
     /// True when documents go to Elasticsearch rather than the file sink.
     pub fn elasticsearch_output_enabled(&self) -> bool {
         matches!(&self.output.elasticsearch, Some(es) if es.enabled != Some(false))
+    }
+
+    /// The outputs switched on, by section name (`elasticsearch`, `kafka`,
+    /// `redis`, `console`, `file`); the file sink counts only when asked for
+    /// explicitly, since it is the default when nothing else is on.
+    pub fn enabled_outputs(&self) -> Vec<&'static str> {
+        let o = &self.output;
+        let on = |present: bool, enabled: Option<bool>| present && enabled != Some(false);
+        [
+            ("elasticsearch", self.elasticsearch_output_enabled()),
+            (
+                "kafka",
+                on(o.kafka.is_some(), o.kafka.as_ref().and_then(|k| k.enabled)),
+            ),
+            (
+                "redis",
+                on(o.redis.is_some(), o.redis.as_ref().and_then(|r| r.enabled)),
+            ),
+            (
+                "console",
+                on(
+                    o.console.is_some(),
+                    o.console.as_ref().and_then(|c| c.enabled),
+                ),
+            ),
+            ("file", o.file.enabled == Some(true)),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
     }
 
     /// `apm-server.host` with `:8200` appended when it has no port.

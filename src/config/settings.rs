@@ -519,6 +519,12 @@ pub struct Output {
     pub elasticsearch: Option<EsOutput>,
     /// The embedded default: bulk-format ndjson files.
     pub file: FileOutput,
+    /// Kafka output (`output.kafka.*`, see [`super::outputs::KafkaOutput`]); on when the section exists unless `enabled: false`.
+    pub kafka: Option<super::outputs::KafkaOutput>,
+    /// Redis output (`output.redis.*`, see [`super::outputs::RedisOutput`]); on when the section exists unless `enabled: false`.
+    pub redis: Option<super::outputs::RedisOutput>,
+    /// Console output (`output.console.*`, see [`super::outputs::ConsoleOutput`]); on when the section exists unless `enabled: false`.
+    pub console: Option<super::outputs::ConsoleOutput>,
 }
 
 /// `output.elasticsearch.*`: client settings plus bulk tuning.

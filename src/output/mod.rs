@@ -10,8 +10,12 @@
 //! * `append` may block the indexer thread when the destination is saturated:
 //!   that is how back-pressure travels upstream to the intake.
 
+pub mod console;
 pub mod elasticsearch;
 pub mod file;
+pub mod kafka;
+pub mod message;
+pub mod redis;
 
 pub use crate::budget::Ack;
 use crate::telemetry::Telemetry;
@@ -62,12 +66,21 @@ pub trait OutputFactory: Send + Sync {
     fn shutdown(&self, _deadline: Instant) {}
 }
 
-/// The output factory the configuration asks for: Elasticsearch when
-/// `output.elasticsearch` is on, else the file sink.
+/// The output factory the configuration asks for: the one enabled output
+/// (configuration validation refuses two), else the file sink.
 pub fn from_config(cfg: &crate::config::Config) -> Result<Arc<dyn OutputFactory>, OutputError> {
-    if cfg.elasticsearch_output_enabled() {
-        elasticsearch::factory(cfg)
-    } else {
-        Ok(Arc::new(file::FileSinkFactory::new(&cfg.output.file)?))
+    let on = cfg.enabled_outputs();
+    if on.len() > 1 {
+        return Err(OutputError::Config(format!(
+            "only one output can be enabled, but output.{} and output.{} both are",
+            on[0], on[1]
+        )));
+    }
+    match on.first().copied() {
+        Some("elasticsearch") => elasticsearch::factory(cfg),
+        Some("kafka") => kafka::factory(cfg),
+        Some("redis") => redis::factory(cfg),
+        Some("console") => console::factory(cfg),
+        _ => Ok(Arc::new(file::FileSinkFactory::new(&cfg.output.file)?)),
     }
 }

@@ -2,6 +2,7 @@
 //! file sink in a temporary directory, corpus lookup, and HTTP helpers.
 #![allow(dead_code)]
 
+pub mod brokers;
 pub mod identity;
 
 use apm_rs::config::{self, Config};
