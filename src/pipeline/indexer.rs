@@ -5,13 +5,19 @@
 //! (unsampled transactions) in the counters; a panic while encoding one
 //! event fails only that event; the output is flushed at least every flush
 //! interval and closed with the shutdown deadline.
+//!
+//! With the disk queue, a batch arrives with its ticket still open: the
+//! indexer encodes all of its events into one record, appends it to the log
+//! (waiting for room while the handler still waits), and only then commits
+//! the outcome; the output is then fed by [`crate::queue::Delivery`].
 
 use super::supervisor::{Actor, Loss};
 use super::topology::EventsHook;
-use super::EventBatch;
+use super::{EventBatch, Outcome, Terminal, Ticket};
 use crate::model::{encode, EncodeContext};
 use crate::output::Output;
-use crate::telemetry::{fail, Telemetry};
+use crate::queue::disk::{AppendError, DiskQueue};
+use crate::telemetry::{fail, reject, Telemetry};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,6 +35,9 @@ pub struct Indexer {
     /// (what a panic now would lose).
     in_hand: usize,
     hook: Option<EventsHook>,
+    queue: Option<Arc<DiskQueue>>,
+    /// The record being built (disk queue).
+    record: Vec<u8>,
 }
 
 impl Indexer {
@@ -43,6 +52,8 @@ impl Indexer {
             discarded: telemetry.events_discarded.with_label_values(&["unsampled"]),
             in_hand: 0,
             hook: None,
+            queue: None,
+            record: Vec::new(),
             output,
             ctx,
             scratch: Vec::with_capacity(4096),
@@ -60,6 +71,77 @@ impl Indexer {
         self.hook = hook;
         self
     }
+
+    /// Appends batches to the disk queue instead of the output.
+    pub fn with_queue(mut self, queue: Option<Arc<DiskQueue>>) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Encodes the batch into one record, appends it to the log and answers
+    /// the request: 202 once the record is written (and synced, as the
+    /// fsync policy says); 503 "queue is full" when the handler gave up
+    /// waiting for room or the write failed (e.g. a full disk).
+    fn append_to_queue(&mut self, queue: &DiskQueue, mut eb: EventBatch, ticket: Ticket) {
+        let n = eb.events.len();
+        self.in_hand = n;
+        self.record.clear();
+        let (mut docs, mut discarded, mut panicked) = (0u32, 0u64, 0usize);
+        for ev in &eb.events {
+            if let Some(hook) = &self.hook {
+                hook(std::slice::from_ref(ev));
+            }
+            self.scratch.clear();
+            let scratch = &mut self.scratch;
+            match catch_unwind(AssertUnwindSafe(|| encode(ev, &self.ctx, scratch))) {
+                Ok(true) => {
+                    self.record.extend_from_slice(&self.scratch);
+                    docs += 1;
+                }
+                Ok(false) => discarded += 1,
+                Err(_) => panicked += 1,
+            }
+        }
+        let written = if docs == 0 {
+            if ticket.claim() {
+                Ok(())
+            } else {
+                Err(AppendError::Cancelled)
+            }
+        } else {
+            queue.append(&self.record, docs, || ticket.cancelled(), || ticket.claim())
+        };
+        let errors = std::mem::take(&mut eb.errors);
+        match written {
+            Ok(()) => {
+                self.telemetry.events_accepted.inc_by(n as u64);
+                self.discarded.inc_by(discarded);
+                if panicked > 0 {
+                    tracing::error!(
+                        events = panicked,
+                        "encoding an event panicked; the event is counted as failed"
+                    );
+                    self.telemetry.fail(fail::PANIC, panicked);
+                }
+                ticket.answer(Outcome {
+                    accepted: n,
+                    errors,
+                    terminal: None,
+                });
+            }
+            Err(AppendError::Cancelled) => self.telemetry.reject(reject::QUEUE_FULL, n),
+            Err(AppendError::Io(e)) => {
+                tracing::error!(error = %e, events = n, "cannot append to the disk queue; the request is answered 503 queue is full");
+                self.telemetry.reject(reject::QUEUE_FULL, n);
+                ticket.answer(Outcome {
+                    accepted: 0,
+                    errors,
+                    terminal: Some(Terminal::QueueFull),
+                });
+            }
+        }
+        self.in_hand = 0;
+    }
 }
 
 impl Actor for Indexer {
@@ -75,7 +157,12 @@ impl Actor for Indexer {
         }
     }
 
-    fn handle(&mut self, eb: EventBatch) {
+    fn handle(&mut self, mut eb: EventBatch) {
+        if let Some(queue) = self.queue.clone() {
+            if let Some(ticket) = eb.ticket.take() {
+                return self.append_to_queue(&queue, eb, ticket);
+            }
+        }
         self.in_hand = eb.events.len();
         for ev in &eb.events {
             if let Some(hook) = &self.hook {

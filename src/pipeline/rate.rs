@@ -9,6 +9,10 @@
 //! one per-request token from it ([`RateLimiter::allow`]); every critical
 //! section is a single bucket operation.
 //!
+//! With the disk queue the commit moves to the indexer (after the append to
+//! the log, see [`crate::queue`]): this stage then forwards accepted
+//! batches with their ticket.
+//!
 //! Invariants: a shard never sleeps — a batch that must wait for tokens is
 //! parked with its due time and released by the shard's own timer while it
 //! keeps serving other IPs; a shard blocks only on its downstream `send`.
@@ -84,6 +88,9 @@ pub struct RateShard {
     seq: u64,
     next: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
+    /// With the disk queue the outcome is committed by the indexer, after
+    /// the batch is in the log; the ticket travels on.
+    defer_commit: bool,
 }
 
 impl RateShard {
@@ -101,7 +108,14 @@ impl RateShard {
             seq: 0,
             next,
             telemetry,
+            defer_commit: false,
         }
+    }
+
+    /// Leaves the commit of accepted batches to a later stage (disk queue).
+    pub fn with_deferred_commit(mut self, defer: bool) -> Self {
+        self.defer_commit = defer;
+        self
     }
 
     /// Test seam: runs on each batch before the limiter sees it.
@@ -113,6 +127,14 @@ impl RateShard {
     /// Commits the batch's outcome and forwards its events.
     fn accept(&mut self, mut eb: EventBatch, reserved: Option<IpAddr>) {
         let n = eb.events.len();
+        if self.defer_commit {
+            if let Err(e) = self.next.send(eb) {
+                let eb = e.into_inner();
+                let n = eb.events.len();
+                self.telemetry.reject(reject::SHUTTING_DOWN, n);
+            }
+            return;
+        }
         if let Some(t) = eb.ticket.take() {
             let outcome = Outcome {
                 accepted: n,

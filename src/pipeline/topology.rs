@@ -17,6 +17,8 @@ use super::{budget::MemoryBudget, Batch, EventBatch};
 use crate::config::Config;
 use crate::model::{DecodeConfig, EncodeContext, Event};
 use crate::output::{OutputError, OutputFactory};
+use crate::queue::disk::{self, DiskQueue};
+use crate::queue::Delivery;
 use crate::telemetry::{fail, reject, Telemetry};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
@@ -94,6 +96,30 @@ pub struct Pipeline {
     telemetry: Arc<Telemetry>,
     output: Arc<dyn OutputFactory>,
     depth: Arc<DepthProbe>,
+    /// The disk queue's reader into the output (`queue.type: disk`).
+    delivery: parking_lot::Mutex<Option<Delivery>>,
+    queue: Option<Arc<DiskQueue>>,
+}
+
+/// Opens the disk queue when `queue.type: disk`.
+fn open_queue(cfg: &Config, telemetry: &Telemetry) -> Result<Option<Arc<DiskQueue>>, OutputError> {
+    use crate::config::{FsyncPolicy, QueueType};
+    if cfg.queue.kind != QueueType::Disk {
+        return Ok(None);
+    }
+    let d = &cfg.queue.disk;
+    let settings = disk::Settings {
+        path: d.path.clone().into(),
+        max_size: d.max_size.get(),
+        segment_size: d.segment_size.get().max(1),
+        fsync: match d.fsync {
+            FsyncPolicy::Request => disk::Fsync::Request,
+            FsyncPolicy::Interval => disk::Fsync::Interval(d.fsync_interval.get()),
+        },
+    };
+    DiskQueue::open(settings, disk::Metrics::new(&telemetry.registry))
+        .map(Some)
+        .map_err(|e| OutputError::Config(e.to_string()))
 }
 
 /// Reads the current length of one inbox.
@@ -128,6 +154,7 @@ impl Pipeline {
             )));
         }
         let outputs = Arc::new(outputs);
+        let queue = open_queue(cfg, &telemetry)?;
 
         let (idx_tx, idx_rx) = bounded::<EventBatch>(p.indexer.capacity);
         let (sm_tx, sm_rx) = bounded::<EventBatch>(p.sourcemap.capacity);
@@ -162,6 +189,7 @@ impl Pipeline {
                 Arc::clone(&output),
                 hooks.before_index.clone(),
             );
+            let queue = queue.clone();
             stages.push(supervisor::spawn(
                 "indexer",
                 p.indexer.instances,
@@ -191,6 +219,7 @@ impl Pipeline {
                         Arc::clone(&dl),
                     )
                     .with_hook(hook.clone())
+                    .with_queue(queue.clone())
                 },
             )?);
         }
@@ -223,6 +252,7 @@ impl Pipeline {
             let next = sm_tx.clone();
             let lim = Arc::clone(&limiter);
             let hook = hooks.before_rate.clone();
+            let defer = queue.is_some();
             stages.push(supervisor::spawn(
                 "rate",
                 1,
@@ -232,6 +262,7 @@ impl Pipeline {
                 move |_| {
                     RateShard::new(k, Arc::clone(&lim), next.clone(), Arc::clone(&t))
                         .with_hook(hook.clone())
+                        .with_deferred_commit(defer)
                 },
             )?);
         }
@@ -279,7 +310,18 @@ impl Pipeline {
                 .with_label_values(&[name])
                 .set(*cap as i64);
         }
+        let delivery = match &queue {
+            Some(q) => Some(Delivery::start(
+                Arc::clone(q),
+                output.build(p.indexer.instances, Arc::clone(&telemetry))?,
+                budget.limit(),
+                flush_every,
+            )?),
+            None => None,
+        };
         Ok(Pipeline {
+            delivery: parking_lot::Mutex::new(delivery),
+            queue,
             intake: Intake {
                 tx: Arc::new(RwLock::new(Some(dec_tx))),
             },
@@ -342,9 +384,22 @@ impl Pipeline {
                 break;
             }
         }
+        if let Some(mut d) = self.delivery.lock().take() {
+            d.stop(deadline);
+        }
         let acc = self.telemetry.accounting();
         let unanswered = acc.received.saturating_sub(acc.rejected + acc.accepted);
-        let in_flight = acc.in_flight().max(0) as usize;
+        // With the disk queue, accepted events not yet delivered stay queued on disk.
+        let in_flight = match &self.queue {
+            Some(q) => {
+                let queued = q.metrics().events.get();
+                if queued > 0 {
+                    tracing::info!(events = queued, "events stay queued on disk for the next start");
+                }
+                0
+            }
+            None => acc.in_flight().max(0) as usize,
+        };
         if unanswered > 0 || in_flight > 0 {
             tracing::error!(
                 unanswered,
