@@ -149,6 +149,9 @@ struct Run {
 /// How often the acknowledged position is written.
 const ACK_EVERY: Duration = Duration::from_millis(100);
 
+/// How long before the shutdown deadline acknowledging stops.
+const SETTLE_MARGIN: Duration = Duration::from_millis(200);
+
 impl Run {
     fn go(&mut self, stop: &parking_lot::Mutex<Option<Instant>>, flush_every: Duration) {
         let mut reader = self.queue.reader();
@@ -157,14 +160,20 @@ impl Run {
         let mut last_tick = Instant::now();
         let mut doc = Vec::new();
         loop {
-            self.settle(false);
-            if let Some(deadline) = *stop.lock() {
-                if Instant::now() >= deadline
+            let stopping = *stop.lock();
+            match stopping {
+                // Bulks still in flight at the deadline are abandoned (their
+                // acks dropped without an answer): stop acknowledging just
+                // before, so those records stay queued. A record answered in
+                // the margin is delivered again after the restart (409).
+                Some(deadline) if Instant::now() + SETTLE_MARGIN >= deadline => {}
+                _ => self.settle(stopping.is_some()),
+            }
+            if let Some(deadline) = stopping {
+                if Instant::now() + SETTLE_MARGIN >= deadline
                     || (caught_up && pending.is_none() && self.outstanding.is_empty())
                 {
-                    self.settle(true);
                     let report = self.output.close(deadline);
-                    self.settle(true);
                     if report.undelivered > 0 {
                         tracing::warn!(
                             documents = report.undelivered,

@@ -174,12 +174,19 @@ fn read_ack(dir: &Path) -> u64 {
     u64::from_le_bytes(s)
 }
 
+/// Overwrites the 12 bytes of the ack file in place: no new block is
+/// needed, so acknowledging (and then freeing segments) works on a full disk.
+/// A torn update fails its checksum and means a replay, never a loss.
 fn write_ack(dir: &Path, seq: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let mut b = seq.to_le_bytes().to_vec();
     b.extend_from_slice(&crc32fast::hash(&seq.to_le_bytes()).to_le_bytes());
-    let tmp = dir.join("ack.tmp");
-    std::fs::write(&tmp, &b)?;
-    std::fs::rename(tmp, dir.join(ACK_FILE))
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(ACK_FILE))?;
+    f.write_all_at(&b, 0)
 }
 
 /// The queue's stable id, created on first use.
@@ -215,6 +222,8 @@ impl DiskQueue {
         }
         let id = queue_id(&dir).map_err(io_err)?;
         let acked = read_ack(&dir);
+        // The ack file exists from the start, so later updates need no new space.
+        write_ack(&dir, acked).map_err(io_err)?;
         let mut segments = segment::list(&dir).map_err(io_err)?;
         // Segments wholly before the acknowledged position are done.
         while segments.len() > 1 && segments[1].first <= acked {
@@ -417,7 +426,11 @@ impl DiskQueue {
         if seq <= w.acked {
             return Ok(());
         }
-        write_ack(&self.settings.path, seq)?;
+        if let Err(e) = write_ack(&self.settings.path, seq) {
+            // Deleting delivered segments stays safe: a stale position only
+            // means records of remaining segments are delivered again.
+            tracing::error!(error = %e, "disk queue: cannot persist the acknowledged position");
+        }
         w.acked = seq;
         // Every record delivered: start afresh so the active segment can go too.
         if seq == w.next_seq && w.active_len > 0 {
