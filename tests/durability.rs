@@ -30,7 +30,10 @@ fn payload(worker: usize, request: usize, n: usize) -> Vec<u8> {
 }
 
 fn event_id(worker: usize, request: usize, i: usize) -> String {
-    format!("{:016x}", ((worker as u64) << 40) | ((request as u64) << 16) | i as u64)
+    format!(
+        "{:016x}",
+        ((worker as u64) << 40) | ((request as u64) << 16) | i as u64
+    )
 }
 
 /// What the clients saw: statuses, and the ids of events answered 202.
@@ -127,7 +130,12 @@ async fn assert_exactly_once(es: &EsDouble, accepted: &HashSet<String>, within: 
         if missing == 0 || t0.elapsed() > within {
             let dups: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
             assert_eq!(missing, 0, "accepted events missing from Elasticsearch");
-            assert!(dups.is_empty(), "duplicates: {} e.g. {:?}", dups.len(), dups.first());
+            assert!(
+                dups.is_empty(),
+                "duplicates: {} e.g. {:?}",
+                dups.len(),
+                dups.first()
+            );
             let extra = got.keys().filter(|id| !accepted.contains(*id)).count();
             assert_eq!(extra, 0, "events indexed that were never answered 202");
             return;
@@ -153,6 +161,8 @@ fn disk_queue(dir: &Path, extra: &[&str]) -> Vec<String> {
         "queue.type=disk".to_string(),
         format!("queue.disk.path={}", dir.display()),
         "output.elasticsearch.flush_bytes=32KiB".to_string(),
+        // A loaded CI machine must not turn slow syncs into 503s.
+        "pipeline.queue_wait=10s".to_string(),
     ];
     o.extend(extra.iter().map(|s| s.to_string()));
     o
@@ -202,7 +212,10 @@ async fn bulk_timeouts_make_no_duplicates_with_either_queue() {
             ..Faults::default()
         });
         let q = tempfile::tempdir().expect("tempdir");
-        let mut opts = vec!["output.elasticsearch.timeout=400ms".to_string()];
+        let mut opts = vec![
+            "output.elasticsearch.timeout=400ms".to_string(),
+            "pipeline.queue_wait=10s".to_string(),
+        ];
         if disk {
             opts.extend(disk_queue(q.path(), &[]));
         }
@@ -288,7 +301,10 @@ async fn a_full_disk_is_a_503_and_loses_nothing() {
         &es,
         &disk_queue(
             q.path(),
-            &["queue.disk.max_size=100MiB", "queue.disk.segment_size=256KiB"],
+            &[
+                "queue.disk.max_size=100MiB",
+                "queue.disk.segment_size=256KiB",
+            ],
         ),
     );
     let sent = load(&srv.url, 2, 2_000, 10, |s| s.statuses.contains_key(&503)).await;
@@ -340,7 +356,9 @@ async fn a_torn_last_record_and_a_corrupt_middle_record_are_skipped_counted_and_
         .expect("queue dir")
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg") && p.metadata().is_ok_and(|m| m.len() > 0))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "seg") && p.metadata().is_ok_and(|m| m.len() > 0)
+        })
         .collect();
     segs.sort();
     assert_eq!(segs.len(), 1, "{segs:?}");
@@ -387,7 +405,10 @@ async fn spawn_binary(args: &[String]) -> (std::process::Child, String) {
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
     while reqwest::get(format!("{base}/")).await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "apm-rs did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "apm-rs did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (child, base)
@@ -427,7 +448,11 @@ async fn kill_9_mid_load_then_restart_indexes_every_accepted_event_exactly_once(
     let t0 = Instant::now();
     loop {
         let got = indexed(&es);
-        let missing = sent.accepted.iter().filter(|id| !got.contains_key(*id)).count();
+        let missing = sent
+            .accepted
+            .iter()
+            .filter(|id| !got.contains_key(*id))
+            .count();
         if missing == 0 || t0.elapsed() > Duration::from_secs(60) {
             assert_eq!(missing, 0, "accepted events missing after the restart");
             let dups = got.values().filter(|n| **n > 1).count();

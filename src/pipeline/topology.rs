@@ -394,7 +394,10 @@ impl Pipeline {
             Some(q) => {
                 let queued = q.metrics().events.get();
                 if queued > 0 {
-                    tracing::info!(events = queued, "events stay queued on disk for the next start");
+                    tracing::info!(
+                        events = queued,
+                        "events stay queued on disk for the next start"
+                    );
                 }
                 0
             }

@@ -27,7 +27,8 @@ pub fn next_id() -> String {
 mod tests {
     #[test]
     fn memory_queue_ids_do_not_repeat() {
-        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| super::next_id()).collect();
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| super::next_id()).collect();
         assert_eq!(ids.len(), 10_000);
     }
 }

@@ -95,7 +95,10 @@ impl Metrics {
             c
         };
         Metrics {
-            bytes: gauge("queue_disk_bytes", "Bytes of the disk queue's segment files."),
+            bytes: gauge(
+                "queue_disk_bytes",
+                "Bytes of the disk queue's segment files.",
+            ),
             max_bytes: gauge("queue_disk_max_bytes", "queue.disk.max_size."),
             events: gauge(
                 "queue_events",
@@ -434,7 +437,9 @@ impl DiskQueue {
         w.acked = seq;
         // Every record delivered: start afresh so the active segment can go too.
         if seq == w.next_seq && w.active_len > 0 {
-            self.rotate(&mut w)?;
+            if let Err(e) = self.rotate(&mut w) {
+                tracing::warn!(error = %e, "disk queue: cannot start a new segment; the delivered one stays until the next");
+            }
         }
         let mut freed = false;
         while let Some((s, len)) = w.sealed.front() {
@@ -526,7 +531,8 @@ impl Reader {
             };
             if self.offset < end {
                 if self.file.is_none() {
-                    self.file = Some(Segment::at(&self.queue.settings.path, self.segment).open_read()?);
+                    self.file =
+                        Some(Segment::at(&self.queue.settings.path, self.segment).open_read()?);
                 }
                 let Some(file) = self.file.as_ref() else {
                     continue;
@@ -601,7 +607,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
         {
-            let q = DiskQueue::open(settings(dir.path(), 1 << 20, 200), Metrics::new(&reg)).unwrap();
+            let q =
+                DiskQueue::open(settings(dir.path(), 1 << 20, 200), Metrics::new(&reg)).unwrap();
             for n in 0..10 {
                 q.append(&doc(n), 1, || false, || true).unwrap();
             }
@@ -651,7 +658,8 @@ mod tests {
     fn a_second_process_cannot_open_the_same_directory() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
-        let _q = DiskQueue::open(settings(dir.path(), 1 << 20, 1 << 20), Metrics::new(&reg)).unwrap();
+        let _q =
+            DiskQueue::open(settings(dir.path(), 1 << 20, 1 << 20), Metrics::new(&reg)).unwrap();
         let again = DiskQueue::open(settings(dir.path(), 1 << 20, 1 << 20), Metrics::new(&reg));
         assert!(matches!(again, Err(OpenError::Locked(_))));
     }
