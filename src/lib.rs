@@ -9,6 +9,7 @@
 pub mod agentcfg;
 pub mod auth;
 pub mod config;
+pub mod es;
 pub mod fuzzing;
 pub mod http;
 pub mod model;

@@ -663,6 +663,7 @@ fn tls_double(dir: &std::path::Path) -> EsDouble {
         tls: Some(es_double::TlsFiles {
             certificate: dir.join("certificate.pem"),
             key: dir.join("key.pem"),
+            client_ca: None,
         }),
         ..Default::default()
     })

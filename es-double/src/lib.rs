@@ -62,6 +62,9 @@ pub struct Options {
 pub struct TlsFiles {
     pub certificate: std::path::PathBuf,
     pub key: std::path::PathBuf,
+    /// When set, clients must present a certificate signed by one of these
+    /// CAs (PEM), or the handshake fails.
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 fn tls_config(t: &TlsFiles) -> std::io::Result<rustls::ServerConfig> {
@@ -73,10 +76,28 @@ fn tls_config(t: &TlsFiles) -> std::io::Result<rustls::ServerConfig> {
     let key =
         rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(&t.key)?))?
             .ok_or_else(|| bad("no private key"))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad(&e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| bad(&e.to_string()))?;
+    let builder = match &t.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(path)?))
+            {
+                roots.add(c?).map_err(|e| bad(&e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder
         .with_single_cert(certs, key)
         .map_err(|e| bad(&e.to_string()))
 }

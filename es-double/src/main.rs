@@ -31,7 +31,11 @@ fn main() {
         fast: args.fast,
         workers: args.workers,
         tls: match (args.tls_certificate, args.tls_key) {
-            (Some(certificate), Some(key)) => Some(es_double::TlsFiles { certificate, key }),
+            (Some(certificate), Some(key)) => Some(es_double::TlsFiles {
+                certificate,
+                key,
+                client_ca: None,
+            }),
             _ => None,
         },
     }) {

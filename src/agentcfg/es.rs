@@ -1,9 +1,11 @@
-//! Loading `.apm-agent-configuration` from Elasticsearch (intake.md §8.3):
-//! a scroll search of the whole index, repeated every
-//! `apm-server.agent.config.cache.expiration` on a dedicated thread.
+//! Loading `.apm-agent-configuration` from Elasticsearch: a scroll search of
+//! the whole index, repeated every `apm-server.agent.config.cache.expiration`
+//! on a dedicated thread (see docs/agent-config.md).
 //!
 //! Job: resolve the client settings (`apm-server.agent.config.elasticsearch`
-//! layered over `output.elasticsearch`, config.md §5), then run
+//! layered over `output.elasticsearch`, see [`effective_client`]) into an
+//! [`es::Client`] — TLS, client certificate and verification mode included,
+//! like every other Elasticsearch caller — then run
 //! [`refresh`] in a loop, publishing each complete snapshot into
 //! [`AgentConfigs`].
 //!
@@ -21,9 +23,8 @@
 //! * Credentials never appear in logs or errors (headers marked sensitive).
 
 use super::{setting_string, AgentConfig, AgentConfigs, CacheState, ConfigDoc};
-use crate::config::{ClientTls, Config, EsClient};
-use base64::Engine;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use crate::config::{Config, EsClient};
+use crate::es;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,27 +56,10 @@ pub enum RefreshError {
     Timeout(Duration),
 }
 
-/// Invalid client settings (start-up error).
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("apm-server.agent.config.elasticsearch: invalid host {0:?}")]
-    Host(String),
-    #[error("apm-server.agent.config.elasticsearch: invalid header {0:?}")]
-    Header(String),
-    #[error("apm-server.agent.config.elasticsearch.ssl: {0}")]
-    Tls(String),
-    #[error("apm-server.agent.config.elasticsearch.proxy_url: {0}")]
-    Proxy(String),
-    #[error("apm-server.agent.config.elasticsearch: cannot build the HTTP client: {0}")]
-    Client(String),
-}
-
 /// Resolved connection settings.
 #[derive(Clone)]
 pub struct EsSource {
-    /// `scheme://host:port[/path]`, no trailing `/`.
-    pub hosts: Vec<String>,
-    client: reqwest::Client,
+    client: es::Client,
     /// Scroll keep-alive and refresh interval.
     pub interval: Duration,
     /// Documents per scroll page ([`PAGE_SIZE`]).
@@ -85,7 +69,7 @@ pub struct EsSource {
 impl std::fmt::Debug for EsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EsSource")
-            .field("hosts", &self.hosts)
+            .field("client", &self.client)
             .field("interval", &self.interval)
             .field("page_size", &self.page_size)
             .finish_non_exhaustive()
@@ -150,147 +134,39 @@ pub fn effective_client(cfg: &Config) -> EsClient {
     out
 }
 
-/// `host` with a scheme (`protocol` when absent), a port (9200 when absent)
-/// and the path prefix; no trailing `/`.
-pub fn host_url(host: &str, protocol: &str, path: &str) -> Result<String, SettingsError> {
-    let host = host.trim();
-    let (scheme, rest) = match host.split_once("://") {
-        Some((s, r)) => (s.to_string(), r),
-        None => (
-            if protocol.is_empty() {
-                "http".to_string()
-            } else {
-                protocol.to_string()
-            },
-            host,
-        ),
-    };
-    let (authority, host_path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if authority.is_empty() {
-        return Err(SettingsError::Host(host.to_string()));
-    }
-    let has_port = match authority.rfind(']') {
-        Some(i) => authority[i..].contains(':'),
-        None => authority.contains(':'),
-    };
-    let authority = if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:9200")
-    };
-    let mut p = if host_path.trim_matches('/').is_empty() {
-        path.trim_matches('/').to_string()
-    } else {
-        host_path.trim_matches('/').to_string()
-    };
-    if !p.is_empty() {
-        p.insert(0, '/');
-    }
-    let s = format!("{scheme}://{authority}{p}");
-    url::Url::parse(&s).map_err(|_| SettingsError::Host(host.to_string()))?;
-    Ok(s)
-}
-
-pub(crate) fn tls(
-    b: reqwest::ClientBuilder,
-    t: &ClientTls,
-) -> Result<reqwest::ClientBuilder, SettingsError> {
-    if t.enabled == Some(false) {
-        return Ok(b);
-    }
-    let mut b = b;
-    for path in &t.certificate_authorities {
-        let pem = std::fs::read(path).map_err(|e| SettingsError::Tls(format!("{path}: {e}")))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| SettingsError::Tls(format!("{path}: {e}")))?
-        {
-            b = b.add_root_certificate(cert);
-        }
-    }
-    if t.verification_mode.as_deref() == Some("none") {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    Ok(b)
-}
-
 impl EsSource {
-    pub fn from_config(cfg: &Config) -> Result<Self, SettingsError> {
-        let c = effective_client(cfg);
-        let hosts = c
-            .hosts
-            .iter()
-            .map(|h| host_url(h, &c.protocol, &c.path))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-elastic-product-origin",
-            HeaderValue::from_static("observability"),
-        );
-        headers.insert(
-            reqwest::header::USER_AGENT,
-            HeaderValue::from_static(concat!(
-                "Elastic-APM-Server/9.5.2 apm-rs/",
-                env!("CARGO_PKG_VERSION")
-            )),
-        );
-        let auth = if !c.api_key.is_empty() {
-            Some(format!(
-                "ApiKey {}",
-                base64::engine::general_purpose::STANDARD.encode(c.api_key.expose())
-            ))
-        } else if !c.username.is_empty() {
-            Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!(
-                    "{}:{}",
-                    c.username,
-                    c.password.expose()
-                ))
-            ))
-        } else {
-            None
-        };
-        if let Some(a) = auth {
-            let mut v = HeaderValue::try_from(a)
-                .map_err(|_| SettingsError::Header("authorization".into()))?;
-            v.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, v);
-        }
-        for (k, vals) in &c.headers {
-            let name =
-                HeaderName::try_from(k.as_str()).map_err(|_| SettingsError::Header(k.clone()))?;
-            if let Some(v) = vals.values().last() {
-                let v = HeaderValue::try_from(*v).map_err(|_| SettingsError::Header(k.clone()))?;
-                headers.insert(name, v);
-            }
-        }
-        let mut b = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(c.timeout.get().min(REFRESH_TIMEOUT))
-            .connect_timeout(REFRESH_TIMEOUT);
-        if c.proxy_disable {
-            b = b.no_proxy();
-        } else if !c.proxy_url.is_empty() {
-            b = b.proxy(
-                reqwest::Proxy::all(&c.proxy_url)
-                    .map_err(|e| SettingsError::Proxy(e.to_string()))?,
-            );
-        }
-        if let Some(t) = &c.ssl {
-            b = tls(b, t)?;
-        }
-        let client = b
-            .build()
-            .map_err(|e| SettingsError::Client(e.to_string()))?;
-        Ok(EsSource {
-            hosts,
+    /// Builds the client of the effective settings (a start-up error when
+    /// they are invalid, e.g. an unreadable CA or client certificate).
+    pub fn from_config(cfg: &Config) -> Result<Self, es::Error> {
+        let settings = es::Settings::elasticsearch(
+            "apm-server.agent.config.elasticsearch",
+            &effective_client(cfg),
+            es::Credentials::FromSettings,
+        )?;
+        Ok(Self::new(es::Client::new(&settings)?, cfg))
+    }
+
+    /// Uses `client`, with the refresh interval of `cfg`.
+    pub fn new(client: es::Client, cfg: &Config) -> Self {
+        EsSource {
             client,
             interval: cfg.apm_server.agent.config.cache.expiration.get(),
             page_size: PAGE_SIZE,
-        })
+        }
+    }
+
+    /// The client timeout, at most [`REFRESH_TIMEOUT`].
+    fn request_timeout(&self) -> Duration {
+        self.client.timeout().min(REFRESH_TIMEOUT)
+    }
+
+    /// `scheme://host:port[/path]` of every host, no trailing `/`.
+    fn bases(&self) -> Vec<String> {
+        self.client
+            .hosts()
+            .urls()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .collect()
     }
 }
 
@@ -378,10 +254,14 @@ pub fn parse_doc(hit: &Value) -> Option<ConfigDoc> {
 /// Loads the whole index from `base` (one host); `None` = no such index.
 async fn load(src: &EsSource, base: &str) -> Result<Option<Vec<ConfigDoc>>, RefreshError> {
     let keep = format!("{}ms", src.interval.as_millis().max(1000));
-    let first = src.client.post(format!("{base}/{INDEX}/_search")).query(&[
-        ("scroll", keep.as_str()),
-        ("size", &src.page_size.to_string()),
-    ]);
+    let first = src
+        .client
+        .request(reqwest::Method::POST, format!("{base}/{INDEX}/_search"))
+        .timeout(src.request_timeout())
+        .query(&[
+            ("scroll", keep.as_str()),
+            ("size", &src.page_size.to_string()),
+        ]);
     let Some(mut p) = page(first).await? else {
         return Ok(None);
     };
@@ -411,7 +291,8 @@ async fn load(src: &EsSource, base: &str) -> Result<Option<Vec<ConfigDoc>>, Refr
         };
         let next = src
             .client
-            .post(format!("{base}/_search/scroll"))
+            .request(reqwest::Method::POST, format!("{base}/_search/scroll"))
+            .timeout(src.request_timeout())
             .query(&[("scroll", keep.as_str()), ("scroll_id", id.as_str())]);
         p = match page(next).await? {
             Some(p) => p,
@@ -425,7 +306,11 @@ async fn load(src: &EsSource, base: &str) -> Result<Option<Vec<ConfigDoc>>, Refr
         let path_id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
         if let Err(e) = src
             .client
-            .delete(format!("{base}/_search/scroll/{path_id}"))
+            .request(
+                reqwest::Method::DELETE,
+                format!("{base}/_search/scroll/{path_id}"),
+            )
+            .timeout(src.request_timeout())
             .send()
             .await
         {
@@ -448,7 +333,7 @@ async fn load(src: &EsSource, base: &str) -> Result<Option<Vec<ConfigDoc>>, Refr
 /// are answers; only transport errors move on to the next host).
 pub async fn refresh(src: &EsSource) -> Result<Option<Vec<ConfigDoc>>, RefreshError> {
     let mut last = RefreshError::Transport("no hosts configured".into());
-    for base in &src.hosts {
+    for base in &src.bases() {
         match tokio::time::timeout(REFRESH_TIMEOUT, load(src, base)).await {
             Err(_) => last = RefreshError::Timeout(REFRESH_TIMEOUT),
             Ok(Err(e @ RefreshError::Transport(_))) => last = e,
@@ -567,21 +452,6 @@ pub fn spawn_refresher(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts() {
-        assert_eq!(
-            host_url("localhost:9200", "http", "").unwrap(),
-            "http://localhost:9200"
-        );
-        assert_eq!(host_url("es", "https", "").unwrap(), "https://es:9200");
-        assert_eq!(
-            host_url("http://es:9201/", "https", "/p/").unwrap(),
-            "http://es:9201/p"
-        );
-        assert_eq!(host_url("[::1]", "http", "").unwrap(), "http://[::1]:9200");
-        assert!(host_url("", "http", "").is_err());
-    }
 
     #[test]
     fn credentials_rule() {

@@ -1,4 +1,4 @@
-//! Kibana fallback for agent configuration (intake.md §8.3): used only when
+//! Kibana fallback for agent configuration (see docs/agent-config.md): used only when
 //! `apm-server.kibana.enabled` is true and
 //! `apm-server.agent.config.elasticsearch` is not set explicitly, and only
 //! while the Elasticsearch cache is not loaded (or its credentials were
@@ -11,14 +11,15 @@
 //! Invariants: the cache holds at most [`CACHE_SIZE`] entries (LRU) and its
 //! lock is never held across an await; a response body is read up to
 //! [`MAX_BODY`] bytes; a request is bounded by [`TIMEOUT`]; credentials are
-//! only in sensitive header values, never in logs or error texts.
+//! only in sensitive header values, never in logs or error texts. Kibana is
+//! another host than Elasticsearch, but its client is built by the same
+//! [`crate::es`] code: same TLS (CA, client certificate, verification mode).
 
 use super::{setting_string, AgentConfig, FetchError, Query};
 use crate::config::Config;
-use base64::Engine;
+use crate::es;
 use lru::LruCache;
 use parking_lot::Mutex;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// The Kibana client and its answer cache.
 pub struct KibanaFetcher {
     url: String,
-    client: reqwest::Client,
+    client: es::Client,
     ttl: Duration,
     cache: Mutex<LruCache<(String, String), (Instant, AgentConfig)>>,
 }
@@ -48,80 +49,22 @@ impl std::fmt::Debug for KibanaFetcher {
     }
 }
 
-/// `scheme://host[:port][/path]` of Kibana (no trailing `/`).
-pub fn base_url(host: &str, protocol: &str, path: &str) -> String {
-    let host = host.trim().trim_end_matches('/');
-    let base = if host.contains("://") {
-        host.to_string()
-    } else {
-        let scheme = if protocol.is_empty() {
-            "http"
-        } else {
-            protocol
-        };
-        format!("{scheme}://{host}")
-    };
-    let path = path.trim_matches('/');
-    if path.is_empty() {
-        base
-    } else {
-        format!("{base}/{path}")
-    }
-}
-
 impl KibanaFetcher {
     /// The fallback, when the configuration calls for one.
-    pub fn from_config(cfg: &Config) -> Result<Option<Self>, super::es::SettingsError> {
-        use super::es::SettingsError;
+    pub fn from_config(cfg: &Config) -> Result<Option<Self>, es::Error> {
         let k = &cfg.apm_server.kibana;
         if !k.enabled || cfg.apm_server.agent.config.elasticsearch.is_some() {
             return Ok(None);
         }
-        let mut headers = HeaderMap::new();
-        headers.insert("kbn-xsrf", HeaderValue::from_static("1"));
-        let auth = if !k.api_key.is_empty() {
-            Some(format!(
-                "ApiKey {}",
-                base64::engine::general_purpose::STANDARD.encode(k.api_key.expose())
-            ))
-        } else if !k.username.is_empty() {
-            Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!(
-                    "{}:{}",
-                    k.username,
-                    k.password.expose()
-                ))
-            ))
-        } else {
-            None
-        };
-        if let Some(a) = auth {
-            let mut v = HeaderValue::try_from(a)
-                .map_err(|_| SettingsError::Header("kibana authorization".into()))?;
-            v.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, v);
-        }
-        for (name, vals) in &k.headers {
-            let n = HeaderName::try_from(name.as_str())
-                .map_err(|_| SettingsError::Header(format!("kibana {name}")))?;
-            if let Some(v) = vals.values().last() {
-                let v = HeaderValue::try_from(*v)
-                    .map_err(|_| SettingsError::Header(format!("kibana {name}")))?;
-                headers.insert(n, v);
-            }
-        }
-        let mut b = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(TIMEOUT);
-        if let Some(t) = &k.ssl {
-            b = super::es::tls(b, t)?;
-        }
-        let client = b
-            .build()
-            .map_err(|e| SettingsError::Client(e.to_string()))?;
+        let settings = es::Settings::kibana(k, TIMEOUT)?;
+        let client = es::Client::new(&settings)?;
+        let base = client
+            .hosts()
+            .base_url(0)
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .unwrap_or_default();
         Ok(Some(KibanaFetcher {
-            url: format!("{}{ENDPOINT}", base_url(&k.host, &k.protocol, &k.path)),
+            url: format!("{base}{ENDPOINT}"),
             client,
             ttl: cfg.apm_server.agent.config.cache.expiration.get(),
             cache: Mutex::new(LruCache::new(
@@ -141,7 +84,7 @@ impl KibanaFetcher {
         let body = serde_json::to_vec(q).map_err(|e| FetchError::Other(e.to_string()))?;
         let mut r = self
             .client
-            .post(&self.url)
+            .request(reqwest::Method::POST, &self.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -222,18 +165,6 @@ mod tests {
         assert_eq!(c.settings["transaction_sampling_rate"], "0.3");
         assert_eq!(parse_result(b"").unwrap(), AgentConfig::none());
         assert!(parse_result(b"<html>").is_err());
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            base_url("localhost:5601", "http", ""),
-            "http://localhost:5601"
-        );
-        assert_eq!(
-            base_url("https://kb:5601/", "http", "/base/"),
-            "https://kb:5601/base"
-        );
     }
 
     #[test]

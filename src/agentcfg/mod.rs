@@ -1,4 +1,4 @@
-//! Agent central configuration (intake.md §8): the query agents send, the
+//! Agent central configuration (see docs/agent-config.md): the query agents send, the
 //! documents of `.apm-agent-configuration`, how a query is matched against
 //! them, and what anonymous callers may see.
 //!
@@ -14,7 +14,7 @@
 //! * The snapshot is bounded ([`es::MAX_DOCS`] documents); it is replaced
 //!   whole, never mutated in place.
 //! * Once Elasticsearch rejects the credentials (401/403) the state is
-//!   [`CacheState::Invalid`] for good and refreshing stops (intake.md §8.3).
+//!   [`CacheState::Invalid`] for good and refreshing stops.
 //! * Settings are string → string with keys sorted; "no config" is `{}` with
 //!   etag `-`.
 
@@ -29,7 +29,7 @@ use std::sync::Arc;
 /// Etag of the "no config" result.
 pub const NO_ETAG: &str = "-";
 
-/// The only setting anonymous callers may see (intake.md §8.4).
+/// The only setting anonymous callers may see.
 pub const ANONYMOUS_SETTING: &str = "transaction_sample_rate";
 
 /// The service part of a query.
@@ -171,7 +171,7 @@ impl AgentConfigs {
     }
 
     /// Answers `q`; anonymous callers pass their `allow_agent` list as
-    /// `insecure_agents` (intake.md §8.4), others `None`.
+    /// `insecure_agents`, others `None`.
     pub async fn fetch(
         &self,
         q: &Query,
@@ -199,7 +199,7 @@ impl Drop for AgentConfigs {
     }
 }
 
-/// Matching precedence (intake.md §8.3): exact name+environment; name with
+/// Matching precedence: exact name+environment; name with
 /// empty environment; empty name with the environment; both empty.
 pub fn find<'a>(docs: &'a [ConfigDoc], name: &str, env: &str) -> Option<&'a AgentConfig> {
     let by = |n: &str, e: &str| {
@@ -213,7 +213,7 @@ pub fn find<'a>(docs: &'a [ConfigDoc], name: &str, env: &str) -> Option<&'a Agen
         .or_else(|| by("", ""))
 }
 
-/// What an anonymous caller may see (intake.md §8.4, case P.133): an empty
+/// What an anonymous caller may see (case P.133): an empty
 /// list filters nothing; a document for an agent that does not start with a
 /// listed prefix becomes "no config"; otherwise only
 /// `transaction_sample_rate` is kept, with the etag.

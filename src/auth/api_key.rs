@@ -1,4 +1,4 @@
-//! API-key authentication (security.md §4): `Authorization: ApiKey
+//! API-key authentication: `Authorization: ApiKey
 //! <base64(id:key)>`, verified with Elasticsearch's
 //! `GET /_security/user/_has_privileges` and cached ([`super::cache`]).
 //!
@@ -7,7 +7,10 @@
 //! * The verification request carries the caller's credentials exactly as
 //!   received and nothing of the server's own Elasticsearch credentials
 //!   (username, password, api_key and any configured `Authorization` header
-//!   are dropped). Retries only on network errors and HTTP 429, with
+//!   are dropped; the client is built by [`crate::es`] with
+//!   [`es::Credentials::PerRequest`], so TLS, client certificate, proxy and
+//!   host failover are those of every other Elasticsearch caller). Retries
+//!   only on network errors and HTTP 429, with
 //!   exponential back-off, at most `max_retries` times.
 //! * Outcomes: 2xx with some privilege → granted (cached); 2xx all false or
 //!   401 → `authentication failed` (cached); anything else → backend error
@@ -22,12 +25,13 @@
 use super::cache::{Cache, CacheKey, Verified, TTL};
 use super::{ApiKeyPrivileges, AuthError, MSG_FAILED};
 use crate::config::{Config, EsClient};
+use crate::es;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The `_has_privileges` body, byte-exact (security.md §4.2).
+/// The `_has_privileges` body, byte-exact as apm-server sends it: the `apm`
+/// application's three privileges on resource `-`.
 pub const HAS_PRIVILEGES_BODY: &str = r#"{"application":[{"application":"apm","privileges":["config_agent:read","event:write","sourcemap:write"],"resources":["-"]}]}"#;
 /// Path of the verification call (after any configured path prefix).
 pub const HAS_PRIVILEGES_PATH: &str = "/_security/user/_has_privileges";
@@ -133,7 +137,7 @@ pub fn go_base64_decode(src: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Splits `ApiKey` credentials into (id, secret) (security.md §4.1).
+/// Splits `ApiKey` credentials into (id, secret): base64 of `id:secret`.
 pub fn parse_credentials(credentials: &str) -> Result<(String, Vec<u8>), AuthError> {
     let decoded = go_base64_decode(credentials.as_bytes()).map_err(|e| {
         AuthError::Failed(format!(
@@ -169,49 +173,6 @@ pub fn es_settings(cfg: &Config) -> EsClient {
     es
 }
 
-/// `host` → full `_has_privileges` URL (scheme `protocol` and port 9200 when
-/// missing; the host's own path, else `path`, as prefix; userinfo removed).
-fn privileges_url(host: &str, protocol: &str, path: &str) -> Result<url::Url, String> {
-    let host = host.trim();
-    let with_scheme = if host.contains("://") {
-        host.to_string()
-    } else {
-        let proto = if protocol.is_empty() {
-            "http"
-        } else {
-            protocol
-        };
-        format!("{proto}://{host}")
-    };
-    let mut url = url::Url::parse(&with_scheme).map_err(|e| format!("host {host:?}: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(format!("host {host:?}: expected http(s)://host[:port]"));
-    }
-    if url.port().is_none() {
-        url.set_port(Some(9200))
-            .map_err(|_| format!("host {host:?}: cannot set port"))?;
-    }
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    let prefix = if url.path().trim_matches('/').is_empty() {
-        path.trim_matches('/').to_string()
-    } else {
-        url.path().trim_matches('/').to_string()
-    };
-    let full = if prefix.is_empty() {
-        HAS_PRIVILEGES_PATH.to_string()
-    } else {
-        format!("/{prefix}{HAS_PRIVILEGES_PATH}")
-    };
-    url.set_path(&full);
-    url.set_query(None);
-    Ok(url)
-}
-
-fn read_file(path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
-}
-
 /// What Elasticsearch answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum EsAnswer {
@@ -224,9 +185,7 @@ enum EsAnswer {
 
 /// The HTTP client for `_has_privileges`.
 struct PrivilegesClient {
-    http: reqwest::Client,
-    urls: Vec<url::Url>,
-    next: AtomicUsize,
+    client: es::Client,
     max_retries: u32,
     backoff_init: Duration,
     backoff_max: Duration,
@@ -234,97 +193,30 @@ struct PrivilegesClient {
 
 impl PrivilegesClient {
     fn new(es: &EsClient) -> Result<Self, String> {
-        let urls = es
-            .hosts
-            .iter()
-            .map(|h| privileges_url(h, &es.protocol, &es.path))
-            .collect::<Result<Vec<_>, _>>()?;
-        if urls.is_empty() {
-            return Err("no hosts".into());
-        }
-        use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, USER_AGENT};
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!(
-                "Elastic-APM-Server/",
-                env!("CARGO_PKG_VERSION"),
-                " apm-rs/",
-                env!("CARGO_PKG_VERSION")
-            )),
-        );
-        headers.insert(
-            HeaderName::from_static("x-elastic-product-origin"),
-            HeaderValue::from_static("observability"),
-        );
-        for (name, values) in &es.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("invalid header name {name:?}"))?;
-            if name == AUTHORIZATION {
-                continue; // credentials are the caller's, never the server's
-            }
-            headers.remove(&name);
-            for v in values.values() {
-                let v = HeaderValue::from_str(v)
-                    .map_err(|_| format!("invalid value for header {name}"))?;
-                headers.append(name.clone(), v);
-            }
-        }
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .default_headers(headers)
-            .timeout(es.timeout.get())
-            .redirect(reqwest::redirect::Policy::none());
-        if es.proxy_disable {
-            b = b.no_proxy();
-        } else if !es.proxy_url.is_empty() {
-            let p = reqwest::Proxy::all(&es.proxy_url)
-                .map_err(|e| format!("invalid proxy_url: {e}"))?;
-            b = b.proxy(p);
-        }
-        if let Some(tls) = es.ssl.as_ref().filter(|t| t.enabled != Some(false)) {
-            for ca in &tls.certificate_authorities {
-                let pem = read_file(ca)?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| format!("invalid CA certificate {ca}: {e}"))?;
-                if certs.is_empty() {
-                    return Err(format!("no certificate found in {ca}"));
-                }
-                for c in certs {
-                    b = b.add_root_certificate(c);
-                }
-            }
-            match tls.verification_mode.as_deref().unwrap_or("full") {
-                "full" | "strict" => {}
-                "certificate" => b = b.danger_accept_invalid_hostnames(true),
-                "none" => b = b.danger_accept_invalid_certs(true),
-                other => return Err(format!("unknown ssl.verification_mode {other:?}")),
-            }
-            if !tls.certificate.is_empty() || !tls.key.is_empty() {
-                if !tls.key_passphrase.is_empty() {
-                    return Err("encrypted client keys (ssl.key_passphrase) are not supported for Elasticsearch clients".into());
-                }
-                let mut pem = read_file(&tls.certificate)?;
-                pem.push(b'\n');
-                pem.extend(read_file(&tls.key)?);
-                let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    format!(
-                        "invalid client certificate {} / key {}: {e}",
-                        tls.certificate, tls.key
-                    )
-                })?;
-                b = b.identity(id);
-            }
-        }
-        let http = b.build().map_err(|e| e.to_string())?;
-        Ok(PrivilegesClient {
-            http,
-            urls,
-            next: AtomicUsize::new(0),
+        let settings = es::Settings::elasticsearch(
+            "apm-server.auth.api_key.elasticsearch",
+            es,
+            es::Credentials::PerRequest,
+        )
+        .map_err(|e| e.to_string())?;
+        let client = es::Client::new(&settings).map_err(|e| e.to_string())?;
+        Ok(Self::with_client(client, es))
+    }
+
+    /// Uses `client` (its own credentials are dropped) with the retry
+    /// settings of `es`.
+    fn with_client(client: es::Client, es: &EsClient) -> Self {
+        PrivilegesClient {
+            client: client.without_credentials(),
             max_retries: es.max_retries,
             backoff_init: es.backoff.init.get(),
             backoff_max: es.backoff.max.get(),
-        })
+        }
+    }
+
+    /// The `_has_privileges` URL of host `i`.
+    fn url(&self, i: usize) -> Option<url::Url> {
+        self.client.hosts().url(i, HAS_PRIVILEGES_PATH)
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -341,16 +233,23 @@ impl PrivilegesClient {
         auth.set_sensitive(true);
         let mut attempt = 0u32;
         loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len();
-            let url = self.urls[i].clone();
+            let hosts = self.client.hosts();
+            let i = hosts.pick();
+            let url = self.url(i).ok_or_else(|| "no hosts".to_string())?;
             let sent = self
-                .http
+                .client
                 .request(reqwest::Method::GET, url)
                 .header(reqwest::header::AUTHORIZATION, auth.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(HAS_PRIVILEGES_BODY)
                 .send()
                 .await;
+            match &sent {
+                Err(_) => {
+                    hosts.mark_failed(i);
+                }
+                Ok(_) => hosts.mark_ok(i),
+            }
             let retryable = match &sent {
                 Err(_) => true,
                 Ok(r) => r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS,
@@ -808,22 +707,30 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn urls() {
-        let u = |h: &str, p: &str, path: &str| privileges_url(h, p, path).map(|u| u.to_string());
+    fn verification_urls_keep_the_host_prefix_and_drop_user_info() {
+        let u = |h: &str, p: &str, path: &str| {
+            let es = EsClient {
+                hosts: vec![h.to_string()],
+                protocol: p.to_string(),
+                path: path.to_string(),
+                ..EsClient::default()
+            };
+            PrivilegesClient::new(&es).map(|c| c.url(0).map(|u| u.to_string()))
+        };
         assert_eq!(
-            u("localhost:9200", "http", "").unwrap(),
+            u("localhost:9200", "http", "").unwrap().unwrap(),
             "http://localhost:9200/_security/user/_has_privileges"
         );
         assert_eq!(
-            u("es", "https", "").unwrap(),
+            u("es", "https", "").unwrap().unwrap(),
             "https://es:9200/_security/user/_has_privileges"
         );
         assert_eq!(
-            u("http://user:pw@es:1234/pre/", "", "").unwrap(),
+            u("http://user:pw@es:1234/pre/", "", "").unwrap().unwrap(),
             "http://es:1234/pre/_security/user/_has_privileges"
         );
         assert_eq!(
-            u("[::1]", "http", "/x/").unwrap(),
+            u("[::1]", "http", "/x/").unwrap().unwrap(),
             "http://[::1]:9200/x/_security/user/_has_privileges"
         );
         assert!(u("ftp://x", "", "").is_err());

@@ -93,7 +93,7 @@ impl IntakeResult {
             .errors
             .into_iter()
             .map(|e| ErrorEntry {
-                message: e.message,
+                message: e.error.to_string(),
                 document: String::from_utf8_lossy(&e.document).into_owned(),
             })
             .collect();
@@ -292,7 +292,7 @@ impl IntakeRun {
                     }
                     LineItem::TooLarge(bytes) => {
                         self.result.terminal = Some(IntakeError::Metadata {
-                            message: crate::pipeline::decoder::TOO_LARGE.into(),
+                            message: crate::model::LineError::TooLarge.to_string(),
                             document: Some(bytes),
                         });
                     }

@@ -1,4 +1,4 @@
-//! Document encoding (documents.md §4, §5.8, §6–§11): writes the bulk action
+//! Document encoding: writes the bulk action
 //! line and the `_source` document for one event straight into the caller's
 //! buffer with a small hand-written JSON writer.
 //!
@@ -397,7 +397,8 @@ impl<'a> W<'a> {
 
 /// Appends `{"create":{"_index":…}}\n{document}\n` for `ev` to `out`.
 /// Returns false and writes nothing when the event is dropped by design
-/// (unsampled non-RUM transaction, documents.md §12.2).
+/// (an unsampled transaction from a backend agent is not indexed, as in
+/// apm-server; RUM agents' unsampled transactions are).
 pub fn encode(ev: &Event, ctx: &EncodeContext, out: &mut Vec<u8>) -> bool {
     if let Body::Transaction(t) = &ev.body {
         if !t.sampled && !ev.is_rum_agent() {

@@ -1,4 +1,4 @@
-//! Decoded intake events (documents.md §5–§12).
+//! Decoded intake events (see docs/intake.md for the fields and rules).
 //!
 //! Plain owned Rust structs, shared by the v2 and v3 decoders and read by the
 //! encoder. Invariants: an empty `String` means "absent" (the encoder omits
@@ -43,7 +43,8 @@ impl Metadata {
     }
 }
 
-/// Metadata parts no event can override (§5.1, fixed up per §5.2).
+/// Metadata parts no event can override (host names fixed up as in
+/// docs/intake.md, Metadata).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Shared {
     pub(crate) host_hostname: String,
@@ -51,7 +52,7 @@ pub(crate) struct Shared {
     pub(crate) host_id: String,
     pub(crate) host_architecture: String,
     pub(crate) host_os_platform: String,
-    /// `host.ip` (backend requests only, §3).
+    /// `host.ip` (backend requests only).
     pub(crate) host_ip: Option<IpAddr>,
     pub(crate) process_pid: Option<i64>,
     pub(crate) process_ppid: Option<i64>,
@@ -149,7 +150,7 @@ pub(crate) struct User {
     pub(crate) domain: String,
 }
 
-/// `labels.*` (strings) and `numeric_labels.*` (numbers), §5.3. Keys are raw;
+/// `labels.*` (strings) and `numeric_labels.*` (numbers). Keys are raw;
 /// the encoder sanitises them. A later value for a key replaces the earlier
 /// one in place; past [`LABEL_INDEX_FROM`] keys a hash index finds them, so
 /// an event with 100,000 labels costs linear, not quadratic, time.
@@ -234,7 +235,7 @@ impl Labels {
     }
 }
 
-/// Client/source/user-agent facts (§3, §5.5, §5.6).
+/// Client/source/user-agent facts from the request and the event context.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Client {
     pub(crate) client_ip: Option<IpAddr>,
@@ -256,7 +257,7 @@ pub(crate) enum Json {
     Obj(Vec<(String, Json)>),
 }
 
-/// HTTP headers: canonical name → values (§5.7).
+/// HTTP headers: canonical name → values.
 pub(crate) type Headers = Vec<(String, Vec<String>)>;
 
 /// `http.*`.
@@ -317,7 +318,7 @@ pub(crate) struct Message {
     pub(crate) headers: Headers,
 }
 
-/// Original frame values kept by source mapping (§13.2).
+/// Original frame values kept by source mapping.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FrameOriginal {
     pub(crate) abs_path: String,
@@ -329,7 +330,7 @@ pub(crate) struct FrameOriginal {
     pub(crate) library_frame: Option<bool>,
 }
 
-/// One stack frame (§11). The source-map stage edits these in place.
+/// One stack frame. The source-map stage edits these in place.
 #[derive(Debug, Default, Clone)]
 pub struct Frame {
     pub(crate) filename: String,
@@ -350,7 +351,7 @@ pub struct Frame {
     pub(crate) original: Option<Box<FrameOriginal>>,
 }
 
-/// Transaction data (§6).
+/// Transaction data.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Transaction {
     pub(crate) id: String,
@@ -394,7 +395,7 @@ pub(crate) struct Composite {
     pub(crate) sum_us: i64,
 }
 
-/// Span data (§7).
+/// Span data.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Span {
     pub(crate) id: String,
@@ -425,7 +426,8 @@ pub(crate) struct Span {
     pub(crate) span_kind: String,
 }
 
-/// One element of the flattened `error.exception` array (§8.1).
+/// One element of the flattened `error.exception` array (causes
+/// follow their exception depth first, with `parent` pointing back).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Exception {
     pub(crate) message: String,
@@ -449,7 +451,7 @@ pub(crate) struct ErrorLog {
     pub(crate) stacktrace: Vec<Frame>,
 }
 
-/// Error data (§8).
+/// Error data.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ErrorEvent {
     pub(crate) id: String,
@@ -467,7 +469,7 @@ pub(crate) struct ErrorEvent {
     pub(crate) message: String,
 }
 
-/// One metricset sample (§9.1).
+/// One metricset sample.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Sample {
     pub(crate) name: String,
@@ -478,7 +480,7 @@ pub(crate) struct Sample {
     pub(crate) counts: Vec<i64>,
 }
 
-/// Metricset data (§9).
+/// Metricset data.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Metricset {
     pub(crate) name: String,
@@ -493,7 +495,7 @@ pub(crate) struct Metricset {
     pub(crate) has_refs: bool,
 }
 
-/// Log data (§10).
+/// Log data.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LogEvent {
     pub(crate) message: String,
@@ -512,7 +514,7 @@ pub(crate) struct LogEvent {
 }
 
 impl LogEvent {
-    /// A log carrying error fields is indexed as an error (§4.1 oddity).
+    /// A log carrying error fields is indexed as an error (an apm-server oddity kept as is).
     pub(crate) fn is_error(&self) -> bool {
         !(self.error_type.is_empty()
             && self.error_message.is_empty()
@@ -549,7 +551,7 @@ pub struct Event {
     pub(crate) body: Body,
 }
 
-/// RUM agents (§4.1).
+/// RUM agents (their events go to the RUM data streams).
 pub(crate) fn is_rum_agent_name(name: &str) -> bool {
     matches!(name, "rum-js" | "js-base" | "iOS/swift")
 }
@@ -584,11 +586,11 @@ impl Event {
     pub fn service_name(&self) -> &str {
         &self.service.name
     }
-    /// Final `service.version` (source-map lookup key, §13.2).
+    /// Final `service.version` (source-map lookup key).
     pub fn service_version(&self) -> &str {
         &self.service.version
     }
-    /// Agent is a RUM agent (`rum-js`, `js-base`, `iOS/swift`), §4.1.
+    /// Agent is a RUM agent (`rum-js`, `js-base`, `iOS/swift`).
     pub fn is_rum_agent(&self) -> bool {
         is_rum_agent_name(&self.agent.name)
     }
@@ -609,7 +611,7 @@ impl Event {
     }
     /// True for spans and for errors that carry a `span.id` (a v2 error with
     /// `transaction_id`): the RUM library-frame and exclude-from-grouping
-    /// processors treat those as spans and skip error frames (§13.1 oddity).
+    /// processors treat those as spans and skip error frames (an apm-server oddity kept as is).
     pub fn has_span_part(&self) -> bool {
         match &self.body {
             Body::Span(_) => true,
@@ -639,7 +641,7 @@ impl Event {
         }
     }
 
-    /// Recomputes `error.culprit` from source-mapped frames (§13.2): the
+    /// Recomputes `error.culprit` from source-mapped frames: the
     /// first source-mapped, non-library frame of `log.stacktrace`, then of
     /// the exception stack traces. No-op for non-errors or when none matches.
     pub fn update_culprit(&mut self) {
@@ -664,7 +666,7 @@ impl Event {
         }
     }
 
-    /// RUM frame post-processing (§13.1 steps 2–3): library-frame marking
+    /// RUM frame post-processing (after source mapping): library-frame marking
     /// (keeping the agent's value in `original.library_frame`) and
     /// exclude-from-grouping marking, then the grouping key is recomputed.
     /// Call it for events from RUM endpoints after source mapping (if any)
@@ -696,7 +698,7 @@ impl Event {
         self.update_grouping_key();
     }
 
-    /// Recomputes `error.grouping_key` (§8.4) after frames changed.
+    /// Recomputes `error.grouping_key` after frames changed.
     pub fn update_grouping_key(&mut self) {
         if let Body::Error(e) = &mut self.body {
             e.grouping_key = super::grouping::grouping_key(e);
@@ -705,7 +707,7 @@ impl Event {
 }
 
 /// Compiled `apm-server.rum.library_pattern` and
-/// `apm-server.rum.exclude_from_grouping` (§13.1); an empty pattern disables
+/// `apm-server.rum.exclude_from_grouping` ; an empty pattern disables
 /// its step.
 #[derive(Debug, Clone, Default)]
 pub struct RumFrameRules {
@@ -749,7 +751,7 @@ impl Frame {
     pub fn library_frame(&self) -> bool {
         self.library_frame
     }
-    /// Sets `library_frame`, keeping the agent's value as `original.library_frame` (§13.1).
+    /// Sets `library_frame`, keeping the agent's value as `original.library_frame`.
     /// Idempotent: the agent's value is kept from the first call.
     pub fn mark_library_frame(&mut self, is_library: bool) {
         let orig = self.library_frame;
@@ -766,7 +768,7 @@ impl Frame {
     pub fn set_sourcemap_error(&mut self, msg: String) {
         self.sourcemap_error = msg;
     }
-    /// Applies a successful source-map lookup (§13.2): saves the old values in
+    /// Applies a successful source-map lookup: saves the old values in
     /// `original.*` and sets the mapped ones, `sourcemap.updated = true`.
     #[allow(clippy::too_many_arguments)]
     pub fn apply_sourcemap(

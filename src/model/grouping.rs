@@ -1,4 +1,4 @@
-//! Error grouping key (documents.md §8.4): XXH64 (seed 0) over the
+//! Error grouping key, as apm-server computes it: XXH64 (seed 0) over the
 //! concatenated exception types, param message, frame identities and, as a
 //! fallback, messages. Invariant: always 16 lower-case hex characters.
 
@@ -95,7 +95,7 @@ fn frames(buf: &mut Vec<u8>, frames: &[Frame]) -> bool {
     wrote
 }
 
-/// The grouping key of an error (§8.4).
+/// The grouping key of an error.
 pub(crate) fn grouping_key(e: &ErrorEvent) -> String {
     let mut buf: Vec<u8> = Vec::new();
     for x in &e.exceptions {

@@ -8,16 +8,16 @@
 //! * [`Event`]: a decoded event carrying everything the document needs.
 //!   Source-map stage hooks: [`Event::stacktraces_mut`] (→ [`Frame`] setters),
 //!   [`Event::service_name`]/[`Event::service_version`],
-//!   [`Event::apply_rum_frame_rules`] (§13.1 library/exclude marking),
+//!   [`Event::apply_rum_frame_rules`] (library/exclude marking),
 //!   [`Event::update_culprit`], [`Event::update_grouping_key`].
 //! * [`encode`]: writes the bulk action line and the document for one event.
 //!
-//! Layout: `event` (types), `decode` (Decoder, root-key scan, helpers; `v2`,
-//! `v3`), `encode` (JSON writer + documents), `routing` (§4), `grouping`
-//! (§8.4), `timestamp` (§5.8). `tests` holds the corpus-driven tests.
+//! Layout: `event` (types), `decode` (Decoder, root-key scan, one file of
+//! field rules per event type with v2 and v3 key tables), `encode` (JSON writer + documents), `routing` (data streams), `grouping`
+//! (error grouping keys), `timestamp` (RFC 3339). `tests` holds the corpus-driven tests.
 //!
 //! Invariants: decoding never panics on any input; an invalid line yields a
-//! [`LineError`] whose text is the spec's (documents.md §15.4); encoding writes
+//! [`LineError`] whose text is apm-server's (docs/intake.md, Errors and their order); encoding writes
 //! straight into the caller's buffer.
 
 mod decode;
@@ -35,7 +35,7 @@ pub use event::{Event, Frame, Metadata, RumFrameRules};
 
 use std::net::IpAddr;
 
-/// Per-request facts every event starts from (documents.md §3). Built by the
+/// Per-request facts every event starts from Built by the
 /// HTTP layer; when `capture_personal_data` is off only `received_ns` and
 /// `rum` are set.
 #[derive(Clone, Debug, Default)]
@@ -67,7 +67,7 @@ pub enum LineError {
     /// JSON syntax or type error.
     #[error("decode error: data read error: {0}")]
     Decode(String),
-    /// Schema rule violated (documents.md §15).
+    /// Schema rule violated (docs/intake.md, Field rules and limits).
     #[error("validation error: {0}")]
     Validation(String),
     /// Root key is not a known event type.
@@ -76,4 +76,7 @@ pub enum LineError {
     /// First line is not metadata.
     #[error("\"metadata\" or \"m\" required")]
     MetadataRequired,
+    /// The line is longer than `max_event_size`; it is not decoded.
+    #[error("event exceeded the permitted size")]
+    TooLarge,
 }

@@ -1,4 +1,4 @@
-//! Data stream routing (documents.md §4): `data_stream.type`/`dataset` per
+//! Data stream routing: `data_stream.type`/`dataset` per
 //! event kind, the internal-metric list and service-name normalisation.
 //! Invariant: the dataset is derived only from the final event.
 
@@ -163,7 +163,8 @@ pub(crate) fn route(ev: &Event) -> (&'static str, Cow<'_, str>) {
     }
 }
 
-/// §4.1: refs, empty service name, or all samples internal.
+/// A metricset is internal with transaction/span references, an empty service
+/// name, or only internal samples.
 pub(crate) fn metricset_is_internal(ev: &Event, m: &super::event::Metricset) -> bool {
     m.has_refs
         || ev.service_name().is_empty()

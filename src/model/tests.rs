@@ -1,8 +1,8 @@
-//! Corpus-driven tests for the intake model (documents.md §5–§15): every
+//! Corpus-driven tests for the intake model (docs/intake.md): every
 //! `intake-v2` payload decodes with the expected event/error counts, the
 //! encoded `_source` matches the approvals after an emulation of the ES
-//! `fields` view (§17–§18), exact error messages (cases.md C.23–C.28, §15.4),
-//! grouping keys (§8.4) and a no-panic sweep over truncated/garbled lines.
+//! `fields` view, exact error messages (docs/intake.md, Errors and their order),
+//! grouping keys and a no-panic sweep over truncated/garbled lines.
 //! The corpus is read from `$APM_CORPUS` or `../shared/corpus`; tests print a
 //! `SKIPPED` line and return when it is absent.
 
@@ -157,7 +157,7 @@ fn corpus_files_decode() {
 }
 
 // ---------------------------------------------------------------------------
-// ES `fields` emulation (documents.md §17, §18.2) and approval comparison
+// Elasticsearch `fields` emulation (what a search returns for a document) and approval comparison
 
 const NOT_INDEXED: &[&str] = &[
     "span.stacktrace",
@@ -689,7 +689,7 @@ fn minimal_transaction_source() {
 
 #[test]
 fn line_error_messages() {
-    // cases.md C.23: type error is a decode error
+    // case C.23: a type error is a decode error
     let e = err_of(
         r#"{ "transaction": { "id": 12345, "trace_id": "0123456789abcdef0123456789abcdef", "parent_id": "abcdefabcdef01234567", "type": "request", "duration": 32.592981, "span_count": { "started": 21 } } }   "#,
     );
@@ -754,7 +754,7 @@ fn line_error_messages() {
             &base(false)
         )
         .is_ok());
-    // §15.4 examples
+    // the message examples of docs/intake.md, Errors and their order
     assert_eq!(
         err_of(
             r#"{"transaction":{"trace_id":"x","id":"y","type":"t","duration":1,"span_count":{"dropped":1}}}"#
@@ -1305,6 +1305,58 @@ fn v3_messages() {
     // v2 keys are accepted after v3 metadata and vice versa
     assert!(decode_one(meta, r#"{"log":{"message":"x"}}"#, true).is_ok());
     assert!(decode_one(META, r#"{"e":{"id":"a","log":{"mg":"x"}}}"#, false).is_ok());
+}
+
+/// The same two violations in a v2 and a v3 line: each dialect reports the
+/// one its upstream struct checks first (the rule tables' order).
+#[test]
+fn each_dialect_reports_the_violation_its_order_checks_first() {
+    let v3_meta = r#"{"m":{"se":{"n":"svc","a":{"n":"rum-js","ve":"1"}}}}"#;
+    let err = |meta: &str, l: &str, rum: bool| {
+        decode_one(meta, l, rum)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    // error: no id, and an exception with neither message nor type
+    assert_eq!(
+        err(META, r#"{"error":{"exception":{"module":"m"}}}"#, false),
+        "validation error: error: 'id' required"
+    );
+    assert_eq!(
+        err(v3_meta, r#"{"e":{"ex":{"mo":"m"}}}"#, true),
+        "validation error: e: ex: requires at least one of the fields 'mg;t'"
+    );
+    // transaction: neither id nor trace id
+    assert_eq!(
+        err(
+            META,
+            r#"{"transaction":{"type":"t","duration":1,"span_count":{"started":1}}}"#,
+            false
+        ),
+        "validation error: transaction: 'trace_id' required"
+    );
+    assert_eq!(
+        err(v3_meta, r#"{"x":{"t":"p","d":1,"yc":{"sd":1}}}"#, true),
+        "validation error: x: 'id' required"
+    );
+    // span: no name and a negative duration
+    assert_eq!(
+        err(
+            META,
+            r#"{"span":{"id":"s","trace_id":"t","parent_id":"p","type":"db","start":1,"duration":-1}}"#,
+            false
+        ),
+        "validation error: span: 'name' required"
+    );
+    assert_eq!(
+        err(
+            v3_meta,
+            r#"{"x":{"id":"a","tid":"b","t":"p","d":1,"yc":{"sd":1},"y":[{"id":"s","t":"db","s":1,"d":-1}]}}"#,
+            true
+        ),
+        "validation error: x: y: 'd': validation rule 'min(0)' violated"
+    );
 }
 
 #[test]

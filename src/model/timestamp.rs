@@ -1,4 +1,4 @@
-//! Timestamps: RFC 3339 parsing for string timestamps (§5.8) and the
+//! Timestamps: RFC 3339 parsing for string timestamps and the
 //! `@timestamp` formatting with exactly three truncated fraction digits.
 //!
 //! Invariant: all model times are i64 nanoseconds since the Unix epoch;

@@ -8,12 +8,10 @@
 
 use super::supervisor::{Actor, Loss, Message};
 use super::{Batch, EventBatch, LineErr, Outcome, PipelineHooks, RawLine, Terminal};
-use crate::model::{DecodeConfig, Decoder as ModelDecoder};
+use crate::model::{DecodeConfig, Decoder as ModelDecoder, LineError};
 use crate::telemetry::{reject, Telemetry};
 use crossbeam_channel::Sender;
 use std::sync::Arc;
-
-pub const TOO_LARGE: &str = "event exceeded the permitted size";
 
 impl Message for Batch {
     fn loss(&self) -> Loss {
@@ -109,18 +107,21 @@ impl Actor for Decoder {
                 RawLine::Json(bytes) => {
                     if let Err(e) = self.model.decode_event(&bytes, meta, &mut events) {
                         errors.push(LineErr {
-                            message: e.to_string(),
+                            error: e,
                             document: bytes,
                         });
                     }
                 }
                 RawLine::TooLarge(prefix) => errors.push(LineErr {
-                    message: TOO_LARGE.into(),
+                    error: LineError::TooLarge,
                     document: prefix,
                 }),
             }
         }
-        let invalid = errors.iter().filter(|e| e.message != TOO_LARGE).count();
+        let invalid = errors
+            .iter()
+            .filter(|e| e.error != LineError::TooLarge)
+            .count();
         self.telemetry
             .events_received
             .inc_by((events.len() + errors.len()) as u64);

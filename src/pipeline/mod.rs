@@ -59,10 +59,11 @@ pub enum RawLine {
     TooLarge(Bytes),
 }
 
-/// A per-line error reported to the client.
+/// A per-line error reported to the client: what was wrong (its `Display`
+/// is the message) and the offending line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineErr {
-    pub message: String,
+    pub error: crate::model::LineError,
     pub document: Bytes,
 }
 

@@ -1,8 +1,9 @@
-//! Elasticsearch access for `.apm-source-map` (sourcemap.md §4): the
-//! metadata scroll, the document GET, and the document PUT of an upload.
+//! Elasticsearch access for `.apm-source-map`: the metadata scroll, the
+//! document GET, and the document PUT of an upload (see
+//! docs/elasticsearch.md).
 //!
 //! The cluster is `apm-server.rum.source_mapping.elasticsearch` merged over
-//! `output.elasticsearch` key by key (config.md §4: if the source-mapping
+//! `output.elasticsearch` key by key (if the source-mapping
 //! section sets any credential, the output's credentials are dropped first);
 //! `localhost:9200` when neither is configured.
 //!
@@ -11,11 +12,10 @@
 
 use super::paths::escape_segment;
 use super::SourcemapError;
-use crate::config::{Config, EsClient, EsClientFlat, EsOutput};
-use crate::output::elasticsearch::{EsSettings, SettingsError};
+use crate::config::{Config, EsClient};
+use crate::es;
+use reqwest::Method;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use url::Url;
 
 /// The fixed index (the old `index_pattern` setting is ignored).
 pub const INDEX: &str = ".apm-source-map";
@@ -37,21 +37,18 @@ pub struct MetaEntry {
 
 /// Client for the source-map index.
 pub struct SourcemapEs {
-    http: reqwest::Client,
-    hosts: Vec<Url>,
-    headers: reqwest::header::HeaderMap,
-    next: AtomicUsize,
+    client: es::Client,
 }
 
 impl std::fmt::Debug for SourcemapEs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourcemapEs")
-            .field("hosts", &self.hosts)
+            .field("client", &self.client)
             .finish()
     }
 }
 
-/// The effective client settings (config.md §4 credential rule).
+/// The effective client settings (the credential rule of the module doc).
 pub fn effective_settings(cfg: &Config) -> EsClient {
     let mut base: EsClient = cfg
         .output
@@ -98,24 +95,6 @@ pub fn effective_settings(cfg: &Config) -> EsClient {
     base
 }
 
-fn flat(c: &EsClient) -> EsClientFlat {
-    EsClientFlat {
-        hosts: c.hosts.clone(),
-        protocol: c.protocol.clone(),
-        path: c.path.clone(),
-        username: c.username.clone(),
-        password: c.password.clone(),
-        api_key: c.api_key.clone(),
-        headers: c.headers.clone(),
-        proxy_url: c.proxy_url.clone(),
-        proxy_disable: c.proxy_disable,
-        timeout: c.timeout,
-        max_retries: c.max_retries,
-        backoff: c.backoff.clone(),
-        ssl: c.ssl.clone(),
-    }
-}
-
 /// Reads at most `limit` bytes of a response body.
 async fn read_bounded(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, SourcemapError> {
     let mut out = Vec::new();
@@ -149,7 +128,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Classifies a non-success status (§4.4).
+/// Classifies a non-success status: 401/403/404 mean the store is
+/// unavailable (body quoted), anything else is an unknown status.
 async fn status_error(resp: reqwest::Response) -> SourcemapError {
     let status = resp.status();
     let line = format!(
@@ -170,36 +150,40 @@ async fn status_error(resp: reqwest::Response) -> SourcemapError {
 
 impl SourcemapEs {
     /// Builds the client from the configuration.
-    pub fn from_config(cfg: &Config) -> Result<SourcemapEs, SettingsError> {
-        let out = EsOutput {
-            client: flat(&effective_settings(cfg)),
-            ..Default::default()
-        };
-        let s = EsSettings::from_config(&out)?;
-        Ok(SourcemapEs {
-            http: s.client()?,
-            hosts: s.hosts.clone(),
-            headers: s.headers.clone(),
-            next: AtomicUsize::new(0),
-        })
+    pub fn from_config(cfg: &Config) -> Result<SourcemapEs, es::Error> {
+        let mut settings = es::Settings::elasticsearch(
+            "apm-server.rum.source_mapping.elasticsearch",
+            &effective_settings(cfg),
+            es::Credentials::FromSettings,
+        )?;
+        settings.headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
+        Ok(SourcemapEs::new(es::Client::new(&settings)?))
     }
 
-    fn url(&self, path_and_query: &str) -> String {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.hosts.len().max(1);
-        let base = self
-            .hosts
-            .get(i)
+    /// Uses `client` (its requests must send `Content-Type: application/json`).
+    pub fn new(client: es::Client) -> SourcemapEs {
+        SourcemapEs { client }
+    }
+
+    /// A request to the next host.
+    fn request(&self, method: Method, path_and_query: &str) -> reqwest::RequestBuilder {
+        let hosts = self.client.hosts();
+        let base = hosts
+            .base_url(hosts.pick())
             .map(|u| u.as_str().trim_end_matches('/').to_string())
             .unwrap_or_else(|| "http://localhost:9200".into());
-        format!("{base}{path_and_query}")
+        self.client
+            .request(method, format!("{base}{path_and_query}"))
     }
 
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, SourcemapError> {
-        req.headers(self.headers.clone())
-            .send()
+        req.send()
             .await
             .map_err(|e| SourcemapError::Query(error_chain(&e)))
     }
@@ -211,14 +195,13 @@ impl SourcemapEs {
     }
 
     /// Loads every `(service.name, service.version, file.path) → content_sha256`
-    /// with a scroll (§4.2). A missing index is an empty index.
+    /// with a scroll. A missing index is an empty index.
     pub async fn load_metadata(&self) -> Result<Vec<MetaEntry>, SourcemapError> {
         let resp = self
             .send(
-                self.http
-                    .post(self.url(&format!(
+                self.request(Method::POST, &format!(
                         "/{INDEX}/_search?_source=service.*,file.path,content_sha256&track_total_hits=true&scroll=60000ms"
-                    )))
+                    ))
                     .body(json!({"size": PAGE}).to_string()),
             )
             .await?;
@@ -281,8 +264,7 @@ impl SourcemapEs {
             };
             let resp = match self
                 .send(
-                    self.http
-                        .post(self.url("/_search/scroll?scroll=60000ms"))
+                    self.request(Method::POST, "/_search/scroll?scroll=60000ms")
                         .body(json!({"scroll": "60000ms", "scroll_id": id}).to_string()),
                 )
                 .await
@@ -299,8 +281,11 @@ impl SourcemapEs {
             };
         };
         if let Some(id) = scroll_id {
-            let url = self.url(&format!("/_search/scroll/{}", escape_segment(&id)));
-            if let Err(e) = self.send(self.http.delete(url)).await {
+            let req = self.request(
+                Method::DELETE,
+                &format!("/_search/scroll/{}", escape_segment(&id)),
+            );
+            if let Err(e) = self.send(req).await {
                 tracing::debug!(error = %e, "cannot clear the source-map scroll");
             }
         }
@@ -310,10 +295,10 @@ impl SourcemapEs {
     /// The `content` of document `id`; `None` when the document is not found.
     pub async fn get_content(&self, id: &str) -> Result<Option<String>, SourcemapError> {
         let resp = self
-            .send(
-                self.http
-                    .get(self.url(&format!("/{INDEX}/_doc/{}", escape_segment(id)))),
-            )
+            .send(self.request(
+                Method::GET,
+                &format!("/{INDEX}/_doc/{}", escape_segment(id)),
+            ))
             .await?;
         let status = resp.status().as_u16();
         if status == 404 {
@@ -340,12 +325,11 @@ impl SourcemapEs {
     pub async fn put_doc(&self, id: &str, doc: &Value) -> Result<(), SourcemapError> {
         let resp = self
             .send(
-                self.http
-                    .put(self.url(&format!(
-                        "/{INDEX}/_doc/{}?refresh=true",
-                        escape_segment(id)
-                    )))
-                    .body(doc.to_string()),
+                self.request(
+                    Method::PUT,
+                    &format!("/{INDEX}/_doc/{}?refresh=true", escape_segment(id)),
+                )
+                .body(doc.to_string()),
             )
             .await?;
         if resp.status().is_success() {

@@ -3,18 +3,18 @@
 //! data streams, and followed until every document is indexed or counted as
 //! failed.
 //!
-//! Shape (Vector style): [`config`] resolves the settings and builds the
-//! rustls HTTP client; [`request_builder`] is the on-the-fly gzip bulk
-//! buffer; [`service`] holds the host pool, the request slots and the HTTP
-//! call; [`retry`] the back-off and the retry budget; [`response`] per-item
-//! outcomes; [`metrics`] the output's counters.
+//! Shape (Vector style): [`config`] resolves the settings (the client part
+//! through [`crate::es::Settings`]); [`request_builder`] is the on-the-fly
+//! gzip bulk buffer; [`service`] holds the request slots and the HTTP call
+//! on the one [`crate::es::Client`] (round-robin hosts, a failed host
+//! skipped for a while); [`retry`] owns every retry decision (whole request,
+//! per item, budget, back-off) while this file keeps the loop; [`response`]
+//! per-item outcomes; [`metrics`] the output's counters.
 //!
-//! Why `reqwest` and not the `elasticsearch` crate's transport for the bulk
-//! path: its transport compresses the body itself when it sends (we stream
-//! gzip while the buffer fills, and resend the same compressed bytes), and
-//! its connection pools do not skip a failed node for a while; the bulk path
-//! needs neither its typed API nor its retries (ours are per item). reqwest
-//! with rustls is what the `elasticsearch` crate uses underneath anyway.
+//! The bulk body is sent as ready bytes with our own `Content-Encoding:
+//! gzip`: it is compressed while the buffer fills and the same compressed
+//! bytes are resent on a retry (see `src/es/mod.rs` for why the client is
+//! not the `elasticsearch` crate's transport).
 //!
 //! Threads: each indexer instance (a plain OS thread) owns one
 //! [`EsOutputInstance`]. A flush takes one of the `max_requests` slots shared
@@ -27,11 +27,9 @@
 //! * each document ends in exactly one of `events_indexed`,
 //!   `events_failed{rejected_by_output|retries_exhausted|shutdown|io|panic}`;
 //!   its ack is dropped only after it was counted;
-//! * per-item 429/5xx: resent up to `max_retries` times with back-off;
-//!   other per-item statuses: failed at once, logged grouped by (index, error type);
-//! * a whole-request failure (connection, timeout, 429, 5xx, unreadable
-//!   answer) is retried with exponential back-off while the retry budget
-//!   lasts ([`EsSettings::retry_budget`]), then its documents fail;
+//! * retries are decided by [`retry`] only; per-item statuses other than
+//!   429/5xx fail at once, logged grouped by (index, error type); an
+//!   unreadable bulk answer counts as a transport failure;
 //! * start-up never waits for Elasticsearch; [`OutputFactory::ready`] reports
 //!   a background reachability check.
 
@@ -53,8 +51,8 @@ use metrics::{outcome, EsMetrics};
 use parking_lot::Mutex;
 use request_builder::{BulkBody, BulkBuffer};
 use response::{Outcome, Rejections};
-use retry::{Backoff, Budget};
-use service::{HostPool, Service, SlotGuard, Slots};
+use retry::{RequestDecision, RetryPolicy};
+use service::{Service, SlotGuard, Slots};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
@@ -120,14 +118,9 @@ impl ElasticsearchFactory {
             .enable_all()
             .build()?;
         let handle = rt.handle().clone();
-        let hosts = HostPool::new(&settings.hosts, settings.backoff_init, settings.backoff_max);
         let shared = Arc::new(Shared {
             slots: Slots::new(settings.max_requests),
-            service: Service {
-                settings,
-                client,
-                hosts,
-            },
+            service: Service::new(settings, client),
             ready: AtomicBool::new(false),
             shutdown: watch::channel(None).0,
         });
@@ -429,7 +422,7 @@ impl Output for EsOutputInstance {
 impl Drop for EsOutputInstance {
     fn drop(&mut self) {
         if !self.closed {
-            let timeout = self.shared.service.settings.timeout;
+            let timeout = self.shared.service.client.timeout();
             self.close(Instant::now() + timeout);
         }
     }
@@ -505,15 +498,10 @@ impl Task {
         let _dec = Dec(self.metrics.in_flight.clone());
 
         let s = &self.shared.service.settings;
-        let backoff = Backoff {
-            init: s.backoff_init,
-            max: s.backoff_max,
-        };
+        let policy = RetryPolicy::from_settings(s);
+        let mut retries = policy.start();
         let idempotent = s.idempotent_ids;
-        let max_retries = s.max_retries;
-        let mut budget = Budget::new(s.retry_budget, max_retries);
         let mut resends = vec![0u32; body.docs()];
-        let mut item_round = 0u32;
         loop {
             if cancel.now() {
                 return self.abandon(body);
@@ -538,7 +526,7 @@ impl Task {
                             }
                             match response::outcome(item, idempotent) {
                                 Outcome::Indexed => indexed += 1,
-                                Outcome::Retry if *tries < max_retries => {
+                                Outcome::Retry if retries.item_may_retry(*tries) => {
                                     keep.push(i);
                                     keep_resends.push(tries + 1);
                                 }
@@ -556,7 +544,7 @@ impl Task {
                         if exhausted > 0 {
                             tracing::warn!(
                                 documents = exhausted,
-                                max_retries,
+                                max_retries = policy.max_retries(),
                                 "elasticsearch kept rejecting documents (429/5xx); retries exhausted, counted as failed"
                             );
                             self.count(Some(fail::RETRIES_EXHAUSTED), exhausted);
@@ -574,9 +562,9 @@ impl Task {
                         };
                         resends = keep_resends;
                         self.metrics.docs_resent.inc_by(keep.len() as u64);
-                        item_round += 1;
+                        let delay = retries.next_item_round();
                         tokio::select! {
-                            _ = tokio::time::sleep(backoff.delay(item_round)) => {},
+                            _ = tokio::time::sleep(delay) => {},
                             _ = cancelled(&mut cancel) => return self.abandon(body),
                         }
                         continue;
@@ -590,27 +578,29 @@ impl Task {
             };
             // The request failed as a whole.
             let n = body.docs();
-            if !failure.retryable() {
-                tracing::error!(documents = n, error = %failure, "bulk request refused by elasticsearch; documents counted as failed");
-                self.metrics.bulk(outcome::FAILED);
-                self.count(Some(fail::REJECTED), n);
-                return 0;
-            }
-            if !budget.fail() {
-                tracing::error!(
-                    documents = n,
-                    attempts = budget.failures,
-                    budget = ?s.retry_budget,
-                    error = %failure,
-                    "bulk request kept failing; retry budget spent, documents counted as failed"
-                );
-                self.metrics.bulk(outcome::FAILED);
-                self.count(Some(fail::RETRIES_EXHAUSTED), n);
-                return 0;
-            }
+            let delay = match retries.request_failed(&failure) {
+                RequestDecision::RetryAfter(delay) => delay,
+                RequestDecision::Refused => {
+                    tracing::error!(documents = n, error = %failure, "bulk request refused by elasticsearch; documents counted as failed");
+                    self.metrics.bulk(outcome::FAILED);
+                    self.count(Some(fail::REJECTED), n);
+                    return 0;
+                }
+                RequestDecision::BudgetSpent => {
+                    tracing::error!(
+                        documents = n,
+                        attempts = retries.failures(),
+                        budget = ?policy.budget(),
+                        error = %failure,
+                        "bulk request kept failing; retry budget spent, documents counted as failed"
+                    );
+                    self.metrics.bulk(outcome::FAILED);
+                    self.count(Some(fail::RETRIES_EXHAUSTED), n);
+                    return 0;
+                }
+            };
             self.metrics.bulk(outcome::RETRIED);
-            let delay = backoff.delay(budget.failures);
-            tracing::warn!(documents = n, attempt = budget.failures, retry_in = ?delay, error = %failure, "bulk request failed; will retry");
+            tracing::warn!(documents = n, attempt = retries.failures(), retry_in = ?delay, error = %failure, "bulk request failed; will retry");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {},
                 _ = cancelled(&mut cancel) => return self.abandon(body),

@@ -1,17 +1,17 @@
-//! The HTTP side of the output: the host pool (round-robin, a failing host
-//! skipped for a while), the request slots that bound bulks in flight over
-//! all indexer instances, the bulk call itself and the reachability check.
+//! The HTTP side of the output: the request slots that bound bulks in flight
+//! over all indexer instances, the bulk call itself (through the output's
+//! [`es::Client`], whose host pool picks hosts round-robin and skips a
+//! failing one for a while) and the reachability check.
 //!
 //! Invariants: at most `max_requests` [`SlotGuard`]s exist at once (a slot is
 //! held from flush until every document of the bulk is resolved, retries
-//! included); `HostPool::pick` always returns a host (when every host is
-//! marked down, the one that comes back first); a host is marked down only on
+//! included); a host is marked down only on
 //! connection errors, timeouts and 5xx answers.
 
 use super::config::{EsSettings, BULK_QUERY};
+use crate::es;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
@@ -27,20 +27,6 @@ pub enum SendError {
         status: u16,
         excerpt: String,
     },
-}
-
-impl SendError {
-    /// Whether resending the same bulk may succeed: connection errors,
-    /// timeouts, 429, 5xx, and 401/403/408 (credentials or privileges may be
-    /// fixed while we wait; the retry budget bounds it anyway).
-    pub fn retryable(&self) -> bool {
-        match self {
-            SendError::Transport { .. } => true,
-            SendError::Status { status, .. } => {
-                matches!(status, 401 | 403 | 408 | 429) || *status >= 500
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------- slots
@@ -112,122 +98,15 @@ impl Drop for SlotGuard {
     }
 }
 
-// ---------------------------------------------------------------- hosts
-
-#[derive(Default)]
-struct HostState {
-    dead_until: Option<Instant>,
-    fails: u32,
-}
-
-struct Host {
-    base: Url,
-    bulk: Url,
-    state: Mutex<HostState>,
-}
-
-/// Hosts used round-robin; a failed host is skipped for a while.
-pub struct HostPool {
-    hosts: Vec<Host>,
-    next: AtomicUsize,
-    init: Duration,
-    max: Duration,
-}
-
-impl HostPool {
-    pub fn new(urls: &[Url], init: Duration, max: Duration) -> Self {
-        let hosts = urls
-            .iter()
-            .map(|u| {
-                let mut bulk = u.clone();
-                let p = format!("{}/_bulk", u.path().trim_end_matches('/'));
-                bulk.set_path(&p);
-                bulk.set_query(Some(BULK_QUERY));
-                Host {
-                    base: u.clone(),
-                    bulk,
-                    state: Mutex::new(HostState::default()),
-                }
-            })
-            .collect();
-        HostPool {
-            hosts,
-            next: AtomicUsize::new(0),
-            init,
-            max,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.hosts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
-    }
-
-    /// The next live host in round-robin order, else the one back first.
-    pub fn pick(&self) -> usize {
-        let n = self.hosts.len().max(1);
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let now = Instant::now();
-        let mut soonest = (start, None::<Instant>);
-        for k in 0..n {
-            let i = (start + k) % n;
-            let Some(h) = self.hosts.get(i) else { break };
-            match h.state.lock().dead_until {
-                None => return i,
-                Some(t) if t <= now => return i,
-                Some(t) => {
-                    if soonest.1.is_none_or(|s| t < s) {
-                        soonest = (i, Some(t));
-                    }
-                }
-            }
-        }
-        soonest.0
-    }
-
-    /// Skips host `i` for `init · 2^(consecutive failures − 1)`, at most `max`.
-    /// Returns for how long.
-    pub fn mark_failed(&self, i: usize) -> Duration {
-        let Some(h) = self.hosts.get(i) else {
-            return Duration::ZERO;
-        };
-        let mut s = h.state.lock();
-        s.fails = s.fails.saturating_add(1);
-        let d = self
-            .init
-            .saturating_mul(1u32 << (s.fails - 1).min(30))
-            .min(self.max);
-        s.dead_until = Some(Instant::now() + d);
-        d
-    }
-
-    pub fn mark_ok(&self, i: usize) {
-        if let Some(h) = self.hosts.get(i) {
-            let mut s = h.state.lock();
-            s.fails = 0;
-            s.dead_until = None;
-        }
-    }
-
-    pub fn bulk_url(&self, i: usize) -> Option<&Url> {
-        self.hosts.get(i).map(|h| &h.bulk)
-    }
-
-    pub fn base_url(&self, i: usize) -> Option<&Url> {
-        self.hosts.get(i).map(|h| &h.base)
-    }
-}
-
 // ---------------------------------------------------------------- client
 
 /// HTTP client, hosts and settings shared by every indexer instance.
 pub struct Service {
     pub settings: EsSettings,
-    pub client: reqwest::Client,
-    pub hosts: HostPool,
+    /// The output's client; its host pool picks and skips hosts.
+    pub client: es::Client,
+    /// `_bulk` URL (with [`BULK_QUERY`]) of each host, by host index.
+    bulk_urls: Vec<Url>,
 }
 
 fn excerpt(b: &[u8]) -> String {
@@ -236,6 +115,22 @@ fn excerpt(b: &[u8]) -> String {
 }
 
 impl Service {
+    pub fn new(settings: EsSettings, client: es::Client) -> Self {
+        let hosts = client.hosts();
+        let bulk_urls = (0..hosts.len())
+            .filter_map(|i| {
+                let mut u = hosts.url(i, "/_bulk")?;
+                u.set_query(Some(BULK_QUERY));
+                Some(u)
+            })
+            .collect();
+        Service {
+            settings,
+            client,
+            bulk_urls,
+        }
+    }
+
     /// POSTs one bulk body to the next host; `Ok` carries the 2xx response body.
     pub async fn send_bulk(
         &self,
@@ -243,8 +138,8 @@ impl Service {
         gzip: bool,
         host_down: &prometheus::IntCounter,
     ) -> Result<Bytes, SendError> {
-        let i = self.hosts.pick();
-        let Some(url) = self.hosts.bulk_url(i) else {
+        let i = self.client.hosts().pick();
+        let Some(url) = self.bulk_urls.get(i) else {
             return Err(SendError::Transport {
                 host: String::new(),
                 reason: "no hosts".into(),
@@ -254,8 +149,7 @@ impl Service {
             + &url.port().map(|p| format!(":{p}")).unwrap_or_default();
         let mut req = self
             .client
-            .post(url.clone())
-            .headers(self.settings.headers.clone())
+            .request(reqwest::Method::POST, url.clone())
             .body(body);
         if gzip {
             req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
@@ -280,13 +174,13 @@ impl Service {
             }
         };
         if (200..300).contains(&status) {
-            self.hosts.mark_ok(i);
+            self.client.hosts().mark_ok(i);
             return Ok(bytes);
         }
         if status >= 500 {
             self.failed(i, host_down);
         } else {
-            self.hosts.mark_ok(i);
+            self.client.hosts().mark_ok(i);
         }
         Err(SendError::Status {
             host,
@@ -296,18 +190,18 @@ impl Service {
     }
 
     fn failed(&self, i: usize, host_down: &prometheus::IntCounter) {
-        let d = self.hosts.mark_failed(i);
+        let d = self.client.hosts().mark_failed(i);
         host_down.inc();
-        if let Some(u) = self.hosts.base_url(i) {
+        if let Some(u) = self.client.hosts().base_url(i) {
             tracing::debug!(host = %u, skip_for = ?d, "elasticsearch host marked down");
         }
     }
 
     /// Whether any host answers `GET /` with a 2xx.
     pub async fn reachable(&self) -> bool {
-        let timeout = self.settings.timeout.min(Duration::from_secs(5));
-        for i in 0..self.hosts.len() {
-            let Some(u) = self.hosts.base_url(i) else {
+        let timeout = self.client.timeout().min(Duration::from_secs(5));
+        for i in 0..self.client.hosts().len() {
+            let Some(u) = self.client.hosts().base_url(i) else {
                 continue;
             };
             let mut url = u.clone();
@@ -315,8 +209,7 @@ impl Service {
             url.set_path(&p);
             let r = self
                 .client
-                .get(url)
-                .headers(self.settings.headers.clone())
+                .request(reqwest::Method::GET, url)
                 .timeout(timeout)
                 .send()
                 .await;

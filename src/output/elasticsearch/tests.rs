@@ -2,10 +2,10 @@
 //! fly, subsets, idempotent ids), response parsing, host pool and slots,
 //! settings resolution.
 
-use super::config::{EsSettings, BULK_QUERY};
+use super::config::EsSettings;
 use super::request_builder::BulkBuffer;
 use super::response::{self, Outcome};
-use super::service::{HostPool, Slots};
+use super::service::Slots;
 use crate::output::Ack;
 use crate::pipeline::budget::MemoryBudget;
 use std::io::Read;
@@ -127,29 +127,6 @@ fn response_outcomes() {
 }
 
 #[test]
-fn host_pool_round_robin_and_skip() {
-    let urls: Vec<url::Url> = ["http://a:9200", "http://b:9200", "http://c:9200"]
-        .iter()
-        .map(|u| url::Url::parse(u).expect("url"))
-        .collect();
-    let p = HostPool::new(&urls, Duration::from_secs(10), Duration::from_secs(60));
-    let picks: Vec<usize> = (0..6).map(|_| p.pick()).collect();
-    assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
-    p.mark_failed(1);
-    assert!((0..6).all(|_| p.pick() != 1), "failed host skipped");
-    p.mark_failed(0);
-    p.mark_failed(2);
-    // all down: still returns one (the soonest back)
-    let _ = p.pick();
-    p.mark_ok(1);
-    assert_eq!(p.pick(), 1);
-    assert_eq!(
-        p.bulk_url(0).map(|u| u.as_str().to_string()),
-        Some(format!("http://a:9200/_bulk?{BULK_QUERY}"))
-    );
-}
-
-#[test]
 fn slots_block_and_release() {
     let s = Slots::new(2);
     let a = s.acquire(None).expect("a");
@@ -176,7 +153,7 @@ fn settings_resolution() {
     .expect("config");
     let s =
         EsSettings::from_config(cfg.output.elasticsearch.as_ref().expect("es")).expect("settings");
-    let hosts: Vec<String> = s.hosts.iter().map(|u| u.to_string()).collect();
+    let hosts: Vec<String> = s.client.hosts.iter().map(|u| u.to_string()).collect();
     assert_eq!(
         hosts,
         vec![
@@ -187,14 +164,15 @@ fn settings_resolution() {
     );
     assert_eq!(s.flush_bytes, 100);
     assert_eq!(s.retry_budget, Duration::from_secs(10));
-    assert_eq!(s.timeout, Duration::from_secs(5));
+    assert_eq!(s.client.timeout, Duration::from_secs(5));
     assert_eq!(
-        s.headers
+        s.client
+            .headers
             .get("x-elastic-product-origin")
             .and_then(|v| v.to_str().ok()),
         Some("observability")
     );
-    assert!(s.headers.get("authorization").is_none());
+    assert!(s.client.headers.get("authorization").is_none());
     s.client().expect("client");
 
     let cfg = crate::config::from_overrides([
