@@ -19,6 +19,7 @@ pub mod http;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod queue;
 pub mod ratelimit;
 pub mod server;
 pub mod sourcemap;

@@ -342,7 +342,7 @@ fn dropped_connection_retried_duplicates_allowed() {
         request_fault_limit: Some(2),
         ..Default::default()
     });
-    let r = rig(&es, &[]);
+    let r = rig(&es, &["output.elasticsearch.idempotent_ids=false"]);
     assert_eq!(r.send(0, 200, Duration::from_secs(20)), 0);
     r.assert_balanced(200);
     assert_eq!(r.indexed(), 200);

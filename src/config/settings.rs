@@ -31,6 +31,9 @@ pub struct Config {
     /// Self-monitoring (Prometheus) listener.
     #[serde(default)]
     pub monitoring: Monitoring,
+    /// Where accepted events wait for the output (libbeat's `queue.*` names).
+    #[serde(default)]
+    pub queue: Queue,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -544,8 +547,11 @@ pub struct EsOutput {
     pub max_requests: usize,
     /// How long a failing bulk is retried before its documents count as failed; 0 = 5 × `backoff.max`.
     pub retry_budget: GoDuration,
-    /// Give each document an `_id` so a retried `create` cannot duplicate it
-    /// (a 409 counts as indexed). Off: time-series data streams reject client ids.
+    /// Give each document of a non-time-series data stream an `_id` so a
+    /// retried `create` cannot duplicate it (a 409 counts as indexed).
+    /// `metrics-*` documents never get one: time-series data streams reject
+    /// client ids and answer a duplicate with 409 themselves. Default on;
+    /// always on with `queue.type: disk`.
     pub idempotent_ids: bool,
 }
 
@@ -559,7 +565,7 @@ impl Default for EsOutput {
             flush_interval: GoDuration::secs(1),
             max_requests: 10,
             retry_budget: GoDuration::secs(0),
-            idempotent_ids: false,
+            idempotent_ids: true,
         }
     }
 }
@@ -825,4 +831,67 @@ impl Default for Logging {
 pub struct Monitoring {
     /// Address of the Prometheus `/metrics` listener; empty = off.
     pub metrics_host: String,
+}
+
+/// `queue.*`: where accepted events wait for the output (see docs/durability.md).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// `memory` (default): held in memory, a 202 is answered after the rate
+    /// limits; `disk`: encoded documents are appended to `queue.disk.path`
+    /// before the 202 and survive outages, restarts and crashes.
+    #[serde(rename = "type")]
+    pub kind: QueueType,
+    pub disk: DiskQueue,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    #[default]
+    Memory,
+    Disk,
+}
+
+/// When the disk queue makes appended records durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// `fdatasync` before the request is answered (default).
+    #[default]
+    Request,
+    /// At most every `fsync_interval`: faster, but an operating-system crash
+    /// or power loss can lose events answered 202 within the last interval
+    /// (a crash of apm-rs alone loses nothing: the data is in the page cache).
+    Interval,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskQueue {
+    /// Directory of the segment files, the acknowledged position (`ack`) and
+    /// the queue's id (`queue.id`). Default `queue`.
+    pub path: String,
+    /// Bytes of segment files at most; when full, requests wait
+    /// `pipeline.queue_wait` for room, then get 503 "queue is full". Default 10GiB.
+    pub max_size: ByteSize,
+    /// A new segment file is started after this many bytes; segments are
+    /// deleted whole once delivered. Default 64MiB.
+    pub segment_size: ByteSize,
+    /// `request` (default) or `interval`.
+    pub fsync: FsyncPolicy,
+    /// With `fsync: interval`, the longest time between syncs. Default 1s.
+    pub fsync_interval: GoDuration,
+}
+
+impl Default for DiskQueue {
+    fn default() -> Self {
+        DiskQueue {
+            path: "queue".into(),
+            max_size: ByteSize(10 << 30),
+            segment_size: ByteSize::mib(64),
+            fsync: FsyncPolicy::Request,
+            fsync_interval: GoDuration::secs(1),
+        }
+    }
 }

@@ -71,6 +71,7 @@ impl From<Terminal> for IntakeError {
             Terminal::Unauthorized(s) => IntakeError::Unauthorized(s),
             Terminal::RateLimited => IntakeError::RateLimited,
             Terminal::Internal(s) => IntakeError::Internal(s),
+            Terminal::QueueFull => IntakeError::QueueFull,
         }
     }
 }

@@ -104,6 +104,8 @@ pub enum Terminal {
     RateLimited,
     /// A stage failed (500).
     Internal(String),
+    /// The disk queue could not take the batch (503 "queue is full").
+    QueueFull,
 }
 
 /// The answer to one batch.
@@ -175,6 +177,23 @@ impl Ticket {
             }
             Err(_) => Err(outcome),
         }
+    }
+}
+
+impl Ticket {
+    /// Decides that the batch will be answered by this holder (the handler
+    /// can no longer cancel it); false when the handler cancelled first.
+    /// The answer follows with [`Ticket::answer`].
+    pub fn claim(&self) -> bool {
+        self.state
+            .compare_exchange(PENDING, COMMITTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Sends the outcome of a claimed ticket.
+    pub fn answer(self, outcome: Outcome) {
+        // The handler may have gone (client disconnected); the outcome stands.
+        let _ = self.reply.send(outcome);
     }
 }
 

@@ -29,6 +29,8 @@ use crate::model::{EncodeContext, Event};
 use crate::output::{OutputError, OutputFactory};
 use crate::ratelimit::RateLimiter;
 use crate::sourcemap::Store;
+use crate::queue::disk::{self, DiskQueue};
+use crate::queue::Delivery;
 use crate::telemetry::{fail, reject, Telemetry};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
@@ -115,6 +117,9 @@ pub struct Wiring<'a> {
     index_inbox: Option<Sender<ToIndex>>,
     /// The aggregation state, when aggregation is on (for the state gauges).
     aggregation: Option<Arc<AggregationState>>,
+    /// The disk queue (`queue.type: disk`): the rate stage then leaves the
+    /// outcome to the indexer, which answers after appending.
+    pub queue: Option<Arc<DiskQueue>>,
     intake: Option<Sender<Batch>>,
     stages: Vec<StageHandle>,
     depth: Vec<(&'static str, Probe, usize)>,
@@ -299,6 +304,30 @@ pub struct Pipeline {
     output: Arc<dyn OutputFactory>,
     depth: Arc<DepthProbe>,
     aggregation: Option<Arc<AggregationState>>,
+    /// The disk queue's reader into the output (`queue.type: disk`).
+    delivery: parking_lot::Mutex<Option<Delivery>>,
+    queue: Option<Arc<DiskQueue>>,
+}
+
+/// Opens the disk queue when `queue.type: disk`.
+fn open_queue(cfg: &Config, telemetry: &Telemetry) -> Result<Option<Arc<DiskQueue>>, OutputError> {
+    use crate::config::{FsyncPolicy, QueueType};
+    if cfg.queue.kind != QueueType::Disk {
+        return Ok(None);
+    }
+    let d = &cfg.queue.disk;
+    let settings = disk::Settings {
+        path: d.path.clone().into(),
+        max_size: d.max_size.get(),
+        segment_size: d.segment_size.get().max(1),
+        fsync: match d.fsync {
+            FsyncPolicy::Request => disk::Fsync::Request,
+            FsyncPolicy::Interval => disk::Fsync::Interval(d.fsync_interval.get()),
+        },
+    };
+    DiskQueue::open(settings, disk::Metrics::new(&telemetry.registry))
+        .map(Some)
+        .map_err(|e| OutputError::Config(e.to_string()))
 }
 
 /// Reads the current length of one inbox.
@@ -321,6 +350,7 @@ impl Pipeline {
         resources: Resources,
     ) -> Result<Pipeline, StartError> {
         let deadline: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+        let queue = open_queue(cfg, &telemetry)?;
         let mut w = Wiring {
             cfg,
             telemetry: &telemetry,
@@ -329,6 +359,7 @@ impl Pipeline {
             next: Vec::new(),
             index_inbox: None,
             aggregation: None,
+            queue: queue.clone(),
             intake: None,
             stages: Vec::new(),
             depth: Vec::new(),
@@ -360,7 +391,21 @@ impl Pipeline {
                 .with_label_values(&[name])
                 .set(*cap as i64);
         }
+        let delivery = match &queue {
+            Some(q) => {
+                let output = &resources.output;
+                Some(Delivery::start(
+                    Arc::clone(q),
+                    output.build(cfg.pipeline.indexer.instances, Arc::clone(&telemetry))?,
+                    budget.limit(),
+                    output.flush_interval(),
+                )?)
+            }
+            None => None,
+        };
         Ok(Pipeline {
+            delivery: parking_lot::Mutex::new(delivery),
+            queue,
             intake: Intake {
                 tx: Arc::new(RwLock::new(Some(intake))),
             },
@@ -428,9 +473,25 @@ impl Pipeline {
                 break;
             }
         }
+        if let Some(mut d) = self.delivery.lock().take() {
+            d.stop(deadline);
+        }
         let acc = self.telemetry.accounting();
         let unanswered = acc.received.saturating_sub(acc.rejected + acc.accepted);
-        let in_flight = acc.in_flight().max(0) as usize;
+        // With the disk queue, accepted events not yet delivered stay queued on disk.
+        let in_flight = match &self.queue {
+            Some(q) => {
+                let queued = q.metrics().events.get();
+                if queued > 0 {
+                    tracing::info!(
+                        events = queued,
+                        "events stay queued on disk for the next start"
+                    );
+                }
+                0
+            }
+            None => acc.in_flight().max(0) as usize,
+        };
         if unanswered > 0 || in_flight > 0 {
             tracing::error!(
                 unanswered,

@@ -66,7 +66,15 @@ pub fn factory(cfg: &Config) -> Result<Arc<dyn OutputFactory>, OutputError> {
         .elasticsearch
         .as_ref()
         .ok_or_else(|| OutputError::Config("output.elasticsearch is not configured".into()))?;
-    let settings = EsSettings::from_config(es).map_err(|e| OutputError::Config(e.to_string()))?;
+    let mut settings =
+        EsSettings::from_config(es).map_err(|e| OutputError::Config(e.to_string()))?;
+    if cfg.queue.kind == crate::config::QueueType::Disk {
+        // The disk queue holds what cannot be delivered yet: a failing bulk
+        // is retried until Elasticsearch answers, back-pressure does the rest;
+        // replays after a restart must answer 409, not duplicate.
+        settings.retry_budget = Duration::MAX;
+        settings.idempotent_ids = true;
+    }
     Ok(Arc::new(ElasticsearchFactory::new(settings)?))
 }
 

@@ -5,8 +5,9 @@
 //! Invariants: `offsets[i]` is the end, in the uncompressed stream, of
 //! document `i` (action line + source line), so any subset of documents can
 //! be cut out of the decompressed body; `acks[i]` belongs to document `i`;
-//! with `idempotent_ids` each action line carries an `_id` chosen at append
-//! time, so every resend of a document repeats the same id.
+//! with `idempotent_ids` each action line of a non-time-series document
+//! carries an `_id` chosen at append time ([`crate::queue::memory`]), so
+//! every resend of a document repeats the same id.
 
 use crate::output::Ack;
 use flate2::write::GzEncoder;
@@ -121,36 +122,6 @@ impl BulkBody {
     }
 }
 
-/// Random document ids, unique per buffer owner: a random 64-bit prefix and a counter.
-pub struct IdGen {
-    prefix: u64,
-    next: u64,
-}
-
-impl IdGen {
-    pub fn new() -> Self {
-        IdGen {
-            prefix: rand::random(),
-            next: 0,
-        }
-    }
-    /// 22 url-safe base64 characters (128 bits).
-    pub fn next_id(&mut self) -> String {
-        use base64::Engine;
-        self.next += 1;
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.prefix.to_be_bytes());
-        b[8..].copy_from_slice(&self.next.to_be_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-    }
-}
-
-impl Default for IdGen {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The bulk being filled by one indexer instance.
 pub struct BulkBuffer {
     level: u32,
@@ -160,7 +131,8 @@ pub struct BulkBuffer {
     acks: Vec<Ack>,
     raw_len: usize,
     started: Option<Instant>,
-    ids: Option<IdGen>,
+    /// Give documents an `_id` (`idempotent_ids`).
+    ids: bool,
 }
 
 impl BulkBuffer {
@@ -173,7 +145,7 @@ impl BulkBuffer {
             acks: Vec::new(),
             raw_len: 0,
             started: None,
-            ids: idempotent_ids.then(IdGen::new),
+            ids: idempotent_ids,
         }
     }
 
@@ -206,12 +178,12 @@ impl BulkBuffer {
         }
         let (level, capacity) = (self.level, self.capacity);
         let sink = self.sink.get_or_insert_with(|| Sink::new(level, capacity));
-        let written = match self.ids.as_mut() {
-            Some(ids) => {
+        let written = match self.ids {
+            true => {
                 let action = &doc[..nl];
                 match action.strip_suffix(b"}}") {
-                    Some(head) => {
-                        let id = ids.next_id();
+                    Some(head) if crate::queue::takes_id(action) => {
+                        let id = crate::queue::memory::next_id();
                         let mut line = Vec::with_capacity(action.len() + 40);
                         line.extend_from_slice(head);
                         line.extend_from_slice(b",\"_id\":\"");
@@ -222,10 +194,10 @@ impl BulkBuffer {
                             .and_then(|()| sink.write_all(&doc[nl..]));
                         r.map(|()| line.len() + doc.len() - nl)
                     }
-                    None => sink.write_all(doc).map(|()| doc.len()),
+                    _ => sink.write_all(doc).map(|()| doc.len()),
                 }
             }
-            None => sink.write_all(doc).map(|()| doc.len()),
+            false => sink.write_all(doc).map(|()| doc.len()),
         };
         match written {
             Ok(n) => {

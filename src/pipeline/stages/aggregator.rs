@@ -225,10 +225,16 @@ impl Actor for Aggregator {
                 state.add(ev, meta, now);
             }
         }
-        let dropped = drop_unsampled(&mut eb.events);
-        self.discarded.inc_by(dropped as u64);
+        // A batch whose outcome is still open (the disk queue answers after
+        // its append) keeps its unsampled transactions: they must be counted
+        // accepted with the batch first, and the indexer's encoder then
+        // discards them (counted there).
+        if eb.ticket.is_none() {
+            let dropped = drop_unsampled(&mut eb.events);
+            self.discarded.inc_by(dropped as u64);
+        }
         self.in_hand = eb.events.len();
-        if !eb.events.is_empty() {
+        if !eb.events.is_empty() || eb.ticket.is_some() {
             let n = eb.events.len();
             if self.next.send(ToIndex::Events(eb)).is_err() {
                 self.telemetry.fail(fail::SHUTDOWN, n);

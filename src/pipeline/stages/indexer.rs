@@ -8,6 +8,11 @@
 //! failed in the counters; a panic while encoding one event fails only that
 //! event; the output is flushed at least every flush interval and closed
 //! with the shutdown deadline.
+//!
+//! With the disk queue, a batch arrives with its ticket still open: the
+//! indexer encodes all of its events into one record, appends it to the log
+//! (waiting for room while the handler still waits), and only then commits
+//! the outcome; the output is then fed by [`crate::queue::Delivery`].
 
 use crate::config::settings::Stage;
 use crate::model::{encode, EncodeContext};
@@ -15,8 +20,9 @@ use crate::output::{Ack, Output};
 use crate::pipeline::supervisor::{Actor, Loss, Message};
 use crate::pipeline::topology::EventsHook;
 use crate::pipeline::topology::{StartError, Wiring};
-use crate::pipeline::EventBatch;
-use crate::telemetry::{fail, Telemetry};
+use crate::pipeline::{EventBatch, Outcome, Terminal, Ticket};
+use crate::queue::disk::{AppendError, DiskQueue};
+use crate::telemetry::{fail, reject, Telemetry};
 use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
@@ -36,6 +42,7 @@ pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<()
     let deadline = Arc::clone(w.deadline);
     let hook = w.resources.hooks.before_index.clone();
     let flush_every = factory.flush_interval();
+    let queue = w.queue.clone();
     let inbox = w.spawn(name, sizing, Some(flush_every), move |i| {
         let output = match first.get(i).and_then(|m| m.lock().take()) {
             Some(o) => o,
@@ -57,6 +64,7 @@ pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<()
             Arc::clone(&deadline),
         )
         .with_hook(hook.clone())
+        .with_queue(queue.clone())
     })?;
     w.set_index_inbox(inbox);
     Ok(())
@@ -101,6 +109,9 @@ pub struct Indexer {
     /// (what a panic now would lose).
     in_hand: usize,
     hook: Option<EventsHook>,
+    queue: Option<Arc<DiskQueue>>,
+    /// The record being built (disk queue).
+    record: Vec<u8>,
 }
 
 impl Indexer {
@@ -115,6 +126,8 @@ impl Indexer {
             discarded: telemetry.events_discarded.with_label_values(&["unsampled"]),
             in_hand: 0,
             hook: None,
+            queue: None,
+            record: Vec::new(),
             output,
             ctx,
             scratch: Vec::with_capacity(4096),
@@ -131,6 +144,77 @@ impl Indexer {
     pub fn with_hook(mut self, hook: Option<EventsHook>) -> Self {
         self.hook = hook;
         self
+    }
+
+    /// Appends batches to the disk queue instead of the output.
+    pub fn with_queue(mut self, queue: Option<Arc<DiskQueue>>) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Encodes the batch into one record, appends it to the log and answers
+    /// the request: 202 once the record is written (and synced, as the
+    /// fsync policy says); 503 "queue is full" when the handler gave up
+    /// waiting for room or the write failed (e.g. a full disk).
+    fn append_to_queue(&mut self, queue: &DiskQueue, mut eb: EventBatch, ticket: Ticket) {
+        let n = eb.events.len();
+        self.in_hand = n;
+        self.record.clear();
+        let (mut docs, mut discarded, mut panicked) = (0u32, 0u64, 0usize);
+        for ev in &eb.events {
+            if let Some(hook) = &self.hook {
+                hook(std::slice::from_ref(ev));
+            }
+            self.scratch.clear();
+            let scratch = &mut self.scratch;
+            match catch_unwind(AssertUnwindSafe(|| encode(ev, &self.ctx, scratch))) {
+                Ok(true) => {
+                    self.record.extend_from_slice(&self.scratch);
+                    docs += 1;
+                }
+                Ok(false) => discarded += 1,
+                Err(_) => panicked += 1,
+            }
+        }
+        let written = if docs == 0 {
+            if ticket.claim() {
+                Ok(())
+            } else {
+                Err(AppendError::Cancelled)
+            }
+        } else {
+            queue.append(&self.record, docs, || ticket.cancelled(), || ticket.claim())
+        };
+        let errors = std::mem::take(&mut eb.errors);
+        match written {
+            Ok(()) => {
+                self.telemetry.events_accepted.inc_by(n as u64);
+                self.discarded.inc_by(discarded);
+                if panicked > 0 {
+                    tracing::error!(
+                        events = panicked,
+                        "encoding an event panicked; the event is counted as failed"
+                    );
+                    self.telemetry.fail(fail::PANIC, panicked);
+                }
+                ticket.answer(Outcome {
+                    accepted: n,
+                    errors,
+                    terminal: None,
+                });
+            }
+            Err(AppendError::Cancelled) => self.telemetry.reject(reject::QUEUE_FULL, n),
+            Err(AppendError::Io(e)) => {
+                tracing::error!(error = %e, events = n, "cannot append to the disk queue; the request is answered 503 queue is full");
+                self.telemetry.reject(reject::QUEUE_FULL, n);
+                ticket.answer(Outcome {
+                    accepted: 0,
+                    errors,
+                    terminal: Some(Terminal::QueueFull),
+                });
+            }
+        }
+        self.in_hand = 0;
     }
 }
 
@@ -149,7 +233,14 @@ impl Actor for Indexer {
 
     fn handle(&mut self, msg: ToIndex) {
         let eb = match msg {
-            ToIndex::Events(eb) => eb,
+            ToIndex::Events(mut eb) => {
+                if let Some(queue) = self.queue.clone() {
+                    if let Some(ticket) = eb.ticket.take() {
+                        return self.append_to_queue(&queue, eb, ticket);
+                    }
+                }
+                eb
+            }
             ToIndex::Documents(d) => {
                 self.in_hand = d.docs.len();
                 for doc in &d.docs {

@@ -10,6 +10,10 @@
 //! [`BATCH_MAX_WAIT`](crate::ratelimit::BATCH_MAX_WAIT) for them; past that
 //! the request ends with 429.
 //!
+//! With the disk queue the commit moves to the indexer (after the append to
+//! the log, see [`crate::queue`]): this stage then forwards accepted
+//! batches with their ticket.
+//!
 //! Invariants: a shard never sleeps — a batch that must wait for tokens is
 //! parked with its due time and released by the shard's own timer while it
 //! keeps serving other IPs; a shard blocks only on its downstream `send`;
@@ -42,6 +46,7 @@ pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<()
     let next = w.next_one()?;
     let telemetry = Arc::clone(w.telemetry);
     let hook = w.resources.hooks.before_rate.clone();
+    let defer = w.queue.is_some();
     let shards = w.spawn_sharded(name, sizing, move |k| {
         RateShard::new(
             k,
@@ -50,6 +55,7 @@ pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<()
             Arc::clone(&telemetry),
         )
         .with_hook(hook.clone())
+        .with_deferred_commit(defer)
     })?;
     w.set_next(shards);
     Ok(())
@@ -87,6 +93,9 @@ pub struct RateShard {
     seq: u64,
     next: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
+    /// With the disk queue the outcome is committed by the indexer, after
+    /// the batch is in the log; the ticket travels on.
+    defer_commit: bool,
 }
 
 impl RateShard {
@@ -104,7 +113,14 @@ impl RateShard {
             seq: 0,
             next,
             telemetry,
+            defer_commit: false,
         }
+    }
+
+    /// Leaves the commit of accepted batches to a later stage (disk queue).
+    pub fn with_deferred_commit(mut self, defer: bool) -> Self {
+        self.defer_commit = defer;
+        self
     }
 
     /// Test seam: runs on each batch before the limiter sees it.
@@ -116,6 +132,14 @@ impl RateShard {
     /// Commits the batch's outcome and forwards its events.
     fn accept(&mut self, mut eb: EventBatch, reserved: Option<IpAddr>) {
         let n = eb.events.len();
+        if self.defer_commit {
+            if let Err(e) = self.next.send(eb) {
+                let eb = e.into_inner();
+                let n = eb.events.len();
+                self.telemetry.reject(reject::SHUTTING_DOWN, n);
+            }
+            return;
+        }
         if let Some(t) = eb.ticket.take() {
             let outcome = Outcome {
                 accepted: n,
