@@ -30,8 +30,8 @@
 pub mod disk;
 pub mod memory;
 
-use crate::output::Output;
 use crate::budget::{MemoryBudget, Permit};
+use crate::output::Output;
 use base64::Engine;
 use disk::{record, DiskQueue};
 use std::collections::VecDeque;

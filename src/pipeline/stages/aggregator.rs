@@ -18,14 +18,14 @@
 //! counted as `discarded{unsampled}`.
 
 use super::indexer::{Documents, ToIndex};
+use crate::aggregation::{self, document::Writer, Shard, Window};
 use crate::budget::MemoryBudget;
 use crate::config::settings::Stage;
+use crate::model::event::Body;
+use crate::model::{EncodeContext, Event};
 use crate::pipeline::supervisor::{Actor, Loss};
 use crate::pipeline::topology::{StartError, Wiring};
 use crate::pipeline::EventBatch;
-use crate::aggregation::{self, document::Writer, Shard, Window};
-use crate::model::event::Body;
-use crate::model::{EncodeContext, Event};
 use crate::telemetry::{fail, Telemetry};
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
