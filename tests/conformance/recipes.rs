@@ -630,7 +630,9 @@ pub fn skipped(approval: &str) -> Option<&'static str> {
         return Some(ORPHANED);
     }
     if approval.starts_with("TestOTLP") {
-        return Some("produced from OTLP traffic; apm-rs has no OTLP intake");
+        return Some(
+            "produced from OTLP/gRPC traffic; apm-rs takes OTLP over HTTP only (docs/otlp.md)",
+        );
     }
     if approval == "TestServiceSummaryMetricsAggregationOverflow" {
         return Some(
