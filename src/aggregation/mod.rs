@@ -18,6 +18,10 @@
 //!   configured number of groups per kind overall and per service; events
 //!   past a limit go to an overflow group (`_other`) that counts the
 //!   distinct groups it absorbed in fixed memory ([`distinct::Distinct`]);
+//! * past `max_services`, a new service displaces the shard's least
+//!   recently seen service of the window into `_other`, so the services
+//!   seen last keep their own groups (as apm-server, which merges a
+//!   window's requests newest first);
 //! * every event's weight (its representative count) is added exactly once
 //!   per interval; overflow never loses weight, only dimensions.
 
@@ -228,6 +232,9 @@ pub struct Overflow<M> {
 /// Everything aggregated for one service in one window.
 #[derive(Debug, Default)]
 pub struct ServiceGroup {
+    /// The shard's event sequence number when this service was last seen;
+    /// the least recently seen service is the one displaced past the limit.
+    pub last_seen: u64,
     pub transactions: HashMap<TransactionKey, TransactionMetrics>,
     pub transaction_overflow: Option<Box<Overflow<TransactionMetrics>>>,
     pub service_transactions: HashMap<String, TransactionMetrics>,
@@ -260,6 +267,8 @@ pub struct Window {
 pub struct Shard {
     windows: Vec<Window>,
     bytes: usize,
+    /// Events added so far; orders services by when they were last seen.
+    events: u64,
 }
 
 /// The shard a service's events aggregate in.
@@ -445,6 +454,7 @@ impl Shard {
         shared: &Shared,
     ) {
         let contribution = contribution(ev);
+        self.events += 1;
         let global_labels = metadata.map(|m| &*m.inner.labels);
         let limits = &shared.limits;
         for (i, interval) in INTERVALS.iter().enumerate() {
@@ -472,6 +482,14 @@ impl Shard {
                 if counters[SERVICES].try_take(start, limits.max_services) {
                     self.bytes += key.heap_bytes() + ENTRY_OVERHEAD;
                     window.services.insert(key.clone(), ServiceGroup::default());
+                } else if !window.services.is_empty() {
+                    if window.overflow.is_none() {
+                        self.bytes += 4 * Distinct::HEAP_BYTES;
+                        window.overflow = Some(Box::default());
+                    }
+                    let freed = window.displace_least_recent().unwrap_or(0);
+                    self.bytes = self.bytes.saturating_sub(freed) + key.heap_bytes() + ENTRY_OVERHEAD;
+                    window.services.insert(key.clone(), ServiceGroup::default());
                 } else {
                     let o = window.overflow.get_or_insert_with(|| {
                         self.bytes += 4 * Distinct::HEAP_BYTES;
@@ -485,6 +503,7 @@ impl Shard {
             let Some(group) = window.services.get_mut(&key) else {
                 continue;
             };
+            group.last_seen = self.events;
             self.bytes += add_to_service(group, &contribution, counters, start, limits);
         }
     }
@@ -526,6 +545,53 @@ impl Shard {
 }
 
 impl Window {
+    /// Moves the least recently seen service of this window into the
+    /// `_other` service, keeping its weight and counting it as one distinct
+    /// overflowed service, and returns the heap bytes freed (the `_other`
+    /// service is created if missing; callers account for it). `None` when
+    /// the window holds no service (the limit was taken by other shards).
+    fn displace_least_recent(&mut self) -> Option<usize> {
+        let key = self
+            .services
+            .iter()
+            .min_by_key(|(_, g)| g.last_seen)
+            .map(|(k, _)| k.clone())?;
+        let group = self.services.remove(&key)?;
+        let mut freed = key.heap_bytes() + ENTRY_OVERHEAD;
+        let o = self.overflow.get_or_insert_with(Box::default);
+        o.services.insert(&key);
+        for (tk, m) in &group.transactions {
+            freed += tk.heap_bytes() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
+            o.transactions.metrics.merge(m);
+            o.transactions.groups.insert(&(&key, tk));
+        }
+        if let Some(t) = &group.transaction_overflow {
+            o.transactions.metrics.merge(&t.metrics);
+            o.transactions.groups.merge(&t.groups);
+        }
+        for (ty, m) in &group.service_transactions {
+            freed += ty.capacity() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
+            o.service_transactions.metrics.merge(m);
+            o.service_transactions.groups.insert(&(&key, ty));
+        }
+        if let Some(t) = &group.service_transaction_overflow {
+            o.service_transactions.metrics.merge(&t.metrics);
+            o.service_transactions.groups.merge(&t.groups);
+        }
+        for (dk, m) in &group.destinations {
+            freed += ENTRY_OVERHEAD + std::mem::size_of::<DestinationKey>();
+            o.destinations.metrics.count += m.count;
+            o.destinations.metrics.sum_us += m.sum_us;
+            o.destinations.groups.insert(&(&key, dk));
+        }
+        if let Some(d) = &group.destination_overflow {
+            o.destinations.metrics.count += d.metrics.count;
+            o.destinations.metrics.sum_us += d.metrics.sum_us;
+            o.destinations.groups.merge(&d.groups);
+        }
+        Some(freed)
+    }
+
     fn groups(&self) -> usize {
         self.services
             .values()

@@ -152,6 +152,42 @@ fn services_past_the_limit_go_to_the_other_service_with_their_distinct_count() {
 }
 
 #[test]
+fn past_the_limit_the_least_recently_seen_service_gives_way_with_its_weight() {
+    let shared = Shared::new(limits(2));
+    let mut shard = Shard::default();
+    for env in ["dev", "staging", "dev", "prod"] {
+        let meta = META.replace("\"prod\"", &format!("\"{env}\""));
+        let (m, evs) = decode(&meta, &[tx("t", 5.0, "success", 1.0)]);
+        shard.add(&evs[0], Some(&m), NOW, &shared);
+    }
+    let d = docs(&shard.harvest(None));
+    let kept = |metricset: &str| -> Vec<(String, u64)> {
+        let mut v: Vec<_> = d
+            .iter()
+            .filter(|d| {
+                d["metricset"]["name"] == metricset && d["metricset"]["interval"] == "1m"
+            })
+            .map(|d| {
+                let env = d["service"]["environment"].as_str().unwrap_or("_other");
+                (env.to_owned(), d["_doc_count"].as_u64().unwrap_or(0))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        kept("transaction"),
+        vec![("_other".into(), 1), ("dev".into(), 2), ("prod".into(), 1)],
+        "staging, seen least recently, moved to _other with its weight"
+    );
+    let other = d
+        .iter()
+        .find(|d| d["service"]["name"] == OVERFLOW && d["metricset"]["name"] == "service_summary")
+        .unwrap();
+    assert_eq!(other["service_summary"]["aggregation"]["overflow_count"], 1);
+}
+
+#[test]
 fn a_hundred_thousand_transaction_names_stay_within_the_limits_and_overflow() {
     let shared = Shared::new(Limits {
         max_transaction_groups: 5000,
