@@ -399,6 +399,8 @@ enum Contribution {
         key: Box<TransactionKey>,
         micros: u64,
         weight: f64,
+        /// The transaction's dropped exit spans, one destination contribution each.
+        dropped: Vec<Contribution>,
     },
     Destination {
         key: DestinationKey,
@@ -410,11 +412,30 @@ enum Contribution {
 fn contribution(ev: &Event) -> Contribution {
     use crate::model::event::Body;
     match &ev.body {
-        Body::Transaction(t) => Contribution::Transaction {
-            key: Box::new(transaction_key(ev, t)),
-            micros: (t.duration_ns.max(0) / 1000) as u64,
-            weight: t.representative_count.unwrap_or(1.0),
-        },
+        Body::Transaction(t) => {
+            let weight = t.representative_count.unwrap_or(1.0);
+            Contribution::Transaction {
+                key: Box::new(transaction_key(ev, t)),
+                micros: (t.duration_ns.max(0) / 1000) as u64,
+                weight,
+                dropped: t
+                    .dropped_spans_stats
+                    .iter()
+                    .filter(|d| !d.destination_service_resource.is_empty())
+                    .map(|d| Contribution::Destination {
+                        key: DestinationKey {
+                            span_name: String::new(),
+                            outcome: d.outcome.clone(),
+                            target_type: d.service_target_type.clone(),
+                            target_name: d.service_target_name.clone(),
+                            resource: d.destination_service_resource.clone(),
+                        },
+                        count: d.count as f64 * weight,
+                        sum_us: d.sum_us as f64 * weight,
+                    })
+                    .collect(),
+            }
+        }
         Body::Span(s) => {
             let Some((_, _, resource)) = s.destination_service.as_ref().filter(|d| !d.2.is_empty())
             else {
@@ -633,6 +654,7 @@ fn add_to_overflow_service(o: &mut OverflowService, key: &ServiceKey, c: &Contri
             key: tk,
             micros,
             weight,
+            dropped,
         } => {
             o.transactions.metrics.add(*micros, *weight, &tk.outcome);
             o.transactions.groups.insert(&(key, &**tk));
@@ -640,6 +662,9 @@ fn add_to_overflow_service(o: &mut OverflowService, key: &ServiceKey, c: &Contri
                 .metrics
                 .add(*micros, *weight, &tk.outcome);
             o.service_transactions.groups.insert(&(key, &tk.type_));
+            for d in dropped {
+                add_to_overflow_service(o, key, d);
+            }
         }
         Contribution::Destination {
             key: dk,
@@ -668,7 +693,11 @@ fn add_to_service(
             key,
             micros,
             weight,
+            dropped,
         } => {
+            for d in dropped {
+                bytes += add_to_service(g, d, counters, window, limits);
+            }
             let before = g.transactions.get(key).map(|m| m.durations.heap_bytes());
             match before {
                 Some(b) => {

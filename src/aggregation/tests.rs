@@ -261,3 +261,25 @@ fn exit_spans_become_service_destination_metrics_and_other_spans_do_not() {
     assert_eq!(dest[0]["_doc_count"], 2);
     assert_eq!(dest[0]["span"]["name"], "SELECT");
 }
+
+#[test]
+fn a_transactions_dropped_spans_count_in_service_destination_metrics_by_its_weight() {
+    let stats = r#","dropped_spans_stats":[{"destination_service_resource":"redis","service_target_type":"redis","outcome":"success","duration":{"count":50,"sum":{"us":5000}}}]}}"#;
+    let base = tx("t", 5.0, "success", 0.5);
+    let line = format!("{}{stats}", base.strip_suffix("}}").unwrap());
+    let (m, evs) = decode(META, &[line]);
+    let shared = Shared::new(limits(10));
+    let mut shard = Shard::default();
+    shard.add(&evs[0], Some(&m), NOW, &shared);
+    let d = docs(&shard.harvest(None));
+    let dest: Vec<_> = d
+        .iter()
+        .filter(|d| d["metricset"]["name"] == "service_destination")
+        .collect();
+    assert_eq!(dest.len(), 3, "one document per interval");
+    let r = &dest[0]["span"]["destination"]["service"];
+    assert_eq!(r["resource"], "redis");
+    assert_eq!(r["response_time"]["count"], 100, "50 dropped spans at sample rate 0.5");
+    assert_eq!(r["response_time"]["sum"]["us"], 10_000);
+    assert_eq!(dest[0]["service"]["target"]["type"], "redis");
+}

@@ -468,6 +468,41 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
         note: None,
         sourcemap: None,
     });
+    // TestTransactionDroppedSpansStats*: a Go transaction that started no
+    // spans and dropped 54 exit spans, which the agent reports as
+    // dropped_spans_stats per destination (4 to elasticsearch, 50 to redis).
+    // The transaction document does not carry them; the service_destination
+    // metrics count them.
+    let huge = "{\"transaction\":{\"trace_id\":\"000000000000000000000000000000bb\",\"id\":\"00000000000000bb\",\"name\":\"huge-traces\",\"type\":\"type\",\"timestamp\":1136214245999999,\"duration\":30,\"outcome\":\"success\",\"sampled\":true,\"span_count\":{\"started\":0,\"dropped\":54},\"dropped_spans_stats\":[{\"destination_service_resource\":\"elasticsearch\",\"service_target_type\":\"elasticsearch\",\"outcome\":\"success\",\"duration\":{\"count\":4,\"sum\":{\"us\":3600}}},{\"destination_service_resource\":\"redis\",\"service_target_type\":\"redis\",\"outcome\":\"success\",\"duration\":{\"count\":50,\"sum\":{\"us\":5000}}}]}}\n";
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send("/intake/v2/events", go("", huge.to_owned()))],
+        checks: vec![
+            Check {
+                approval: "TestTransactionDroppedSpansStatsMetrics".into(),
+                query: metricset("service_destination"),
+                // The approval was made from live agent traffic, so the
+                // time and ids are ignored upstream.
+                dynamic: vec!["@timestamp"],
+            },
+            Check {
+                approval: "TestTransactionDroppedSpansStatsTransaction".into(),
+                query: Box::new(|idx, d| {
+                    index_matches("traces-apm*", idx)
+                        && first_str(d, "processor.event") == Some("transaction")
+                }),
+                dynamic: vec![
+                    "@timestamp",
+                    "timestamp.us",
+                    "trace.id",
+                    "transaction.id",
+                    "span.id",
+                ],
+            },
+        ],
+        note: None,
+        sourcemap: None,
+    });
     // ELASTIC_APM_GLOBAL_LABELS become metadata labels; the transaction's
     // own label is not a dimension.
     let spans: String = (0..5)
@@ -659,13 +694,9 @@ pub fn skipped(approval: &str) -> Option<&'static str> {
     }
     match approval {
         "TestAgentConfig" => Some("agent configuration documents, not intake"),
-        "TestCompressedSpans" | "TestTransactionDroppedSpansStatsTransaction" => {
+        "TestCompressedSpans" => {
             Some("produced by live Go-agent traffic; no payload in the corpus")
         }
-        "TestTransactionDroppedSpansStatsMetrics" => Some(
-            "needs a transaction's dropped_spans_stats in the aggregation; they are \
-             decoded and validated but not yet kept in the event model",
-        ),
         _ => None,
     }
 }
