@@ -509,7 +509,8 @@ impl Shard {
                         window.overflow = Some(Box::default());
                     }
                     let freed = window.displace_least_recent().unwrap_or(0);
-                    self.bytes = self.bytes.saturating_sub(freed) + key.heap_bytes() + ENTRY_OVERHEAD;
+                    self.bytes =
+                        self.bytes.saturating_sub(freed) + key.heap_bytes() + ENTRY_OVERHEAD;
                     window.services.insert(key.clone(), ServiceGroup::default());
                 } else {
                     let o = window.overflow.get_or_insert_with(|| {

@@ -164,9 +164,7 @@ fn past_the_limit_the_least_recently_seen_service_gives_way_with_its_weight() {
     let kept = |metricset: &str| -> Vec<(String, u64)> {
         let mut v: Vec<_> = d
             .iter()
-            .filter(|d| {
-                d["metricset"]["name"] == metricset && d["metricset"]["interval"] == "1m"
-            })
+            .filter(|d| d["metricset"]["name"] == metricset && d["metricset"]["interval"] == "1m")
             .map(|d| {
                 let env = d["service"]["environment"].as_str().unwrap_or("_other");
                 (env.to_owned(), d["_doc_count"].as_u64().unwrap_or(0))
@@ -279,7 +277,10 @@ fn a_transactions_dropped_spans_count_in_service_destination_metrics_by_its_weig
     assert_eq!(dest.len(), 3, "one document per interval");
     let r = &dest[0]["span"]["destination"]["service"];
     assert_eq!(r["resource"], "redis");
-    assert_eq!(r["response_time"]["count"], 100, "50 dropped spans at sample rate 0.5");
+    assert_eq!(
+        r["response_time"]["count"], 100,
+        "50 dropped spans at sample rate 0.5"
+    );
     assert_eq!(r["response_time"]["sum"]["us"], 10_000);
     assert_eq!(dest[0]["service"]["target"]["type"], "redis");
 }
