@@ -5,7 +5,7 @@
 //! Invariants: the flush size is never below 24 KiB when compressing (so a
 //! gzip member is worth its header); every duration is positive.
 
-use crate::config::{EsClient, EsOutput};
+use crate::config::EsOutput;
 use crate::es;
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ impl EsSettings {
         let c = &es.client;
         let mut client = es::Settings::elasticsearch(
             "output.elasticsearch",
-            &EsClient::from(c),
+            c,
             es::Credentials::FromSettings,
         )?;
         client.headers.insert(
