@@ -31,8 +31,16 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "version",
         &[
-            "http", "pipeline", "output", "auth", "agentcfg", "sourcemap", "model", "server",
-            "es", "config",
+            "http",
+            "pipeline",
+            "output",
+            "auth",
+            "agentcfg",
+            "sourcemap",
+            "model",
+            "server",
+            "es",
+            "config",
         ],
     ),
     ("auth", &["http", "pipeline", "output", "server", "model"]),

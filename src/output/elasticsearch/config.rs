@@ -52,11 +52,8 @@ impl EsSettings {
     /// Resolves `output.elasticsearch`.
     pub fn from_config(es: &EsOutput) -> Result<Self, SettingsError> {
         let c = &es.client;
-        let mut client = es::Settings::elasticsearch(
-            "output.elasticsearch",
-            c,
-            es::Credentials::FromSettings,
-        )?;
+        let mut client =
+            es::Settings::elasticsearch("output.elasticsearch", c, es::Credentials::FromSettings)?;
         client.headers.insert(
             reqwest::header::CONTENT_TYPE,
             reqwest::header::HeaderValue::from_static("application/json"),
