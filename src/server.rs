@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use crate::version::COMPAT_VERSION;
+use crate::version::COMPAT_VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -294,7 +294,7 @@ async fn root_and_not_found() {
     .await;
     assert_eq!(r.status, 200);
     let j = r.json();
-    assert_eq!(j["version"], apm_rs::server::COMPAT_VERSION);
+    assert_eq!(j["version"], apm_rs::version::COMPAT_VERSION);
     assert_eq!(j["publish_ready"], true);
     assert!(j["build_date"].is_string() && j["build_sha"].is_string());
     assert_eq!(r.headers["x-both"], "a");
