@@ -24,3 +24,4 @@ pub mod ratelimit;
 pub mod server;
 pub mod sourcemap;
 pub mod telemetry;
+pub mod version;

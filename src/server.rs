@@ -26,9 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The apm-server version apm-rs implements and reports to agents (they use
-/// it for feature detection) and in `observer.version`.
-pub const COMPAT_VERSION: &str = "9.5.2";
+use crate::version::COMPAT_VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

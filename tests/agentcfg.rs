@@ -514,7 +514,7 @@ async fn rum_route_kill_switch_and_headers() {
         .collect();
     assert_eq!(both, ["all_value", "rum_value"]);
     assert_eq!(header(&r, "only_rum"), Some("rum_value"));
-    // CORS (security.md §7): a preflight is answered before authentication.
+    // CORS (docs/security.md): a preflight is answered before authentication.
     let r = send(
         Method::OPTIONS,
         &format!("{}/config/v1/rum/agents", s.url),

@@ -420,7 +420,7 @@ fn missing(es: &EsDouble, e: &Expect) -> Vec<String> {
     if !boom {
         m.push("logs-apm.error-default: no error \"agents-test boom\"".into());
     }
-    // breakdown metricsets; v3 ones have no metricset.name (documents.md, upstream decoder oddity)
+    // breakdown metricsets; v3 ones have no metricset.name (an upstream decoder oddity)
     let breakdown = of("metrics-apm.internal-default").into_iter().any(|d| {
         d["span"]["self_time"]["count"].is_u64()
             && d["transaction"]["name"].is_string()

@@ -20,8 +20,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "agentcfg",
             "sourcemap",
             "model",
-            // not "server" yet: es reads server::COMPAT_VERSION (its User-Agent);
-            // that constant belongs in a leaf module.
+            "server",
         ],
     ),
     (
@@ -29,6 +28,21 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &["http", "pipeline", "server", "auth", "agentcfg"],
     ),
     ("pipeline", &["http", "server", "agentcfg"]),
+    (
+        "version",
+        &[
+            "http",
+            "pipeline",
+            "output",
+            "auth",
+            "agentcfg",
+            "sourcemap",
+            "model",
+            "server",
+            "es",
+            "config",
+        ],
+    ),
     ("auth", &["http", "pipeline", "output", "server", "model"]),
     ("sourcemap", &["http", "pipeline", "server"]),
     ("http", &["server", "output"]),

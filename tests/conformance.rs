@@ -1,7 +1,7 @@
-//! Conformance suite (issue 9): posts the corpus payloads of documents.md
-//! §18.4 through the real apm-rs server, turns the written `_source`
-//! documents into Elasticsearch's `fields` view by emulating §17
-//! (`conformance/emulate.rs`), and compares them with apm-server's approved
+//! Conformance suite: posts the corpus payloads the upstream system tests
+//! send through the real apm-rs server, turns the written `_source`
+//! documents into Elasticsearch's `fields` view by emulating the mappings and
+//! ingest pipelines (`conformance/emulate.rs`), and compares them with apm-server's approved
 //! documents (`conformance/compare.rs`). The intake-response approvals are
 //! compared with live responses (`conformance/responses.rs`).
 //!

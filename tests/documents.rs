@@ -47,7 +47,10 @@ async fn backend_documents_per_event_type() {
         assert!(get(doc, "service.name").is_string(), "{doc}");
         assert!(get(doc, "agent.name").is_string(), "{doc}");
         assert_eq!(get(doc, "observer.type"), "apm-server");
-        assert_eq!(get(doc, "observer.version"), apm_rs::server::COMPAT_VERSION);
+        assert_eq!(
+            get(doc, "observer.version"),
+            apm_rs::version::COMPAT_VERSION
+        );
         if !index.starts_with("logs-apm.app") {
             assert_eq!(
                 get(doc, "host.ip")[0],

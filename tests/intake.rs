@@ -1,5 +1,6 @@
-//! Intake v2 through the real HTTP server: corpus payloads, the response
-//! rules of intake.md §4–§6 and the handler cases of cases.md C/D/E/N.
+//! Intake v2 through the real HTTP server: corpus payloads, the status codes
+//! and bodies apm-server answers (docs/intake.md), and its handler cases for
+//! bodies, encodings, limits and errors.
 
 mod common;
 use common::*;
@@ -293,7 +294,7 @@ async fn root_and_not_found() {
     .await;
     assert_eq!(r.status, 200);
     let j = r.json();
-    assert_eq!(j["version"], apm_rs::server::COMPAT_VERSION);
+    assert_eq!(j["version"], apm_rs::version::COMPAT_VERSION);
     assert_eq!(j["publish_ready"], true);
     assert!(j["build_date"].is_string() && j["build_sha"].is_string());
     assert_eq!(r.headers["x-both"], "a");
@@ -368,7 +369,8 @@ async fn auth_and_rum_kill_switch() {
     )
     .await;
     assert!(r.body.contains("build_date"));
-    // RUM off with a token: 401 before the kill switch (intake.md §3)
+    // RUM off with a token: authentication (401) is checked before the RUM
+    // kill switch
     let r = post(
         &format!("{}/intake/v2/rum/events", srv.url),
         vec![],

@@ -1,5 +1,5 @@
 //! RUM and anonymous access through the real server: kill switch, CORS,
-//! allow lists, per-IP rate limits and trusted proxies (cases.md E, K, M, R).
+//! allow lists, per-IP rate limits and trusted proxies.
 
 mod common;
 use common::*;
@@ -163,7 +163,7 @@ async fn cors_preflight_and_origin_checks() {
     let both: Vec<_> = r.headers.get_all("both").iter().collect();
     assert_eq!(both.len(), 1);
     assert!(r.headers.get("only_rum").is_none());
-    // a preflight succeeds even when RUM is disabled (intake.md §3)
+    // a preflight succeeds even when RUM is disabled, as in apm-server
     let off = TestServer::start(&[]);
     let r = send(
         reqwest::Method::OPTIONS,

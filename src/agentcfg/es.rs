@@ -86,7 +86,7 @@ pub fn effective_client(cfg: &Config) -> EsClient {
         .output
         .elasticsearch
         .as_ref()
-        .map(|o| EsClient::from(&o.client))
+        .map(|o| o.client.clone())
         .unwrap_or_default();
     let Some(ex) = &cfg.apm_server.agent.config.elasticsearch else {
         return base;

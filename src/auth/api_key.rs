@@ -164,7 +164,7 @@ pub fn es_settings(cfg: &Config) -> EsClient {
         &cfg.output.elasticsearch,
     ) {
         (Some(explicit), _) => explicit.clone(),
-        (None, Some(out)) => EsClient::from(&out.client),
+        (None, Some(out)) => out.client.clone(),
         (None, None) => EsClient::default(),
     };
     es.username.clear();

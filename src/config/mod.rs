@@ -724,6 +724,41 @@ mod tests {
     }
 
     #[test]
+    fn every_elasticsearch_section_reads_the_client_keys_and_rejects_unknown_ones() {
+        for section in [
+            "output.elasticsearch",
+            "apm-server.auth.api_key.elasticsearch",
+            "apm-server.rum.source_mapping.elasticsearch",
+            "apm-server.agent.config.elasticsearch",
+        ] {
+            let c = cfg(&[
+                &format!("{section}.hosts=[\"es.example:9201\"]"),
+                &format!("{section}.max_retries=7"),
+                &format!("{section}.backoff.init=2s"),
+            ])
+            .unwrap_or_else(|e| panic!("{section}: {e}"));
+            let client = match section {
+                "output.elasticsearch" => c.output.elasticsearch.map(|o| o.client),
+                "apm-server.auth.api_key.elasticsearch" => c.apm_server.auth.api_key.elasticsearch,
+                "apm-server.rum.source_mapping.elasticsearch" => {
+                    c.apm_server.rum.source_mapping.elasticsearch
+                }
+                _ => c.apm_server.agent.config.elasticsearch,
+            }
+            .unwrap_or_else(|| panic!("{section} missing"));
+            assert_eq!(client.hosts, ["es.example:9201"], "{section}");
+            assert_eq!(client.max_retries, 7, "{section}");
+            assert_eq!(client.backoff.init.get(), std::time::Duration::from_secs(2));
+            assert_eq!(client.timeout.get(), std::time::Duration::from_secs(5));
+
+            let e = cfg(&[&format!("{section}.hostz=[\"x\"]")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{section}.hostz")), "{section}: {e}");
+        }
+    }
+
+    #[test]
     fn invalid_value_names_the_key() {
         let e = cfg(&["apm-server.max_event_size=lots"])
             .unwrap_err()

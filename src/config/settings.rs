@@ -217,6 +217,7 @@ pub struct ApiKeyAuth {
     /// Distinct API keys kept verified at once (live cache entries).
     pub limit: i64,
     /// Cluster used for `_has_privileges`; defaults to `output.elasticsearch` without credentials.
+    #[serde(default, deserialize_with = "strict_es_client")]
     pub elasticsearch: Option<EsClient>,
 }
 
@@ -335,6 +336,7 @@ pub struct SourceMapping {
     /// Maximum decompressed map size.
     pub max_sourcemap_size: ByteSize,
     /// Cluster holding `.apm-source-map`; defaults to `output.elasticsearch`.
+    #[serde(default, deserialize_with = "strict_es_client")]
     pub elasticsearch: Option<EsClient>,
     /// *Ignored* (accepted for compatibility).
     pub cache: SourceMapCache,
@@ -381,6 +383,7 @@ pub struct Agent {
 pub struct AgentConfig {
     pub cache: AgentConfigCache,
     /// Cluster holding `.apm-agent-configuration`; defaults to `output.elasticsearch`.
+    #[serde(default, deserialize_with = "strict_es_client")]
     pub elasticsearch: Option<EsClient>,
 }
 
@@ -433,8 +436,12 @@ impl Default for Kibana {
 /// Elasticsearch client settings shared by the output, API-key checks,
 /// source maps and agent config (how they fall back to the output's:
 /// docs/configuration.md).
+///
+/// Not `deny_unknown_fields` itself: `output.elasticsearch` flattens it next
+/// to the bulk keys and rejects unknown keys there; the standalone sections
+/// reject them through [`strict_es_client`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct EsClient {
     /// Hosts; scheme and port optional (`http`, 9200). Used round-robin.
     pub hosts: Vec<String>,
@@ -476,6 +483,22 @@ impl Default for EsClient {
             ssl: None,
         }
     }
+}
+
+/// A standalone `elasticsearch` section: [`EsClient`] with unknown keys rejected.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrictEsClient {
+    #[serde(flatten)]
+    client: EsClient,
+}
+
+/// Deserializes an optional standalone [`EsClient`] section, rejecting unknown keys.
+fn strict_es_client<'de, D>(d: D) -> Result<Option<EsClient>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<StrictEsClient>::deserialize(d)?.map(|s| s.client))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -536,7 +559,7 @@ pub struct Output {
 pub struct EsOutput {
     pub enabled: Option<bool>,
     #[serde(flatten)]
-    pub client: EsClientFlat,
+    pub client: EsClient,
     /// gzip level of bulk bodies, 0 = off.
     pub compression_level: u32,
     /// Flush a bulk once it holds this many (uncompressed) bytes.
@@ -559,74 +582,13 @@ impl Default for EsOutput {
     fn default() -> Self {
         EsOutput {
             enabled: None,
-            client: EsClientFlat::default(),
+            client: EsClient::default(),
             compression_level: 5,
             flush_bytes: ByteSize::mib(1),
             flush_interval: GoDuration::secs(1),
             max_requests: 10,
             retry_budget: GoDuration::secs(0),
             idempotent_ids: true,
-        }
-    }
-}
-
-/// The client part of `output.elasticsearch` (same keys as [`EsClient`];
-/// a separate type because `deny_unknown_fields` cannot be combined with `flatten`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EsClientFlat {
-    pub hosts: Vec<String>,
-    pub protocol: String,
-    pub path: String,
-    pub username: String,
-    pub password: Secret,
-    pub api_key: Secret,
-    pub headers: HeaderMap,
-    pub proxy_url: String,
-    pub proxy_disable: bool,
-    pub timeout: GoDuration,
-    pub max_retries: u32,
-    pub backoff: Backoff,
-    pub ssl: Option<ClientTls>,
-}
-
-impl Default for EsClientFlat {
-    fn default() -> Self {
-        let c = EsClient::default();
-        EsClientFlat {
-            hosts: c.hosts,
-            protocol: c.protocol,
-            path: c.path,
-            username: c.username,
-            password: c.password,
-            api_key: c.api_key,
-            headers: c.headers,
-            proxy_url: c.proxy_url,
-            proxy_disable: c.proxy_disable,
-            timeout: c.timeout,
-            max_retries: c.max_retries,
-            backoff: c.backoff,
-            ssl: c.ssl,
-        }
-    }
-}
-
-impl From<&EsClientFlat> for EsClient {
-    fn from(f: &EsClientFlat) -> Self {
-        EsClient {
-            hosts: f.hosts.clone(),
-            protocol: f.protocol.clone(),
-            path: f.path.clone(),
-            username: f.username.clone(),
-            password: f.password.clone(),
-            api_key: f.api_key.clone(),
-            headers: f.headers.clone(),
-            proxy_url: f.proxy_url.clone(),
-            proxy_disable: f.proxy_disable,
-            timeout: f.timeout,
-            max_retries: f.max_retries,
-            backoff: f.backoff.clone(),
-            ssl: f.ssl.clone(),
         }
     }
 }

@@ -53,7 +53,7 @@ pub use settings::{resolve_host, Credentials, Settings};
 /// The `User-Agent` of every request to Elasticsearch and Kibana (a
 /// configured `User-Agent` header replaces it). apm-server sends its own
 /// version; we send the apm-server release we are a drop-in for
-/// ([`crate::server::COMPAT_VERSION`], checked by a test).
+/// ([`crate::version::COMPAT_VERSION`], checked by a test).
 pub const USER_AGENT: &str = concat!(
     "Elastic-APM-Server/9.5.2 apm-rs/",
     env!("CARGO_PKG_VERSION")
@@ -65,7 +65,7 @@ mod tests {
     fn the_user_agent_names_the_apm_server_version_we_are_compatible_with() {
         let want = format!(
             "Elastic-APM-Server/{} apm-rs/{}",
-            crate::server::COMPAT_VERSION,
+            crate::version::COMPAT_VERSION,
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(super::USER_AGENT, want);

@@ -481,7 +481,7 @@ mod tests {
 
     #[test]
     fn line_limits() {
-        // cases.md D.39
+        // a line over the limit is an error of its own; the lines around it survive
         let got = lines(
             Encoding::Sniff,
             b"line1\nline2\n01234567890123456789\nline4\nline5",

@@ -82,7 +82,6 @@ pub struct AppState {
     pub cors: Cors,
     /// Proxies whose forwarding headers are believed.
     pub trusted: TrustedProxies,
-    // --- agent configuration (agentcfg branch) ---
     /// Cached agent configurations, refreshed in the background.
     pub agent_configs: Arc<crate::agentcfg::AgentConfigs>,
     /// Listener limits' metrics (connections, header size, body bytes).
@@ -104,14 +103,12 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
             )
             .route("/v1/traces", web::route().to(otlp::traces))
             .route("/v1/metrics", web::route().to(otlp::metrics))
-            .route("/v1/logs", web::route().to(otlp::logs));
-        // --- agent configuration and expvar (agentcfg branch) ---
-        c.route("/config/v1/agents", web::route().to(agentcfg::backend))
+            .route("/v1/logs", web::route().to(otlp::logs))
+            .route("/config/v1/agents", web::route().to(agentcfg::backend))
             .route("/config/v1/rum/agents", web::route().to(agentcfg::rum));
         if expvar.enabled {
             c.route(&expvar.url, web::route().to(metrics::expvar));
         }
-        // --- end agentcfg ---
         c.default_service(web::route().to(not_found));
     }
 }

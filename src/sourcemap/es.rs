@@ -54,7 +54,7 @@ pub fn effective_settings(cfg: &Config) -> EsClient {
         .output
         .elasticsearch
         .as_ref()
-        .map(|o| EsClient::from(&o.client))
+        .map(|o| o.client.clone())
         .unwrap_or_default();
     let Some(sm) = &cfg.apm_server.rum.source_mapping.elasticsearch else {
         return base;

@@ -1,4 +1,4 @@
-//! The approval comparison of documents.md §18.1 steps 4–6: dynamic fields,
+//! The approval comparison of the upstream system tests: dynamic fields,
 //! the document sort order, deep equality, and a readable diff. Also the
 //! exclusions for what `emulate.rs` cannot reproduce (GeoIP, user agents
 //! outside the corpus families), applied to both sides.

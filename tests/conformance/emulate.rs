@@ -1,5 +1,5 @@
 //! Emulation of what Elasticsearch does to an apm-server document between
-//! the bulk request and a `fields: ["*"]` search (documents.md §17, §18.2):
+//! the bulk request and a `fields: ["*"]` search:
 //! the apm-data ingest pipelines, constant keywords, the
 //! `error.grouping_name` runtime field, non-indexed objects, flattened
 //! headers, `.text` multi-fields, `ip` canonical form, scaled floats,

@@ -1,4 +1,4 @@
-//! The per-test recipes of documents.md §18.4: which payload goes to which
+//! The per-test recipes of the upstream system tests: which payload goes to which
 //! endpoint with which headers and configuration, and, per approval file,
 //! which documents the upstream query selects and which fields are dynamic.
 //! Also the approvals that are deliberately not reproduced, with reasons.
@@ -38,7 +38,7 @@ pub struct Recipe {
     pub sourcemap: Option<SourceMap>,
 }
 
-/// A source map as Kibana stores it (sourcemap.md §4.1).
+/// A source map as Kibana stores it (see docs/sourcemaps.md).
 pub struct SourceMap {
     pub service_name: &'static str,
     pub service_version: &'static str,
@@ -591,7 +591,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
     // `.apm-source-map` the way Kibana stores an upload (absolute bundle
     // URLs normalised, relative paths verbatim), then the RUM payload is
     // posted.
-    const SM_NOTE: &str = "needs source mapping of RUM error frames (sourcemap.md)";
+    const SM_NOTE: &str = "needs source mapping of RUM error frames (docs/sourcemaps.md)";
     let map = read(corpus, "sourcemap/bundle.js.map")?;
     for (case, path) in [
         (
@@ -679,11 +679,11 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
     Ok(out)
 }
 
-/// Approvals the suite does not reproduce, with the reason (SOURCES.md,
-/// documents.md §19.12).
+/// Approvals the suite does not reproduce, with the reason (the corpus'
+/// SOURCES.md lists where each approval comes from).
 pub fn skipped(approval: &str) -> Option<&'static str> {
     const ORPHANED: &str = "orphaned upstream: no current test writes or reads it; \
-                            pre-8.0 document shape (documents.md §19.12)";
+                            pre-8.0 document shape";
     if approval.ends_with("/data_streams_disabled")
         || approval == "TestSourcemapUploadInvalidElasticsearchConfig"
     {

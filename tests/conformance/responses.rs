@@ -2,7 +2,7 @@
 //! request each upstream handler test sends, reconstructed from SOURCES.md,
 //! and the comparison of the live response body with the approved one.
 //! Decode-error texts quote Go's JSON parser, so for those only the
-//! `decode error: data read error: ` prefix is compared (documents.md §19.9).
+//! `decode error: data read error: ` prefix is compared.
 
 use serde_json::Value;
 

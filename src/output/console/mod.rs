@@ -82,7 +82,7 @@ impl Console {
 impl Output for Console {
     fn append(&mut self, doc: &[u8], ack: Ack) {
         let before = self.buf.len();
-        let version = crate::server::COMPAT_VERSION;
+        let version = crate::version::COMPAT_VERSION;
         if let Err(e) = request_builder::encode(doc, self.settings.pretty, version, &mut self.buf) {
             self.buf.truncate(before);
             tracing::error!(error = %e, "console output: document counted as failed");

@@ -5,7 +5,7 @@
 //! Invariants: the flush size is never below 24 KiB when compressing (so a
 //! gzip member is worth its header); every duration is positive.
 
-use crate::config::{EsClient, EsOutput};
+use crate::config::EsOutput;
 use crate::es;
 use std::time::Duration;
 
@@ -52,11 +52,8 @@ impl EsSettings {
     /// Resolves `output.elasticsearch`.
     pub fn from_config(es: &EsOutput) -> Result<Self, SettingsError> {
         let c = &es.client;
-        let mut client = es::Settings::elasticsearch(
-            "output.elasticsearch",
-            &EsClient::from(c),
-            es::Credentials::FromSettings,
-        )?;
+        let mut client =
+            es::Settings::elasticsearch("output.elasticsearch", c, es::Credentials::FromSettings)?;
         client.headers.insert(
             reqwest::header::CONTENT_TYPE,
             reqwest::header::HeaderValue::from_static("application/json"),

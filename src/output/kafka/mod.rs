@@ -222,7 +222,7 @@ impl KafkaOutput {
 
 impl Output for KafkaOutput {
     fn append(&mut self, doc: &[u8], ack: Ack) {
-        let version = crate::server::COMPAT_VERSION;
+        let version = crate::version::COMPAT_VERSION;
         match request_builder::build(doc, &self.service.settings, version) {
             Ok(p) => {
                 self.batch.push(p);

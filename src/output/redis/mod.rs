@@ -137,7 +137,7 @@ impl RedisOutput {
 
 impl Output for RedisOutput {
     fn append(&mut self, doc: &[u8], ack: Ack) {
-        let version = crate::server::COMPAT_VERSION;
+        let version = crate::version::COMPAT_VERSION;
         match request_builder::build(doc, self.service.settings(), version) {
             Ok(entry) => {
                 self.batch.push(entry);
