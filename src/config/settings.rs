@@ -80,6 +80,8 @@ pub struct ApmServer {
     pub sourcemap: SourcemapUpload,
     /// Limits of the server-side metric aggregation.
     pub aggregation: Aggregation,
+    /// apm-rs extension: HTTP/2 flow-control limits (HTTPS listener only).
+    pub http2: Http2,
 }
 
 impl Default for ApmServer {
@@ -108,6 +110,40 @@ impl Default for ApmServer {
             kibana: Kibana::default(),
             sourcemap: SourcemapUpload::default(),
             aggregation: Aggregation::default(),
+            http2: Http2::default(),
+        }
+    }
+}
+
+/// `apm-server.http2.*` (apm-rs extension; apm-server leaves Go's defaults).
+/// HTTP/2 is offered through ALPN on the TLS listener only; the plain
+/// listener speaks HTTP/1.1 (no h2c). The windows bound how many body bytes
+/// a client may send that the server has not read yet, per stream and per
+/// connection; actix-http's defaults (1 MiB and 2 MiB) are halved and
+/// quartered here so that a connection of stalled streams holds at most
+/// `initial_connection_window_size` of unread body. The other HTTP/2 limits
+/// are not settable through actix-http and stay the `h2` crate's: stream
+/// resets are capped (rapid reset: the connection is closed with
+/// `ENHANCE_YOUR_CALM` once a client makes the server reset too many
+/// streams), at most 16 KiB frames, a 16 MiB header list, no limit on
+/// concurrent streams (each is still bounded by the windows and by
+/// `max_concurrent_decoders`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2 {
+    /// Bytes a client may send on one stream before the server reads them.
+    /// Default 262144 (256 KiB).
+    pub initial_window_size: u32,
+    /// Bytes a client may send on one connection, all streams together,
+    /// before the server reads them. Default 524288 (512 KiB).
+    pub initial_connection_window_size: u32,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Http2 {
+            initial_window_size: 262_144,
+            initial_connection_window_size: 524_288,
         }
     }
 }
