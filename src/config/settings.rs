@@ -122,12 +122,10 @@ impl Default for ApmServer {
 /// connection; actix-http's defaults (1 MiB and 2 MiB) are halved and
 /// quartered here so that a connection of stalled streams holds at most
 /// `initial_connection_window_size` of unread body. The other HTTP/2 limits
-/// are not settable through actix-http and stay the `h2` crate's: stream
-/// resets are capped (rapid reset: the connection is closed with
-/// `ENHANCE_YOUR_CALM` once a client makes the server reset too many
-/// streams), at most 16 KiB frames, a 16 MiB header list, no limit on
-/// concurrent streams (each is still bounded by the windows and by
-/// `max_concurrent_decoders`).
+/// are not settable through actix-http and stay the `h2` crate's: streams
+/// reset by the client are capped (rapid reset closes the connection),
+/// frames are at most 16 KiB, and concurrent streams are not limited (each
+/// is still bounded by the windows and by `max_concurrent_decoders`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http2 {
