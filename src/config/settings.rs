@@ -822,26 +822,6 @@ impl Default for Aggregation {
     }
 }
 
-impl Aggregation {
-    /// The limits the aggregation model enforces.
-    pub fn limits(&self) -> crate::aggregation::Limits {
-        let per_service = |n: usize| (n / 10).max(1);
-        crate::aggregation::Limits {
-            max_services: self.max_services,
-            max_transaction_groups: self.transactions.max_groups,
-            max_transaction_groups_per_service: per_service(self.transactions.max_groups),
-            max_service_transaction_groups: self.service_transactions.max_groups,
-            max_service_transaction_groups_per_service: per_service(
-                self.service_transactions.max_groups,
-            ),
-            max_service_destination_groups: self.service_destinations.max_groups,
-            max_service_destination_groups_per_service: per_service(
-                self.service_destinations.max_groups,
-            ),
-        }
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Logging {

@@ -124,12 +124,27 @@ pub fn drop_unsampled(events: &mut Vec<Event>) -> usize {
 /// Starts the aggregator instances in front of the indexer, sharing one
 /// aggregation state (none when `pipeline.aggregator.enabled` is false: the
 /// stage then only applies the unsampled filter).
+/// The limits the aggregation model enforces, from `apm-server.aggregation.*`
+/// (a service may use a tenth of each group limit, as apm-server).
+fn limits(a: &crate::config::settings::Aggregation) -> aggregation::Limits {
+    let per_service = |n: usize| (n / 10).max(1);
+    aggregation::Limits {
+        max_services: a.max_services,
+        max_transaction_groups: a.transactions.max_groups,
+        max_transaction_groups_per_service: per_service(a.transactions.max_groups),
+        max_service_transaction_groups: a.service_transactions.max_groups,
+        max_service_transaction_groups_per_service: per_service(a.service_transactions.max_groups),
+        max_service_destination_groups: a.service_destinations.max_groups,
+        max_service_destination_groups_per_service: per_service(a.service_destinations.max_groups),
+    }
+}
+
 pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<(), StartError> {
     let p = &w.cfg.pipeline.aggregator;
     let state = p.enabled.then(|| {
         Arc::new(AggregationState::new(
             p.shards,
-            w.cfg.apm_server.aggregation.limits(),
+            limits(&w.cfg.apm_server.aggregation),
             Arc::new(w.resources.encode_ctx.clone()),
             p.harvest_delay.get(),
         ))
