@@ -47,9 +47,11 @@ pub struct ApmServer {
     pub max_header_size: usize,
     /// Time to read a whole request (headers and body).
     pub read_timeout: GoDuration,
-    /// Time to write a response.
+    /// Time to write a response (apm-server's key). Parsed but not applied:
+    /// a client that never reads its answer is dropped by the connection
+    /// watchdog `idle_timeout + read_timeout` after the handler finished.
     pub write_timeout: GoDuration,
-    /// Keep-alive idle time.
+    /// A kept-alive connection is closed this long after its last answer.
     pub idle_timeout: GoDuration,
     /// Graceful shutdown budget.
     pub shutdown_timeout: GoDuration,
