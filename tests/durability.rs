@@ -169,7 +169,10 @@ fn disk_queue(dir: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 fn start(es: &EsDouble, opts: &[String]) -> TestServer {
-    let refs: Vec<&str> = opts.iter().map(String::as_str).collect();
+    // These tests count event documents: the server's own aggregated metrics
+    // (tests/aggregation.rs) are switched off so they do not mix in.
+    let mut refs: Vec<&str> = vec!["pipeline.aggregator.enabled=false"];
+    refs.extend(opts.iter().map(String::as_str));
     start_with_es(&es.host(), &refs)
 }
 

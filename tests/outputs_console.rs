@@ -22,6 +22,9 @@ async fn console_run(payload: Vec<u8>, extra: &[&str]) -> String {
         format!("apm-server.host=127.0.0.1:{port}"),
         "-E".to_string(),
         "output.console.enabled=true".to_string(),
+        // Event documents only: the server's own aggregated metrics are off.
+        "-E".to_string(),
+        "pipeline.aggregator.enabled=false".to_string(),
     ];
     for e in extra {
         args.push("-E".into());

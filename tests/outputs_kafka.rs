@@ -18,6 +18,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+// These tests count event documents: the server's own aggregated metrics
+// (tests/aggregation.rs) are switched off so they do not mix in.
+const NO_AGGREGATION: &str = "pipeline.aggregator.enabled=false";
+
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -86,7 +90,7 @@ async fn documents_of_every_kind_reach_their_topic_as_the_elasticsearch_document
     let payload = std::fs::read(corpus.join("intake-v2/events.ndjson")).unwrap();
     let prefix = unique("it");
 
-    let mut reference = TestServer::start(&[]);
+    let mut reference = TestServer::start(&[NO_AGGREGATION]);
     let r = post(
         &format!("{}/intake/v2/events", reference.url),
         payload.clone(),
@@ -110,6 +114,7 @@ async fn documents_of_every_kind_reach_their_topic_as_the_elasticsearch_document
         create_topic(&c, topic, 3).await;
     }
     let mut server = TestServer::start(&[
+        NO_AGGREGATION,
         &format!("output.kafka.hosts=[\"{bootstrap}\"]"),
         &format!("output.kafka.topic={prefix}-%{{[data_stream.type]}}"),
         "output.kafka.key='%{[service.name]:none}'",
@@ -144,6 +149,7 @@ async fn broker_frozen_mid_load_then_back_loses_nothing() {
     let c = client(&bootstrap).await;
     create_topic(&c, &topic, 2).await;
     let mut server = TestServer::start(&[
+        NO_AGGREGATION,
         &format!("output.kafka.hosts=[\"{bootstrap}\"]"),
         &format!("output.kafka.topic={topic}"),
         "output.kafka.partition.round_robin.reachable_only=false",
@@ -204,7 +210,9 @@ async fn broker_frozen_mid_load_then_back_loses_nothing() {
 }
 
 async fn all_fail_as(overrides: &[&str], events: usize) -> (u64, u64) {
-    let mut server = TestServer::start(overrides);
+    let mut all = vec![NO_AGGREGATION];
+    all.extend_from_slice(overrides);
+    let mut server = TestServer::start(&all);
     let t = telemetry(&server);
     let r = post(
         &format!("{}/intake/v2/events", server.url),
@@ -311,6 +319,7 @@ async fn right_sasl_credentials_deliver() {
     let c = client(&bootstrap).await;
     create_topic(&c, &topic, 1).await;
     let mut server = TestServer::start(&[
+        NO_AGGREGATION,
         &format!("output.kafka.hosts=[\"{sasl}\"]"),
         &format!("output.kafka.topic={topic}"),
         "output.kafka.username=apm",

@@ -12,6 +12,10 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// These tests count event documents: the server's own aggregated metrics
+// (tests/aggregation.rs) are switched off so they do not mix in.
+const NO_AGGREGATION: &str = "pipeline.aggregator.enabled=false";
+
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
 
 fn redis_conn(url: &str) -> redis::Connection {
@@ -64,7 +68,7 @@ async fn documents_of_every_kind_land_in_their_list_as_the_elasticsearch_documen
     let hosts = url.trim_start_matches("redis://").to_string();
 
     // The same events through the file sink: the Elasticsearch output's documents.
-    let mut reference = TestServer::start(&[]);
+    let mut reference = TestServer::start(&[NO_AGGREGATION]);
     let r = post(
         &format!("{}/intake/v2/events", reference.url),
         payload.clone(),
@@ -88,6 +92,7 @@ async fn documents_of_every_kind_land_in_their_list_as_the_elasticsearch_documen
     );
 
     let mut server = TestServer::start(&[
+        NO_AGGREGATION,
         &format!("output.redis.hosts=[\"{hosts}\"]"),
         &format!("output.redis.key={prefix}-%{{[data_stream.type]}}"),
     ]);
@@ -140,6 +145,7 @@ async fn channel_datatype_publishes_each_document() {
     pubsub.subscribe(&channel).unwrap();
 
     let mut server = TestServer::start(&[
+        NO_AGGREGATION,
         &format!(
             "output.redis.hosts=[\"{}\"]",
             url.trim_start_matches("redis://")
@@ -187,6 +193,7 @@ async fn redis_down_mid_load_then_back_loses_nothing() {
     ];
     let mut redis = Some(spawn_redis(&bin, port, &durable));
     let mut server = TestServer::start(&[
+        NO_AGGREGATION,
         &format!("output.redis.hosts=[\"127.0.0.1:{port}\"]"),
         "output.redis.key=load",
         "output.redis.bulk_max_size=50",
@@ -243,6 +250,7 @@ async fn a_refused_password_counts_the_documents_as_failed() {
     let port = free_port();
     let redis = spawn_redis(&bin, port, &["--requirepass", "right-secret"]);
     let mut server = TestServer::start(&[
+        NO_AGGREGATION,
         &format!("output.redis.hosts=[\"127.0.0.1:{port}\"]"),
         "output.redis.password=wrong-secret",
         "output.redis.backoff.init=10ms",

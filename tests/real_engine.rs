@@ -40,6 +40,9 @@ fn start(engine: &Engine, extra: &[&str]) -> TestServer {
         // engine and the tests: a bulk that times out is sent again and the
         // engine, which did index it, then holds duplicates.
         "output.elasticsearch.timeout=60s",
+        // These tests count event documents: the server's own aggregated
+        // metrics (checked by the conformance run below) are switched off.
+        "pipeline.aggregator.enabled=false",
     ];
     all.extend_from_slice(extra);
     common::start_with_es(&engine.host(), &all)

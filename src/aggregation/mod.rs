@@ -18,6 +18,10 @@
 //!   configured number of groups per kind overall and per service; events
 //!   past a limit go to an overflow group (`_other`) that counts the
 //!   distinct groups it absorbed in fixed memory ([`distinct::Distinct`]);
+//! * past `max_services`, a new service displaces the shard's least
+//!   recently seen service of the window into `_other`, so the services
+//!   seen last keep their own groups (as apm-server, which merges a
+//!   window's requests newest first);
 //! * every event's weight (its representative count) is added exactly once
 //!   per interval; overflow never loses weight, only dimensions.
 
@@ -228,6 +232,9 @@ pub struct Overflow<M> {
 /// Everything aggregated for one service in one window.
 #[derive(Debug, Default)]
 pub struct ServiceGroup {
+    /// The shard's event sequence number when this service was last seen;
+    /// the least recently seen service is the one displaced past the limit.
+    pub last_seen: u64,
     pub transactions: HashMap<TransactionKey, TransactionMetrics>,
     pub transaction_overflow: Option<Box<Overflow<TransactionMetrics>>>,
     pub service_transactions: HashMap<String, TransactionMetrics>,
@@ -260,6 +267,8 @@ pub struct Window {
 pub struct Shard {
     windows: Vec<Window>,
     bytes: usize,
+    /// Events added so far; orders services by when they were last seen.
+    events: u64,
 }
 
 /// The shard a service's events aggregate in.
@@ -390,6 +399,8 @@ enum Contribution {
         key: Box<TransactionKey>,
         micros: u64,
         weight: f64,
+        /// The transaction's dropped exit spans, one destination contribution each.
+        dropped: Vec<Contribution>,
     },
     Destination {
         key: DestinationKey,
@@ -401,11 +412,30 @@ enum Contribution {
 fn contribution(ev: &Event) -> Contribution {
     use crate::model::event::Body;
     match &ev.body {
-        Body::Transaction(t) => Contribution::Transaction {
-            key: Box::new(transaction_key(ev, t)),
-            micros: (t.duration_ns.max(0) / 1000) as u64,
-            weight: t.representative_count.unwrap_or(1.0),
-        },
+        Body::Transaction(t) => {
+            let weight = t.representative_count.unwrap_or(1.0);
+            Contribution::Transaction {
+                key: Box::new(transaction_key(ev, t)),
+                micros: (t.duration_ns.max(0) / 1000) as u64,
+                weight,
+                dropped: t
+                    .dropped_spans_stats
+                    .iter()
+                    .filter(|d| !d.destination_service_resource.is_empty())
+                    .map(|d| Contribution::Destination {
+                        key: DestinationKey {
+                            span_name: String::new(),
+                            outcome: d.outcome.clone(),
+                            target_type: d.service_target_type.clone(),
+                            target_name: d.service_target_name.clone(),
+                            resource: d.destination_service_resource.clone(),
+                        },
+                        count: d.count as f64 * weight,
+                        sum_us: d.sum_us as f64 * weight,
+                    })
+                    .collect(),
+            }
+        }
         Body::Span(s) => {
             let Some((_, _, resource)) = s.destination_service.as_ref().filter(|d| !d.2.is_empty())
             else {
@@ -445,6 +475,7 @@ impl Shard {
         shared: &Shared,
     ) {
         let contribution = contribution(ev);
+        self.events += 1;
         let global_labels = metadata.map(|m| &*m.inner.labels);
         let limits = &shared.limits;
         for (i, interval) in INTERVALS.iter().enumerate() {
@@ -472,6 +503,15 @@ impl Shard {
                 if counters[SERVICES].try_take(start, limits.max_services) {
                     self.bytes += key.heap_bytes() + ENTRY_OVERHEAD;
                     window.services.insert(key.clone(), ServiceGroup::default());
+                } else if !window.services.is_empty() {
+                    if window.overflow.is_none() {
+                        self.bytes += 4 * Distinct::HEAP_BYTES;
+                        window.overflow = Some(Box::default());
+                    }
+                    let freed = window.displace_least_recent().unwrap_or(0);
+                    self.bytes =
+                        self.bytes.saturating_sub(freed) + key.heap_bytes() + ENTRY_OVERHEAD;
+                    window.services.insert(key.clone(), ServiceGroup::default());
                 } else {
                     let o = window.overflow.get_or_insert_with(|| {
                         self.bytes += 4 * Distinct::HEAP_BYTES;
@@ -485,6 +525,7 @@ impl Shard {
             let Some(group) = window.services.get_mut(&key) else {
                 continue;
             };
+            group.last_seen = self.events;
             self.bytes += add_to_service(group, &contribution, counters, start, limits);
         }
     }
@@ -526,6 +567,53 @@ impl Shard {
 }
 
 impl Window {
+    /// Moves the least recently seen service of this window into the
+    /// `_other` service, keeping its weight and counting it as one distinct
+    /// overflowed service, and returns the heap bytes freed (the `_other`
+    /// service is created if missing; callers account for it). `None` when
+    /// the window holds no service (the limit was taken by other shards).
+    fn displace_least_recent(&mut self) -> Option<usize> {
+        let key = self
+            .services
+            .iter()
+            .min_by_key(|(_, g)| g.last_seen)
+            .map(|(k, _)| k.clone())?;
+        let group = self.services.remove(&key)?;
+        let mut freed = key.heap_bytes() + ENTRY_OVERHEAD;
+        let o = self.overflow.get_or_insert_with(Box::default);
+        o.services.insert(&key);
+        for (tk, m) in &group.transactions {
+            freed += tk.heap_bytes() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
+            o.transactions.metrics.merge(m);
+            o.transactions.groups.insert(&(&key, tk));
+        }
+        if let Some(t) = &group.transaction_overflow {
+            o.transactions.metrics.merge(&t.metrics);
+            o.transactions.groups.merge(&t.groups);
+        }
+        for (ty, m) in &group.service_transactions {
+            freed += ty.capacity() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
+            o.service_transactions.metrics.merge(m);
+            o.service_transactions.groups.insert(&(&key, ty));
+        }
+        if let Some(t) = &group.service_transaction_overflow {
+            o.service_transactions.metrics.merge(&t.metrics);
+            o.service_transactions.groups.merge(&t.groups);
+        }
+        for (dk, m) in &group.destinations {
+            freed += ENTRY_OVERHEAD + std::mem::size_of::<DestinationKey>();
+            o.destinations.metrics.count += m.count;
+            o.destinations.metrics.sum_us += m.sum_us;
+            o.destinations.groups.insert(&(&key, dk));
+        }
+        if let Some(d) = &group.destination_overflow {
+            o.destinations.metrics.count += d.metrics.count;
+            o.destinations.metrics.sum_us += d.metrics.sum_us;
+            o.destinations.groups.merge(&d.groups);
+        }
+        Some(freed)
+    }
+
     fn groups(&self) -> usize {
         self.services
             .values()
@@ -567,6 +655,7 @@ fn add_to_overflow_service(o: &mut OverflowService, key: &ServiceKey, c: &Contri
             key: tk,
             micros,
             weight,
+            dropped,
         } => {
             o.transactions.metrics.add(*micros, *weight, &tk.outcome);
             o.transactions.groups.insert(&(key, &**tk));
@@ -574,6 +663,9 @@ fn add_to_overflow_service(o: &mut OverflowService, key: &ServiceKey, c: &Contri
                 .metrics
                 .add(*micros, *weight, &tk.outcome);
             o.service_transactions.groups.insert(&(key, &tk.type_));
+            for d in dropped {
+                add_to_overflow_service(o, key, d);
+            }
         }
         Contribution::Destination {
             key: dk,
@@ -602,7 +694,11 @@ fn add_to_service(
             key,
             micros,
             weight,
+            dropped,
         } => {
+            for d in dropped {
+                bytes += add_to_service(g, d, counters, window, limits);
+            }
             let before = g.transactions.get(key).map(|m| m.durations.heap_bytes());
             match before {
                 Some(b) => {

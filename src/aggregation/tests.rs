@@ -152,6 +152,40 @@ fn services_past_the_limit_go_to_the_other_service_with_their_distinct_count() {
 }
 
 #[test]
+fn past_the_limit_the_least_recently_seen_service_gives_way_with_its_weight() {
+    let shared = Shared::new(limits(2));
+    let mut shard = Shard::default();
+    for env in ["dev", "staging", "dev", "prod"] {
+        let meta = META.replace("\"prod\"", &format!("\"{env}\""));
+        let (m, evs) = decode(&meta, &[tx("t", 5.0, "success", 1.0)]);
+        shard.add(&evs[0], Some(&m), NOW, &shared);
+    }
+    let d = docs(&shard.harvest(None));
+    let kept = |metricset: &str| -> Vec<(String, u64)> {
+        let mut v: Vec<_> = d
+            .iter()
+            .filter(|d| d["metricset"]["name"] == metricset && d["metricset"]["interval"] == "1m")
+            .map(|d| {
+                let env = d["service"]["environment"].as_str().unwrap_or("_other");
+                (env.to_owned(), d["_doc_count"].as_u64().unwrap_or(0))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        kept("transaction"),
+        vec![("_other".into(), 1), ("dev".into(), 2), ("prod".into(), 1)],
+        "staging, seen least recently, moved to _other with its weight"
+    );
+    let other = d
+        .iter()
+        .find(|d| d["service"]["name"] == OVERFLOW && d["metricset"]["name"] == "service_summary")
+        .unwrap();
+    assert_eq!(other["service_summary"]["aggregation"]["overflow_count"], 1);
+}
+
+#[test]
 fn a_hundred_thousand_transaction_names_stay_within_the_limits_and_overflow() {
     let shared = Shared::new(Limits {
         max_transaction_groups: 5000,
@@ -224,4 +258,29 @@ fn exit_spans_become_service_destination_metrics_and_other_spans_do_not() {
     assert_eq!(r["response_time"]["sum"]["us"], 2_000_000);
     assert_eq!(dest[0]["_doc_count"], 2);
     assert_eq!(dest[0]["span"]["name"], "SELECT");
+}
+
+#[test]
+fn a_transactions_dropped_spans_count_in_service_destination_metrics_by_its_weight() {
+    let stats = r#","dropped_spans_stats":[{"destination_service_resource":"redis","service_target_type":"redis","outcome":"success","duration":{"count":50,"sum":{"us":5000}}}]}}"#;
+    let base = tx("t", 5.0, "success", 0.5);
+    let line = format!("{}{stats}", base.strip_suffix("}}").unwrap());
+    let (m, evs) = decode(META, &[line]);
+    let shared = Shared::new(limits(10));
+    let mut shard = Shard::default();
+    shard.add(&evs[0], Some(&m), NOW, &shared);
+    let d = docs(&shard.harvest(None));
+    let dest: Vec<_> = d
+        .iter()
+        .filter(|d| d["metricset"]["name"] == "service_destination")
+        .collect();
+    assert_eq!(dest.len(), 3, "one document per interval");
+    let r = &dest[0]["span"]["destination"]["service"];
+    assert_eq!(r["resource"], "redis");
+    assert_eq!(
+        r["response_time"]["count"], 100,
+        "50 dropped spans at sample rate 0.5"
+    );
+    assert_eq!(r["response_time"]["sum"]["us"], 10_000);
+    assert_eq!(dest[0]["service"]["target"]["type"], "redis");
 }

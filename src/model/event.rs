@@ -364,6 +364,9 @@ pub(crate) struct Transaction {
     pub(crate) representative_count: Option<f64>,
     pub(crate) span_count_started: Option<i64>,
     pub(crate) span_count_dropped: Option<i64>,
+    /// Exit spans the agent dropped, summed per destination; only
+    /// server-side aggregation reads them (documents do not carry them).
+    pub(crate) dropped_spans_stats: Vec<DroppedSpanStats>,
     pub(crate) marks: Vec<(String, Vec<(String, f64)>)>,
     pub(crate) experience: Option<Experience>,
     pub(crate) session_id: String,
@@ -376,6 +379,17 @@ pub(crate) struct Transaction {
     pub(crate) span_kind: String,
     /// v2 repeats the id as `span.id`; v3 does not.
     pub(crate) span_id_from_id: bool,
+}
+
+/// One `transaction.dropped_spans_stats` entry.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct DroppedSpanStats {
+    pub(crate) destination_service_resource: String,
+    pub(crate) service_target_type: String,
+    pub(crate) service_target_name: String,
+    pub(crate) outcome: String,
+    pub(crate) count: i64,
+    pub(crate) sum_us: i64,
 }
 
 /// `transaction.experience`.

@@ -443,6 +443,66 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
         note: None,
         sourcemap: None,
     });
+    // TestServiceSummaryMetricsAggregationOverflow: four tracers that differ
+    // only in their environment, each flushing one transaction in its own
+    // request, with room for two services: the two seen last keep their
+    // groups and the first two are counted in `_other`.
+    out.push(Recipe {
+        config: vec!["apm-server.aggregation.max_services=2"],
+        sends: ["dev", "staging", "prod", "test"]
+            .iter()
+            .map(|env| {
+                let body = String::from_utf8_lossy(&go("", go_tx("name", "type", 1))).replace(
+                    "\"name\":\"systemtest\",",
+                    &format!("\"name\":\"systemtest\",\"environment\":\"{env}\","),
+                );
+                send("/intake/v2/events", body.into_bytes())
+            })
+            .collect(),
+        checks: vec![Check {
+            approval: "TestServiceSummaryMetricsAggregationOverflow".into(),
+            query: metricset("service_summary"),
+            // Ignored upstream too: the `_other` documents carry the window start.
+            dynamic: vec!["@timestamp"],
+        }],
+        note: None,
+        sourcemap: None,
+    });
+    // TestTransactionDroppedSpansStats*: a Go transaction that started no
+    // spans and dropped 54 exit spans, which the agent reports as
+    // dropped_spans_stats per destination (4 to elasticsearch, 50 to redis).
+    // The transaction document does not carry them; the service_destination
+    // metrics count them.
+    let huge = "{\"transaction\":{\"trace_id\":\"000000000000000000000000000000bb\",\"id\":\"00000000000000bb\",\"name\":\"huge-traces\",\"type\":\"type\",\"timestamp\":1136214245999999,\"duration\":30,\"outcome\":\"success\",\"sampled\":true,\"span_count\":{\"started\":0,\"dropped\":54},\"dropped_spans_stats\":[{\"destination_service_resource\":\"elasticsearch\",\"service_target_type\":\"elasticsearch\",\"outcome\":\"success\",\"duration\":{\"count\":4,\"sum\":{\"us\":3600}}},{\"destination_service_resource\":\"redis\",\"service_target_type\":\"redis\",\"outcome\":\"success\",\"duration\":{\"count\":50,\"sum\":{\"us\":5000}}}]}}\n";
+    out.push(Recipe {
+        config: vec![],
+        sends: vec![send("/intake/v2/events", go("", huge.to_owned()))],
+        checks: vec![
+            Check {
+                approval: "TestTransactionDroppedSpansStatsMetrics".into(),
+                query: metricset("service_destination"),
+                // The approval was made from live agent traffic, so the
+                // time and ids are ignored upstream.
+                dynamic: vec!["@timestamp"],
+            },
+            Check {
+                approval: "TestTransactionDroppedSpansStatsTransaction".into(),
+                query: Box::new(|idx, d| {
+                    index_matches("traces-apm*", idx)
+                        && first_str(d, "processor.event") == Some("transaction")
+                }),
+                dynamic: vec![
+                    "@timestamp",
+                    "timestamp.us",
+                    "trace.id",
+                    "transaction.id",
+                    "span.id",
+                ],
+            },
+        ],
+        note: None,
+        sourcemap: None,
+    });
     // ELASTIC_APM_GLOBAL_LABELS become metadata labels; the transaction's
     // own label is not a dimension.
     let spans: String = (0..5)
@@ -630,24 +690,15 @@ pub fn skipped(approval: &str) -> Option<&'static str> {
         return Some(ORPHANED);
     }
     if approval.starts_with("TestOTLP") {
-        return Some("produced from OTLP traffic; apm-rs has no OTLP intake");
-    }
-    if approval == "TestServiceSummaryMetricsAggregationOverflow" {
         return Some(
-            "which services keep their own group past max_services follows \
-             apm-aggregation's merge order (the approval keeps the last two of \
-             four services); apm-rs keeps the first ones (docs/aggregation.md)",
+            "produced from OTLP/gRPC traffic; apm-rs takes OTLP over HTTP only (docs/otlp.md)",
         );
     }
     match approval {
         "TestAgentConfig" => Some("agent configuration documents, not intake"),
-        "TestCompressedSpans" | "TestTransactionDroppedSpansStatsTransaction" => {
+        "TestCompressedSpans" => {
             Some("produced by live Go-agent traffic; no payload in the corpus")
         }
-        "TestTransactionDroppedSpansStatsMetrics" => Some(
-            "needs a transaction's dropped_spans_stats in the aggregation; they are \
-             decoded and validated but not yet kept in the event model",
-        ),
         _ => None,
     }
 }

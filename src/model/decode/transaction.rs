@@ -202,37 +202,49 @@ fn marks(o: Obj<'_>, d: &TransactionDialect, tx: &mut Transaction) -> R<()> {
     Ok(())
 }
 
-/// v2 `dropped_spans_stats`: validated only (apm-server does not index them).
-fn dropped_spans_stats(ctx: &mut Ctx, o: Obj<'_>) -> R<()> {
+/// v2 `dropped_spans_stats`: validated and kept for server-side
+/// aggregation (apm-server does not index them).
+fn dropped_spans_stats(ctx: &mut Ctx, o: Obj<'_>) -> R<Vec<DroppedSpanStats>> {
+    let mut out = Vec::new();
     let Some(a) = arr(o, "dropped_spans_stats")? else {
-        return Ok(());
+        return Ok(out);
     };
     for v in a {
         let Some(d) = set_element(ctx, "dropped_spans_stats", v)? else {
             continue;
         };
         ctx.push("dropped_spans_stats");
-        str_field(ctx, d, "destination_service_resource")?;
+        let mut stats = DroppedSpanStats {
+            destination_service_resource: str_field(ctx, d, "destination_service_resource")?,
+            ..Default::default()
+        };
         let t = opt_str(d, "service_target_type")?;
         ctx.max_len("service_target_type", t, 512);
         let n = opt_str(d, "service_target_name")?;
         ctx.max_len("service_target_name", n, 512);
-        ctx.outcome(opt_str(d, "outcome")?);
+        let outcome = opt_str(d, "outcome")?;
+        ctx.outcome(outcome);
+        stats.service_target_type = t.unwrap_or_default().to_owned();
+        stats.service_target_name = n.unwrap_or_default().to_owned();
+        stats.outcome = outcome.unwrap_or_default().to_owned();
         if let Some(du) = set_obj(d, "duration")? {
             ctx.push("duration");
             let c = int(du, "count")?;
             ctx.min("count", c.map(|c| c as f64), 1);
+            stats.count = c.unwrap_or(0);
             if let Some(s) = set_obj(du, "sum")? {
                 ctx.push("sum");
                 let us = int(s, "us")?;
                 ctx.min("us", us.map(|c| c as f64), 0);
+                stats.sum_us = us.unwrap_or(0);
                 ctx.pop();
             }
             ctx.pop();
         }
+        out.push(stats);
         ctx.pop();
     }
-    Ok(())
+    Ok(out)
 }
 
 /// v3 `me`: span self-time breakdowns. Kept only with a span reference and a
@@ -320,7 +332,9 @@ pub(crate) fn transaction(
             TransactionRule::Name => tx.name = str_field(ctx, o, d.name)?,
             TransactionRule::Type => ty = required_str(ctx, o, d.type_)?,
             TransactionRule::Result => tx.result = str_field(ctx, o, d.result)?,
-            TransactionRule::DroppedSpansStats => dropped_spans_stats(ctx, o)?,
+            TransactionRule::DroppedSpansStats => {
+                tx.dropped_spans_stats = dropped_spans_stats(ctx, o)?
+            }
             TransactionRule::Outcome => {
                 outcome = opt_str(o, d.outcome)?;
                 ctx.outcome(outcome);
