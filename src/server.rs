@@ -210,6 +210,8 @@ impl ServerBuilder {
                     .keep_alive(a.idle_timeout.get())
                     .client_request_timeout(a.read_timeout.get())
                     .client_disconnect_timeout(Duration::from_secs(1))
+                    .h2_initial_window_size(a.http2.initial_window_size)
+                    .h2_initial_connection_window_size(a.http2.initial_connection_window_size)
                     .shutdown_timeout(a.shutdown_timeout.get().as_secs().max(1));
                     // actix's limit is per worker: split the total so that
                     // the sum never exceeds it (0 = actix's 25,000 per worker)

@@ -1245,3 +1245,25 @@ async fn a_hundred_stalled_anonymous_rum_streams_stay_within_the_memory_budget()
 async fn four_thousand_stalled_streams_stay_within_the_memory_budget() {
     stalled_streams(4000, false).await;
 }
+
+/// A kept-alive connection is closed by actix-http's keep-alive timer
+/// `idle_timeout` after its last answer, independent of a longer
+/// `read_timeout` (the watchdog's `idle_timeout + read_timeout` is only the
+/// fallback for connections that trickle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connection_closes_at_idle_timeout_not_read_timeout() {
+    let _serial = serial().await;
+    let srv = TestServer::start(&["apm-server.read_timeout=30s", "apm-server.idle_timeout=2s"]);
+    let mut c = Conn::open(addr(&srv)).await;
+    let body = payload(&[META, &event(0)]);
+    let mut data = request(INTAKE, &[], Some(body.len()));
+    data.extend_from_slice(&body);
+    c.send(data, 1 << 16, Duration::ZERO);
+    let r = c.response(Duration::from_secs(10)).await.expect("answer");
+    assert_eq!(r.status, 202);
+    assert!(
+        c.closed_within(Duration::from_secs(10)).await,
+        "kept-alive connection still open 10 s after its answer (idle_timeout 2 s, read_timeout 30 s)"
+    );
+    still_up(&srv).await;
+}

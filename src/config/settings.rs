@@ -47,9 +47,11 @@ pub struct ApmServer {
     pub max_header_size: usize,
     /// Time to read a whole request (headers and body).
     pub read_timeout: GoDuration,
-    /// Time to write a response.
+    /// Time to write a response (apm-server's key). Parsed but not applied:
+    /// a client that never reads its answer is dropped by the connection
+    /// watchdog `idle_timeout + read_timeout` after the handler finished.
     pub write_timeout: GoDuration,
-    /// Keep-alive idle time.
+    /// A kept-alive connection is closed this long after its last answer.
     pub idle_timeout: GoDuration,
     /// Graceful shutdown budget.
     pub shutdown_timeout: GoDuration,
@@ -80,6 +82,8 @@ pub struct ApmServer {
     pub sourcemap: SourcemapUpload,
     /// Limits of the server-side metric aggregation.
     pub aggregation: Aggregation,
+    /// apm-rs extension: HTTP/2 flow-control limits (HTTPS listener only).
+    pub http2: Http2,
 }
 
 impl Default for ApmServer {
@@ -108,6 +112,38 @@ impl Default for ApmServer {
             kibana: Kibana::default(),
             sourcemap: SourcemapUpload::default(),
             aggregation: Aggregation::default(),
+            http2: Http2::default(),
+        }
+    }
+}
+
+/// `apm-server.http2.*` (apm-rs extension; apm-server leaves Go's defaults).
+/// HTTP/2 is offered through ALPN on the TLS listener only; the plain
+/// listener speaks HTTP/1.1 (no h2c). The windows bound how many body bytes
+/// a client may send that the server has not read yet, per stream and per
+/// connection; actix-http's defaults (1 MiB and 2 MiB) are halved and
+/// quartered here so that a connection of stalled streams holds at most
+/// `initial_connection_window_size` of unread body. The other HTTP/2 limits
+/// are not settable through actix-http and stay the `h2` crate's: streams
+/// reset by the client are capped (rapid reset closes the connection),
+/// frames are at most 16 KiB, and concurrent streams are not limited (each
+/// is still bounded by the windows and by `max_concurrent_decoders`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2 {
+    /// Bytes a client may send on one stream before the server reads them.
+    /// Default 262144 (256 KiB).
+    pub initial_window_size: u32,
+    /// Bytes a client may send on one connection, all streams together,
+    /// before the server reads them. Default 524288 (512 KiB).
+    pub initial_connection_window_size: u32,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Http2 {
+            initial_window_size: 262_144,
+            initial_connection_window_size: 524_288,
         }
     }
 }
