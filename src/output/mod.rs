@@ -13,6 +13,7 @@
 pub mod console;
 pub mod elasticsearch;
 pub mod file;
+pub mod ids;
 pub mod kafka;
 pub mod message;
 pub mod redis;

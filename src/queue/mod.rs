@@ -1,9 +1,10 @@
 //! Where accepted events wait for the output, and the ids that make their
 //! delivery idempotent.
 //!
-//! * [`memory`] (`queue.type: memory`): the stage inboxes and bulk buffers;
-//!   a batch is answered 202 at the rate stage, before source mapping and
-//!   encoding.
+//! * memory (`queue.type: memory`, the default): the stage inboxes and bulk
+//!   buffers, within `pipeline.memory_budget`; a batch is answered 202 at the
+//!   rate stage, before source mapping and encoding, and a crash loses what
+//!   is held.
 //! * [`disk`] (`queue.type: disk`): the indexer stage encodes each batch into
 //!   one record of the on-disk log and only then answers the request, so a
 //!   202 means the encoded documents are in the log (and on stable storage
@@ -19,64 +20,20 @@
 //! a disk-queue request waits for source mapping and an fsync before its
 //! answer; the memory queue keeps answering at the rate stage.
 //!
-//! Ids: documents of data streams that are not time series (traces, logs,
-//! errors, RUM) get an `_id` from the queue's id and their position, so a
-//! resent or replayed `create` of an indexed document answers 409 (counted
-//! as indexed) instead of duplicating. Metrics data streams are time series
-//! (TSDS): Elasticsearch rejects a client-chosen `_id` there and derives the
-//! id from the dimensions and the timestamp itself, so a duplicate is
-//! answered 409 by the data stream; those documents get no `_id`.
+//! Ids: every document outside the metrics data streams carries an `_id`
+//! ([`crate::output::ids`]); the disk queue derives it from the queue's id
+//! and the document's position in the log.
 
 pub mod disk;
-pub mod memory;
 
 use crate::budget::{MemoryBudget, Permit};
+use crate::output::ids::{document_id, with_id};
 use crate::output::Output;
-use base64::Engine;
 use disk::{record, DiskQueue};
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// The `_id` of document `index` of record `seq` of queue `queue`: 22
-/// url-safe base64 characters (8 bytes queue id, 5 bytes record, 3 bytes
-/// document).
-pub fn document_id(queue: u64, seq: u64, index: u32) -> String {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&queue.to_be_bytes());
-    b[8..13].copy_from_slice(&seq.to_be_bytes()[3..]);
-    b[13..].copy_from_slice(&index.to_be_bytes()[1..]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-/// Whether the document with this bulk action line gets a client `_id`:
-/// not for time-series (`metrics-*`) data streams, nor when it has one.
-pub fn takes_id(action: &[u8]) -> bool {
-    const METRICS: &[u8] = b"{\"create\":{\"_index\":\"metrics-";
-    !action.starts_with(METRICS) && !contains(action, b"\"_id\"")
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Appends `doc` (`action\nsource\n`) to `out` with `id` in its action
-/// line when [`takes_id`] says so; as is otherwise.
-pub fn with_id(doc: &[u8], id: impl FnOnce() -> String, out: &mut Vec<u8>) {
-    let nl = doc.iter().position(|&b| b == b'\n').unwrap_or(doc.len());
-    let action = &doc[..nl];
-    match action.strip_suffix(b"}}") {
-        Some(head) if takes_id(action) => {
-            out.extend_from_slice(head);
-            out.extend_from_slice(b",\"_id\":\"");
-            out.extend_from_slice(id().as_bytes());
-            out.extend_from_slice(b"\"}}");
-            out.extend_from_slice(&doc[nl..]);
-        }
-        _ => out.extend_from_slice(doc),
-    }
-}
 
 /// Reads the disk queue into an output on its own thread.
 pub struct Delivery {
@@ -245,36 +202,5 @@ impl Run {
                 self.last_ack = Instant::now();
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_go_on_logs_and_traces_but_not_on_time_series_metrics() {
-        let mut out = Vec::new();
-        with_id(
-            b"{\"create\":{\"_index\":\"traces-apm-default\"}}\n{}\n",
-            || "X".into(),
-            &mut out,
-        );
-        assert_eq!(
-            out,
-            b"{\"create\":{\"_index\":\"traces-apm-default\",\"_id\":\"X\"}}\n{}\n"
-        );
-        out.clear();
-        let metric = b"{\"create\":{\"_index\":\"metrics-apm.internal-default\"}}\n{}\n";
-        with_id(metric, || "X".into(), &mut out);
-        assert_eq!(out, metric);
-    }
-
-    #[test]
-    fn document_ids_are_fixed_by_queue_record_and_position() {
-        assert_eq!(document_id(1, 2, 3), document_id(1, 2, 3));
-        assert_ne!(document_id(1, 2, 3), document_id(1, 3, 2));
-        assert_ne!(document_id(1, 2, 3), document_id(2, 2, 3));
-        assert_eq!(document_id(u64::MAX, u64::MAX, u32::MAX).len(), 22);
     }
 }

@@ -6,10 +6,10 @@
 //! document `i` (action line + source line), so any subset of documents can
 //! be cut out of the decompressed body; `acks[i]` belongs to document `i`;
 //! with `idempotent_ids` each action line of a non-time-series document
-//! carries an `_id` chosen at append time ([`crate::queue::memory`]), so
+//! carries an `_id` chosen at append time ([`crate::output::ids`]), so
 //! every resend of a document repeats the same id.
 
-use crate::output::Ack;
+use crate::output::{ids, Ack};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::io::{Read, Write};
@@ -133,6 +133,8 @@ pub struct BulkBuffer {
     started: Option<Instant>,
     /// Give documents an `_id` (`idempotent_ids`).
     ids: bool,
+    /// The document with its `_id`, reused for every document.
+    scratch: Vec<u8>,
 }
 
 impl BulkBuffer {
@@ -146,6 +148,7 @@ impl BulkBuffer {
             raw_len: 0,
             started: None,
             ids: idempotent_ids,
+            scratch: Vec::new(),
         }
     }
 
@@ -178,26 +181,12 @@ impl BulkBuffer {
         }
         let (level, capacity) = (self.level, self.capacity);
         let sink = self.sink.get_or_insert_with(|| Sink::new(level, capacity));
-        let written = match self.ids {
-            true => {
-                let action = &doc[..nl];
-                match action.strip_suffix(b"}}") {
-                    Some(head) if crate::queue::takes_id(action) => {
-                        let id = crate::queue::memory::next_id();
-                        let mut line = Vec::with_capacity(action.len() + 40);
-                        line.extend_from_slice(head);
-                        line.extend_from_slice(b",\"_id\":\"");
-                        line.extend_from_slice(id.as_bytes());
-                        line.extend_from_slice(b"\"}}");
-                        let r = sink
-                            .write_all(&line)
-                            .and_then(|()| sink.write_all(&doc[nl..]));
-                        r.map(|()| line.len() + doc.len() - nl)
-                    }
-                    _ => sink.write_all(doc).map(|()| doc.len()),
-                }
-            }
-            false => sink.write_all(doc).map(|()| doc.len()),
+        let written = if self.ids {
+            self.scratch.clear();
+            ids::with_id(doc, ids::next_process_id, &mut self.scratch);
+            sink.write_all(&self.scratch).map(|()| self.scratch.len())
+        } else {
+            sink.write_all(doc).map(|()| doc.len())
         };
         match written {
             Ok(n) => {
