@@ -6,7 +6,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Modules that import nothing else of ours.
-const LEAVES: &[&str] = &["model", "budget", "ratelimit", "telemetry", "config"];
+const LEAVES: &[&str] = &[
+    "model",
+    "budget",
+    "ratelimit",
+    "telemetry",
+    "config",
+    "version",
+];
 
 /// (module, modules it must never import).
 const FORBIDDEN: &[(&str, &[&str])] = &[
@@ -25,11 +32,11 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ),
     (
         "output",
-        &["http", "pipeline", "server", "auth", "agentcfg"],
+        &["http", "pipeline", "server", "auth", "agentcfg", "queue"],
     ),
-    ("pipeline", &["http", "server", "agentcfg"]),
+    ("queue", &["http", "pipeline", "server", "auth", "agentcfg"]),
     (
-        "version",
+        "aggregation",
         &[
             "http",
             "pipeline",
@@ -37,14 +44,15 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "auth",
             "agentcfg",
             "sourcemap",
-            "model",
             "server",
             "es",
             "config",
+            "queue",
         ],
     ),
+    ("pipeline", &["http", "server", "agentcfg"]),
     ("auth", &["http", "pipeline", "output", "server", "model"]),
-    ("sourcemap", &["http", "pipeline", "server"]),
+    ("sourcemap", &["http", "pipeline", "server", "output"]),
     ("http", &["server", "output"]),
 ];
 

@@ -20,7 +20,7 @@ use super::es::{MetaEntry, SourcemapEs};
 use super::map::{self, ParsedMap};
 use super::{paths, SourcemapError};
 use crate::config::Config;
-use crate::output::elasticsearch::SettingsError;
+use crate::es::Error as SettingsError;
 use lru::LruCache;
 use parking_lot::{Condvar, Mutex, RwLock};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
