@@ -31,7 +31,11 @@ fn put_len(buf: &mut Vec<u8>, n: usize) {
 
 /// Appends the service key of `ev` (timestamp 0 until [`set_timestamp`])
 /// and returns its range in `buf`. Global labels count for non-RUM events only.
-pub(crate) fn pack_service(buf: &mut Vec<u8>, ev: &Event, global_labels: Option<&Labels>) -> Range<usize> {
+pub(crate) fn pack_service(
+    buf: &mut Vec<u8>,
+    ev: &Event,
+    global_labels: Option<&Labels>,
+) -> Range<usize> {
     let start = buf.len();
     buf.extend_from_slice(&0i64.to_le_bytes());
     put_str(buf, &ev.service.name);

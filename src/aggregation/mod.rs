@@ -400,7 +400,11 @@ impl Shard {
                 }
             };
             let window = &mut self.windows[w];
-            key::set_timestamp(&mut buf, &service, truncate(ev.timestamp_ns, interval.nanos));
+            key::set_timestamp(
+                &mut buf,
+                &service,
+                truncate(ev.timestamp_ns, interval.nanos),
+            );
             let key = &buf[service.clone()];
             if let Some(group) = window.services.get_mut(key) {
                 group.last_seen = self.events;
@@ -566,7 +570,9 @@ fn add_to_overflow_service(o: &mut OverflowService, key: &[u8], buf: &[u8], c: &
         } => {
             o.transactions.metrics.add(*micros, *weight, outcome);
             o.transactions.groups.insert(&(key, &buf[tk.clone()]));
-            o.service_transactions.metrics.add(*micros, *weight, outcome);
+            o.service_transactions
+                .metrics
+                .add(*micros, *weight, outcome);
             o.service_transactions.groups.insert(&(key, *type_));
             for d in dropped {
                 add_to_overflow_service(o, key, buf, d);

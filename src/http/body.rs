@@ -124,7 +124,10 @@ impl Write for LineSplitter {
         let mut rest = buf;
         while let Some(i) = memchr::memchr(b'\n', rest) {
             let part = &rest[..i];
-            if self.partial.is_empty() && !self.skipping && !part.is_empty() && part.len() < self.max
+            if self.partial.is_empty()
+                && !self.skipping
+                && !part.is_empty()
+                && part.len() < self.max
             {
                 // the whole line is in this write: one copy, straight out
                 self.held_lines += part.len();
