@@ -30,6 +30,8 @@ pub mod fail {
     pub const REJECTED: &str = "rejected_by_output";
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
     pub const IO: &str = "io";
+    /// Made a stage panic twice and was written to the dead-letter file.
+    pub const DEAD_LETTER: &str = "dead_letter";
 }
 
 /// All metrics of one server instance (not global: tests run several servers per process).

@@ -821,6 +821,47 @@ pub struct Queue {
     #[serde(rename = "type")]
     pub kind: QueueType,
     pub disk: DiskQueue,
+    pub dead_letter: DeadLetterFile,
+}
+
+impl Queue {
+    /// Where poison events are written: `queue.dead_letter.path`, else
+    /// `dead_letter.ndjson` in `queue.disk.path` (disk queue) or in `data`
+    /// (memory queue).
+    pub fn dead_letter_path(&self) -> std::path::PathBuf {
+        if !self.dead_letter.path.is_empty() {
+            return self.dead_letter.path.clone().into();
+        }
+        let dir = match self.kind {
+            QueueType::Disk => self.disk.path.as_str(),
+            QueueType::Memory => "data",
+        };
+        std::path::Path::new(dir).join("dead_letter.ndjson")
+    }
+}
+
+/// `queue.dead_letter.*`: the file of poison events (events that made the
+/// sourcemap or indexer stage panic twice; format and replay in
+/// docs/durability.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterFile {
+    /// The file. Default empty: `dead_letter.ndjson` next to the disk queue
+    /// (`queue.disk.path`), or in `data/` with the memory queue.
+    pub path: String,
+    /// The file never grows past this; further poison events are logged and
+    /// counted (`failed{panic}`, `dead_letter_dropped_total{reason="full"}`),
+    /// never waited for. Default 100MiB.
+    pub max_size: ByteSize,
+}
+
+impl Default for DeadLetterFile {
+    fn default() -> Self {
+        DeadLetterFile {
+            path: String::new(),
+            max_size: ByteSize::mib(100),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

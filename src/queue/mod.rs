@@ -24,6 +24,7 @@
 //! ([`crate::output::ids`]); the disk queue derives it from the queue's id
 //! and the document's position in the log.
 
+pub mod dead_letter;
 pub mod disk;
 
 use crate::budget::{MemoryBudget, Permit};
