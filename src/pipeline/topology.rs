@@ -402,12 +402,12 @@ impl Pipeline {
         }
         let delivery = match &queue {
             Some(q) => {
-                let output = &resources.output;
                 Some(Delivery::start(
                     Arc::clone(q),
-                    output.build(cfg.pipeline.indexer.instances, Arc::clone(&telemetry))?,
+                    resources.output.as_ref(),
+                    cfg.pipeline.indexer.instances,
+                    &telemetry,
                     budget.limit(),
-                    output.flush_interval(),
                 )?)
             }
             None => None,

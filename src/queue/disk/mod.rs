@@ -154,11 +154,43 @@ pub struct DiskQueue {
     metrics: Metrics,
     _lock: File,
     report: Report,
+    /// Records after the acknowledged position that the previous run
+    /// delivered (the `delivered` file): readers skip them.
+    delivered: std::collections::HashSet<u64>,
 }
 
 const ACK_FILE: &str = "ack";
 const ID_FILE: &str = "queue.id";
 const LOCK_FILE: &str = "lock";
+const DELIVERED_FILE: &str = "delivered";
+
+/// The `delivered` file: records answered by the output but not covered by
+/// the acknowledged position at shutdown (an older record was still in
+/// flight). Entries `seq u64 | docs u32`, then a CRC-32 of them, little
+/// endian; an unreadable file means those records are delivered again
+/// (409, no duplicate), never a loss.
+fn read_delivered(dir: &Path) -> Vec<(u64, u32)> {
+    let Ok(b) = std::fs::read(dir.join(DELIVERED_FILE)) else {
+        return Vec::new();
+    };
+    let Some((entries, crc)) = b.split_last_chunk::<4>() else {
+        return Vec::new();
+    };
+    if entries.len() % 12 != 0 || crc32fast::hash(entries) != u32::from_le_bytes(*crc) {
+        tracing::warn!("disk queue: the delivered file is corrupt; those records are delivered again");
+        return Vec::new();
+    }
+    entries
+        .chunks_exact(12)
+        .map(|e| {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&e[..8]);
+            let mut docs = [0u8; 4];
+            docs.copy_from_slice(&e[8..]);
+            (u64::from_le_bytes(seq), u32::from_le_bytes(docs))
+        })
+        .collect()
+}
 
 fn read_ack(dir: &Path) -> u64 {
     let Ok(b) = std::fs::read(dir.join(ACK_FILE)) else {
@@ -233,7 +265,15 @@ impl DiskQueue {
             let s = segments.remove(0);
             std::fs::remove_file(&s.path).map_err(io_err)?;
         }
-        let report = recovery::scan(&segments, acked).map_err(io_err)?;
+        let mut report = recovery::scan(&segments, acked).map_err(io_err)?;
+        let delivered: Vec<(u64, u32)> = read_delivered(&dir)
+            .into_iter()
+            .filter(|(seq, _)| *seq >= acked)
+            .collect();
+        for (_, docs) in &delivered {
+            report.pending_records = report.pending_records.saturating_sub(1);
+            report.pending_docs = report.pending_docs.saturating_sub(u64::from(*docs));
+        }
         if report.corrupt_regions > 0 || report.unreadable_bytes > 0 {
             tracing::error!(
                 corrupt_regions = report.corrupt_regions,
@@ -298,6 +338,7 @@ impl DiskQueue {
             metrics,
             _lock: lock,
             report,
+            delivered: delivered.into_iter().map(|(seq, _)| seq).collect(),
         }))
     }
 
@@ -461,6 +502,31 @@ impl DiskQueue {
         Ok(())
     }
 
+    /// Records the records (`seq`, `docs`) the output answered although
+    /// the acknowledged position does not cover them (at shutdown, behind a
+    /// record still in flight), so the next run skips them instead of
+    /// delivering and counting them a second time. Replaces the previous
+    /// list (written and renamed into place, then synced).
+    pub fn record_delivered(&self, records: &[(u64, u32)]) -> io::Result<()> {
+        let dir = &self.settings.path;
+        let mut b = Vec::with_capacity(records.len() * 12 + 4);
+        for (seq, docs) in records {
+            b.extend_from_slice(&seq.to_le_bytes());
+            b.extend_from_slice(&docs.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        let tmp = dir.join(format!("{DELIVERED_FILE}.tmp"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&b)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, dir.join(DELIVERED_FILE))?;
+        File::open(dir)?.sync_all()?;
+        let docs: u64 = records.iter().map(|(_, d)| u64::from(*d)).sum();
+        self.metrics.events.sub(docs as i64);
+        Ok(())
+    }
+
     /// A reader from the acknowledged position.
     pub fn reader(self: &Arc<Self>) -> Reader {
         let w = self.w.lock();
@@ -554,7 +620,9 @@ impl Reader {
                         }
                         self.offset = offset + header.record_len();
                         self.last_seq = Some(header.seq);
-                        if header.seq < self.from {
+                        if header.seq < self.from
+                            || self.queue.delivered.contains(&header.seq)
+                        {
                             continue;
                         }
                         return Ok(Some(Record {
