@@ -12,9 +12,12 @@
 //! deadline.
 //!
 //! With the disk queue, a batch arrives with its ticket still open: the
-//! indexer encodes all of its events into one record, appends it to the log
-//! (waiting for room while the handler still waits), and only then commits
-//! the outcome; the output is then fed by [`crate::queue::Delivery`].
+//! indexer encodes all of its events into one record, writes it to the log
+//! (waiting for room while the handler still waits) and hands the answer to
+//! the queue's group commit, which sends it once the record is synced; the
+//! indexer goes on with the next batch meanwhile, so one sync covers the
+//! records of many requests. The output is then fed by
+//! [`crate::queue::Delivery`].
 
 use crate::config::settings::Stage;
 use crate::model::{encode, EncodeContext};
@@ -171,10 +174,11 @@ impl Indexer {
         self
     }
 
-    /// Encodes the batch into one record, appends it to the log and answers
-    /// the request: 202 once the record is written (and synced, as the
-    /// fsync policy says); 503 "queue is full" when the handler gave up
-    /// waiting for room or the write failed (e.g. a full disk).
+    /// Encodes the batch into one record, writes it to the log and has the
+    /// request answered: 202 once the record is durable as the fsync policy
+    /// says (by the queue's group commit); 503 "queue is full" when the
+    /// handler gave up waiting for room or the write or sync failed (e.g. a
+    /// full disk).
     fn append_to_queue(&mut self, queue: &DiskQueue, mut eb: EventBatch, ticket: Ticket) {
         let n = eb.events.len();
         self.in_hand = n;
@@ -192,23 +196,44 @@ impl Indexer {
         }
         let written = if docs == 0 {
             if ticket.claim() {
-                Ok(())
+                Ok(None)
             } else {
                 Err(AppendError::Cancelled)
             }
         } else {
-            queue.append(&self.record, docs, || ticket.cancelled(), || ticket.claim())
+            queue
+                .write_record(&self.record, docs, || ticket.cancelled(), || ticket.claim())
+                .map(Some)
         };
         let errors = std::mem::take(&mut eb.errors);
         match written {
-            Ok(()) => {
-                self.telemetry.events_accepted.inc_by((n - buried) as u64);
-                self.discarded.inc_by(discarded);
-                ticket.answer(Outcome {
-                    accepted: n,
-                    errors,
-                    terminal: None,
-                });
+            Ok(generation) => {
+                let telemetry = Arc::clone(&self.telemetry);
+                let discarded_counter = self.discarded.clone();
+                let answer = move |durable: Result<(), AppendError>| match durable {
+                    Ok(()) => {
+                        telemetry.events_accepted.inc_by((n - buried) as u64);
+                        discarded_counter.inc_by(discarded);
+                        ticket.answer(Outcome {
+                            accepted: n,
+                            errors,
+                            terminal: None,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, events = n, "cannot make the disk queue durable; the request is answered 503 queue is full");
+                        telemetry.reject(reject::QUEUE_FULL, n - buried);
+                        ticket.answer(Outcome {
+                            accepted: 0,
+                            errors,
+                            terminal: Some(Terminal::QueueFull),
+                        });
+                    }
+                };
+                match generation {
+                    Some(g) => queue.commit(g, Box::new(answer)),
+                    None => answer(Ok(())),
+                }
             }
             Err(AppendError::Cancelled) => self.telemetry.reject(reject::QUEUE_FULL, n - buried),
             Err(AppendError::Io(e)) => {

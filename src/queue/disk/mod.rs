@@ -144,6 +144,47 @@ struct Synced {
     at: Instant,
 }
 
+/// What runs once an appended record is durable, or could not be made so.
+pub type Committed = Box<dyn FnOnce(Result<(), AppendError>) + Send>;
+
+/// Records written and waiting for the group commit (`fsync: request`):
+/// their durability generation and what to run once it is synced.
+#[derive(Default)]
+struct Commits {
+    pending: Mutex<Vec<(u64, Committed)>>,
+    ready: Condvar,
+}
+
+/// The group-commit thread: one `fdatasync` for every record written
+/// while the previous one ran, then their callbacks (which answer the
+/// requests). Ends once the queue is gone and nothing is pending.
+fn group_commit(queue: std::sync::Weak<DiskQueue>, commits: Arc<Commits>) {
+    loop {
+        let batch = {
+            let mut p = commits.pending.lock();
+            while p.is_empty() {
+                if queue.strong_count() == 0 {
+                    return;
+                }
+                commits.ready.wait_for(&mut p, Duration::from_millis(100));
+            }
+            std::mem::take(&mut *p)
+        };
+        let upto = batch.iter().map(|(g, _)| *g).max().unwrap_or(0);
+        let synced = match queue.upgrade() {
+            Some(q) => q.sync(upto),
+            None => Err(AppendError::Io(io::Error::other("the disk queue was closed"))),
+        };
+        for (_, then) in batch {
+            then(match &synced {
+                Ok(()) => Ok(()),
+                Err(AppendError::Io(e)) => Err(AppendError::Io(io::Error::new(e.kind(), e.to_string()))),
+                Err(AppendError::Cancelled) => Err(AppendError::Cancelled),
+            });
+        }
+    }
+}
+
 /// An open disk queue.
 pub struct DiskQueue {
     settings: Settings,
@@ -151,6 +192,7 @@ pub struct DiskQueue {
     w: Mutex<Writer>,
     changed: Condvar,
     synced: Mutex<Synced>,
+    commits: Arc<Commits>,
     metrics: Metrics,
     _lock: File,
     report: Report,
@@ -316,7 +358,9 @@ impl DiskQueue {
         let active_len = file.metadata().map_err(io_err)?.len();
         let bytes = sealed.iter().map(|(_, l)| l).sum::<u64>() + active_len;
         metrics.bytes.set(bytes as i64);
-        Ok(Arc::new(DiskQueue {
+        let commits = Arc::new(Commits::default());
+        let queue = Arc::new(DiskQueue {
+            commits: Arc::clone(&commits),
             w: Mutex::new(Writer {
                 file: Arc::new(file),
                 active,
@@ -339,7 +383,13 @@ impl DiskQueue {
             _lock: lock,
             report,
             delivered: delivered.into_iter().map(|(seq, _)| seq).collect(),
-        }))
+        });
+        let weak = Arc::downgrade(&queue);
+        std::thread::Builder::new()
+            .name("queue-commit".into())
+            .spawn(move || group_commit(weak, commits))
+            .map_err(io_err)?;
+        Ok(queue)
     }
 
     /// The stable id of this queue (part of every document id it assigns).
@@ -372,6 +422,35 @@ impl DiskQueue {
         give_up: impl Fn() -> bool,
         claim: impl FnOnce() -> bool,
     ) -> Result<(), AppendError> {
+        let generation = self.write_record(payload, docs, give_up, claim)?;
+        self.sync(generation)
+    }
+
+    /// Runs `then` once the record of durability `generation` (from
+    /// [`DiskQueue::write_record`]) is durable as the policy says: with
+    /// `fsync: request` on the group-commit thread, after one sync shared
+    /// with every record written meanwhile (so the writer goes on with its
+    /// next record instead of waiting); with `interval` at once.
+    pub fn commit(&self, generation: u64, then: Committed) {
+        match self.settings.fsync {
+            Fsync::Request => {
+                self.commits.pending.lock().push((generation, then));
+                self.commits.ready.notify_one();
+            }
+            Fsync::Interval(_) => then(self.sync(generation)),
+        }
+    }
+
+    /// Waits for room like [`DiskQueue::append`], writes the record (not
+    /// yet durable) and returns its durability generation for
+    /// [`DiskQueue::commit`].
+    pub fn write_record(
+        &self,
+        payload: &[u8],
+        docs: u32,
+        give_up: impl Fn() -> bool,
+        claim: impl FnOnce() -> bool,
+    ) -> Result<u64, AppendError> {
         let mut w = self.w.lock();
         let len = (record::HEADER + payload.len()) as u64;
         while w.bytes > 0 && w.bytes + len > self.settings.max_size {
@@ -387,7 +466,7 @@ impl DiskQueue {
         drop(w);
         self.metrics.events.add(i64::from(docs));
         self.changed.notify_all();
-        self.sync(generation)
+        Ok(generation)
     }
 
     fn write(&self, w: &mut Writer, payload: &[u8], docs: u32) -> Result<u64, AppendError> {
