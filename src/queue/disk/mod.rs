@@ -1,10 +1,12 @@
 //! The disk queue: an append-only log of accepted batches in segment files,
 //! an acknowledged position, and the bound on its size.
 //!
-//! Writers (indexer threads) append one record per batch under a lock and
-//! then make it durable: with `fsync: request` a writer returns only after
-//! `fdatasync` covered its record (one sync serves every writer waiting at
-//! that moment); with `fsync: interval` at most every `fsync_interval`. One
+//! Writers (indexer threads) write one record per batch under a lock and
+//! then have it made durable: with `fsync: request` the group-commit thread
+//! runs one `fdatasync` for every record written while the previous sync
+//! ran and then calls each record's callback (which answers its request),
+//! so writers never wait for a sync; with `fsync: interval` at most every
+//! `fsync_interval`. [`DiskQueue::append`] is the blocking form of both. One
 //! [`Reader`] reads records in order. Acknowledging a sequence number
 //! persists it in the `ack` file (write + rename) and deletes the segments
 //! entirely before it; a lost ack update only means some records are read
