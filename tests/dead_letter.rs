@@ -76,12 +76,20 @@ async fn poison_events_are_retried_once_then_dead_lettered(extra: &[&str]) {
         .iter()
         .filter(|(index, _)| index.starts_with("traces-apm"))
         .collect();
-    assert_eq!(spans.len(), 1, "only the healthy span is indexed: {spans:?}");
+    assert_eq!(
+        spans.len(),
+        1,
+        "only the healthy span is indexed: {spans:?}"
+    );
     assert_eq!(spans[0].1["service"]["name"], "healthy");
 
     // Each poison span was tried exactly twice: no loop.
     assert_eq!(in_sourcemap.load(Ordering::SeqCst), 2, "batch, then alone");
-    assert_eq!(in_indexer.load(Ordering::SeqCst), 2, "first try, then once more");
+    assert_eq!(
+        in_indexer.load(Ordering::SeqCst),
+        2,
+        "first try, then once more"
+    );
 
     let letters = srv.dead_letters();
     assert_eq!(letters.len(), 2, "{letters:?}");
@@ -91,9 +99,17 @@ async fn poison_events_are_retried_once_then_dead_lettered(extra: &[&str]) {
     ] {
         assert_eq!(letter["stage"], stage, "{letter}");
         let reason = letter["reason"].as_str().unwrap_or_default();
-        assert!(reason.contains(&format!("injected poison ({service})")), "{letter}");
-        assert!(letter["time"].as_str().is_some_and(|t| t.contains('T')), "{letter}");
-        let index = letter["action"]["create"]["_index"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(&format!("injected poison ({service})")),
+            "{letter}"
+        );
+        assert!(
+            letter["time"].as_str().is_some_and(|t| t.contains('T')),
+            "{letter}"
+        );
+        let index = letter["action"]["create"]["_index"]
+            .as_str()
+            .unwrap_or_default();
         assert!(index.starts_with("traces-apm"), "{letter}");
         assert_eq!(letter["document"]["span"]["name"], "POISON", "{letter}");
         assert_eq!(letter["document"]["service"]["name"], service, "{letter}");
@@ -101,7 +117,11 @@ async fn poison_events_are_retried_once_then_dead_lettered(extra: &[&str]) {
 
     let a = t.accounting();
     assert!(a.balanced(), "{a:?}");
-    assert_eq!((a.rejected, a.accepted, a.indexed, a.failed), (0, 15, 13, 2), "{a:?}");
+    assert_eq!(
+        (a.rejected, a.accepted, a.indexed, a.failed),
+        (0, 15, 13, 2),
+        "{a:?}"
+    );
     assert_eq!(t.events_failed.with_label_values(&["dead_letter"]).get(), 2);
     for stage in ["sourcemap", "indexer"] {
         assert_eq!(
@@ -111,7 +131,10 @@ async fn poison_events_are_retried_once_then_dead_lettered(extra: &[&str]) {
         );
     }
     let metrics = t.render();
-    assert!(metrics.contains("apm_rs_dead_letter_events_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("apm_rs_dead_letter_events_total 2"),
+        "{metrics}"
+    );
 
     // The server keeps serving.
     let reply = post(&url, batch("healthy"), &ndjson).await;
@@ -149,7 +172,12 @@ async fn a_full_dead_letter_file_counts_the_poison_event_and_blocks_nothing() {
         hooks,
     );
     let url = format!("{}/intake/v2/events", srv.url);
-    let reply = post(&url, batch("poison-indexer"), &[("content-type", "application/x-ndjson")]).await;
+    let reply = post(
+        &url,
+        batch("poison-indexer"),
+        &[("content-type", "application/x-ndjson")],
+    )
+    .await;
     assert_eq!(reply.status, 202, "{}", reply.body);
     let t = srv.telemetry();
     let until = Instant::now() + Duration::from_secs(30);

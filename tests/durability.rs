@@ -266,7 +266,10 @@ async fn a_shutdown_deadline_with_bulks_in_flight_counts_each_event_once_across_
     println!("first run: {a:?}, queued {queued}");
     assert!(a.balanced(), "{a:?}");
     assert!(queued > 0, "the test needs bulks in flight at the deadline");
-    assert_eq!(a.failed, 0, "abandoned events stay queued, not failed: {a:?}");
+    assert_eq!(
+        a.failed, 0,
+        "abandoned events stay queued, not failed: {a:?}"
+    );
     // Exact but for one case (docs/durability.md): a record whose documents
     // were split over two bulks, one answered and one abandoned, stays
     // queued whole, so its answered documents are counted indexed in both
@@ -281,9 +284,11 @@ async fn a_shutdown_deadline_with_bulks_in_flight_counts_each_event_once_across_
     let srv = start(&es, &opts);
     assert_eq!(metric(&srv, "apm_rs_queue_replayed_events_total"), queued);
     let t0 = Instant::now();
-    while metric(&srv, "apm_rs_queue_events") > 0 || srv.telemetry().accounting().indexed < queued
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "replay did not finish");
+    while metric(&srv, "apm_rs_queue_events") > 0 || srv.telemetry().accounting().indexed < queued {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "replay did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let b = srv.telemetry().accounting();

@@ -27,8 +27,8 @@ use crate::config::settings::{Pipeline as Profile, Stage};
 use crate::config::Config;
 use crate::model::{EncodeContext, Event};
 use crate::output::{OutputError, OutputFactory};
-use crate::queue::disk::{self, DiskQueue};
 use crate::queue::dead_letter::{self, DeadLetter};
+use crate::queue::disk::{self, DiskQueue};
 use crate::queue::Delivery;
 use crate::ratelimit::RateLimiter;
 use crate::sourcemap::Store;
@@ -401,15 +401,13 @@ impl Pipeline {
                 .set(*cap as i64);
         }
         let delivery = match &queue {
-            Some(q) => {
-                Some(Delivery::start(
-                    Arc::clone(q),
-                    resources.output.as_ref(),
-                    cfg.pipeline.indexer.instances,
-                    &telemetry,
-                    budget.limit(),
-                )?)
-            }
+            Some(q) => Some(Delivery::start(
+                Arc::clone(q),
+                resources.output.as_ref(),
+                cfg.pipeline.indexer.instances,
+                &telemetry,
+                budget.limit(),
+            )?),
             None => None,
         };
         Ok(Pipeline {

@@ -25,7 +25,7 @@
 //! and synced before the event is counted; the file is opened on the first
 //! letter, so a server that never buries anything creates nothing.
 
-use crate::model::{encode, Event, EncodeContext};
+use crate::model::{encode, EncodeContext, Event};
 use crate::telemetry::{fail, Telemetry};
 use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
@@ -180,7 +180,11 @@ impl DeadLetter {
                 max_size: self.max_size,
             });
         }
-        if let Err(e) = open.file.write_all(line).and_then(|_| open.file.sync_data()) {
+        if let Err(e) = open
+            .file
+            .write_all(line)
+            .and_then(|_| open.file.sync_data())
+        {
             // A partial line would break the ndjson: cut it off again.
             let _ = open.file.set_len(open.size);
             return Err(e.into());

@@ -66,7 +66,10 @@ pub fn test_config(overrides: &[&str]) -> (Config, tempfile::TempDir) {
         // folder of its own, which the sink readers skip), not to ./data.
         format!(
             "queue.dead_letter.path={}",
-            dir.path().join("dead_letter").join("dead_letter.ndjson").display()
+            dir.path()
+                .join("dead_letter")
+                .join("dead_letter.ndjson")
+                .display()
         ),
     ];
     ov.extend(overrides.iter().map(|s| s.to_string()));
@@ -112,7 +115,11 @@ impl TestServer {
     /// The lines of the dead-letter file (`queue.dead_letter.path` as set
     /// by [`test_config`]), parsed.
     pub fn dead_letters(&self) -> Vec<serde_json::Value> {
-        let path = self.dir.path().join("dead_letter").join("dead_letter.ndjson");
+        let path = self
+            .dir
+            .path()
+            .join("dead_letter")
+            .join("dead_letter.ndjson");
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()

@@ -20,13 +20,13 @@
 //! [`crate::queue::Delivery`].
 
 use crate::config::settings::Stage;
+use crate::model::Event;
 use crate::model::{encode, EncodeContext};
 use crate::output::{Ack, Output};
 use crate::pipeline::supervisor::{Actor, Loss, Message};
 use crate::pipeline::topology::EventsHook;
 use crate::pipeline::topology::{StartError, Wiring};
 use crate::pipeline::{EventBatch, Outcome, Terminal, Ticket};
-use crate::model::Event;
 use crate::queue::dead_letter::{panic_text, DeadLetter};
 use crate::queue::disk::{AppendError, DiskQueue};
 use crate::telemetry::{reject, Telemetry};

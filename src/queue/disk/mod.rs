@@ -175,12 +175,16 @@ fn group_commit(queue: std::sync::Weak<DiskQueue>, commits: Arc<Commits>) {
         let upto = batch.iter().map(|(g, _)| *g).max().unwrap_or(0);
         let synced = match queue.upgrade() {
             Some(q) => q.sync(upto),
-            None => Err(AppendError::Io(io::Error::other("the disk queue was closed"))),
+            None => Err(AppendError::Io(io::Error::other(
+                "the disk queue was closed",
+            ))),
         };
         for (_, then) in batch {
             then(match &synced {
                 Ok(()) => Ok(()),
-                Err(AppendError::Io(e)) => Err(AppendError::Io(io::Error::new(e.kind(), e.to_string()))),
+                Err(AppendError::Io(e)) => {
+                    Err(AppendError::Io(io::Error::new(e.kind(), e.to_string())))
+                }
                 Err(AppendError::Cancelled) => Err(AppendError::Cancelled),
             });
         }
@@ -221,7 +225,9 @@ fn read_delivered(dir: &Path) -> Vec<(u64, u32)> {
         return Vec::new();
     };
     if entries.len() % 12 != 0 || crc32fast::hash(entries) != u32::from_le_bytes(*crc) {
-        tracing::warn!("disk queue: the delivered file is corrupt; those records are delivered again");
+        tracing::warn!(
+            "disk queue: the delivered file is corrupt; those records are delivered again"
+        );
         return Vec::new();
     }
     entries
@@ -701,9 +707,7 @@ impl Reader {
                         }
                         self.offset = offset + header.record_len();
                         self.last_seq = Some(header.seq);
-                        if header.seq < self.from
-                            || self.queue.delivered.contains(&header.seq)
-                        {
+                        if header.seq < self.from || self.queue.delivered.contains(&header.seq) {
                             continue;
                         }
                         return Ok(Some(Record {
