@@ -789,6 +789,59 @@ mod tests {
     }
 
     #[test]
+    fn records_delivered_behind_an_unacknowledged_one_are_skipped_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = DiskQueue::open(
+                settings(dir.path(), 1 << 20, 1 << 20),
+                Metrics::new(&Registry::new()),
+            )
+            .unwrap();
+            for n in 0..4 {
+                q.append(&doc(n), 1, || false, || true).unwrap();
+            }
+            // Record 0 still in flight at shutdown; 1 and 3 were answered.
+            q.record_delivered(&[(1, 1), (3, 1)]).unwrap();
+            assert_eq!(q.metrics().events.get(), 2);
+        }
+        let q = DiskQueue::open(
+            settings(dir.path(), 1 << 20, 1 << 20),
+            Metrics::new(&Registry::new()),
+        )
+        .unwrap();
+        assert_eq!(q.report().pending_docs, 2);
+        assert_eq!(q.metrics().replayed.get(), 2);
+        let mut r = q.reader();
+        let mut seqs = Vec::new();
+        while let Some(rec) = r.next(Duration::ZERO).unwrap() {
+            seqs.push(rec.seq);
+        }
+        assert_eq!(seqs, vec![0, 2]);
+    }
+
+    #[test]
+    fn the_group_commit_answers_every_record_once_it_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DiskQueue::open(
+            settings(dir.path(), 1 << 20, 1 << 20),
+            Metrics::new(&Registry::new()),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for n in 0..20 {
+            let g = q.write_record(&doc(n), 1, || false, || true).unwrap();
+            let tx = tx.clone();
+            q.commit(g, Box::new(move |r| tx.send((n, r.is_ok())).unwrap()));
+        }
+        let mut answered: Vec<_> = (0..20)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        answered.sort();
+        assert_eq!(answered, (0..20).map(|n| (n, true)).collect::<Vec<_>>());
+        assert!(q.synced.lock().generation >= 20);
+    }
+
+    #[test]
     fn a_full_queue_waits_for_room_and_gives_up_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
