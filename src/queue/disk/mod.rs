@@ -202,9 +202,10 @@ pub struct DiskQueue {
     metrics: Metrics,
     _lock: File,
     report: Report,
-    /// Records after the acknowledged position that the previous run
-    /// delivered (the `delivered` file): readers skip them.
-    delivered: std::collections::HashSet<u64>,
+    /// Records after the acknowledged position that an earlier run
+    /// delivered (the `delivered` file), with their documents: readers skip
+    /// them.
+    delivered: std::collections::HashMap<u64, u32>,
 }
 
 const ACK_FILE: &str = "ack";
@@ -390,7 +391,7 @@ impl DiskQueue {
             metrics,
             _lock: lock,
             report,
-            delivered: delivered.into_iter().map(|(seq, _)| seq).collect(),
+            delivered: delivered.into_iter().collect(),
         });
         let weak = Arc::downgrade(&queue);
         std::thread::Builder::new()
@@ -592,12 +593,18 @@ impl DiskQueue {
     /// Records the records (`seq`, `docs`) the output answered although
     /// the acknowledged position does not cover them (at shutdown, behind a
     /// record still in flight), so the next run skips them instead of
-    /// delivering and counting them a second time. Replaces the previous
-    /// list (written and renamed into place, then synced).
+    /// delivering and counting them a second time. The list found at start-up
+    /// is kept for what the acknowledged position has not passed yet (written
+    /// and renamed into place, then synced).
     pub fn record_delivered(&self, records: &[(u64, u32)]) -> io::Result<()> {
         let dir = &self.settings.path;
-        let mut b = Vec::with_capacity(records.len() * 12 + 4);
-        for (seq, docs) in records {
+        let acked = self.w.lock().acked;
+        let earlier = (self.delivered.iter())
+            .filter(|(seq, _)| **seq >= acked)
+            .map(|(seq, docs)| (*seq, *docs));
+        let all: Vec<(u64, u32)> = records.iter().copied().chain(earlier).collect();
+        let mut b = Vec::with_capacity(all.len() * 12 + 4);
+        for (seq, docs) in &all {
             b.extend_from_slice(&seq.to_le_bytes());
             b.extend_from_slice(&docs.to_le_bytes());
         }
@@ -707,7 +714,8 @@ impl Reader {
                         }
                         self.offset = offset + header.record_len();
                         self.last_seq = Some(header.seq);
-                        if header.seq < self.from || self.queue.delivered.contains(&header.seq) {
+                        if header.seq < self.from || self.queue.delivered.contains_key(&header.seq)
+                        {
                             continue;
                         }
                         return Ok(Some(Record {
@@ -817,6 +825,15 @@ mod tests {
             seqs.push(rec.seq);
         }
         assert_eq!(seqs, vec![0, 2]);
+        // Shut down again before the position passed them: still skipped.
+        q.record_delivered(&[]).unwrap();
+        drop((r, q));
+        let q = DiskQueue::open(
+            settings(dir.path(), 1 << 20, 1 << 20),
+            Metrics::new(&Registry::new()),
+        )
+        .unwrap();
+        assert_eq!(q.report().pending_docs, 2);
     }
 
     #[test]
