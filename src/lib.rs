@@ -14,6 +14,7 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod es;
+pub mod grpc;
 pub mod fuzzing;
 pub mod http;
 pub mod model;

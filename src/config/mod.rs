@@ -525,23 +525,14 @@ impl Config {
 
     /// `apm-server.host` with `:8200` appended when it has no port.
     pub fn listen_addr(&self) -> String {
-        let h = self.apm_server.host.trim();
-        let h = h
-            .strip_prefix("http://")
-            .or_else(|| h.strip_prefix("https://"))
-            .unwrap_or(h);
-        let has_port = if let Some(rest) = h.strip_prefix('[') {
-            rest.contains("]:")
-        } else {
-            h.matches(':').count() == 1
-        };
-        if has_port {
-            h.to_string()
-        } else if h.contains(':') {
-            format!("[{h}]:8200")
-        } else {
-            format!("{h}:8200")
-        }
+        with_default_port(&self.apm_server.host, 8200)
+    }
+
+    /// `apm-server.otlp.grpc.host` with `:4317` appended when it has no
+    /// port; None when the OTLP/gRPC listener is off (empty).
+    pub fn grpc_listen_addr(&self) -> Option<String> {
+        let h = self.apm_server.otlp.grpc.host.trim();
+        (!h.is_empty()).then(|| with_default_port(h, 4317))
     }
 
     /// Whether auth is configured at all (secret token or API keys).
@@ -842,5 +833,26 @@ mod tests {
             "output.file.enabled=true"
         ])
         .is_err());
+    }
+}
+
+/// `host` without an `http(s)://` prefix, with `:port` appended when it has none.
+fn with_default_port(host: &str, port: u16) -> String {
+    let h = host.trim();
+    let h = h
+        .strip_prefix("http://")
+        .or_else(|| h.strip_prefix("https://"))
+        .unwrap_or(h);
+    let has_port = if let Some(rest) = h.strip_prefix('[') {
+        rest.contains("]:")
+    } else {
+        h.matches(':').count() == 1
+    };
+    if has_port {
+        h.to_string()
+    } else if h.contains(':') {
+        format!("[{h}]:{port}")
+    } else {
+        format!("{h}:{port}")
     }
 }

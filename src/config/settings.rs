@@ -84,6 +84,8 @@ pub struct ApmServer {
     pub aggregation: Aggregation,
     /// apm-rs extension: HTTP/2 flow-control limits (HTTPS listener only).
     pub http2: Http2,
+    /// apm-rs extension: OTLP settings (the OTLP/gRPC listener).
+    pub otlp: Otlp,
 }
 
 impl Default for ApmServer {
@@ -113,8 +115,29 @@ impl Default for ApmServer {
             sourcemap: SourcemapUpload::default(),
             aggregation: Aggregation::default(),
             http2: Http2::default(),
+            otlp: Otlp::default(),
         }
     }
+}
+
+/// `apm-server.otlp.*` (apm-rs extension).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Otlp {
+    pub grpc: OtlpGrpc,
+}
+
+/// `apm-server.otlp.grpc.*`: the OTLP/gRPC listener. apm-server serves
+/// OTLP/gRPC on its intake port; apm-rs's HTTP server cannot carry gRPC, so
+/// gRPC has a listener of its own, with the intake listener's TLS
+/// (`apm-server.ssl.*`), authentication and limits.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpGrpc {
+    /// Listen address; `:4317` (OTLP/gRPC's standard port) is appended when
+    /// no port is given. Default empty = no gRPC listener (the container
+    /// image sets `0.0.0.0:4317`).
+    pub host: String,
 }
 
 /// `apm-server.http2.*` (apm-rs extension; apm-server leaves Go's defaults).
