@@ -189,7 +189,11 @@ impl ServerBuilder {
             None => None,
         };
         let grpc = match cfg.grpc_listen_addr() {
-            Some(a) => Some(crate::grpc::listener::start(Arc::clone(&state), &a, tls.clone())?),
+            Some(a) => Some(crate::grpc::listener::start(
+                Arc::clone(&state),
+                &a,
+                tls.clone(),
+            )?),
             None => None,
         };
         let addr = cfg.listen_addr();

@@ -168,7 +168,10 @@ async fn channel(s: &TestServer) -> Channel {
 async fn export_traces(
     ch: &Channel,
     req: Request<ExportTraceServiceRequest>,
-) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>, tonic::Status> {
+) -> Result<
+    tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+    tonic::Status,
+> {
     TraceServiceClient::new(ch.clone()).export(req).await
 }
 
@@ -176,9 +179,12 @@ async fn export_traces(
 async fn traces_metrics_and_gzipped_logs_with_a_token_reach_their_data_streams() {
     let mut s = start(&[TOKEN]);
     let ch = channel(&s).await;
-    let r = export_traces(&ch, call(traces(vec![span(1, 16)]), &[("authorization", BEARER)]))
-        .await
-        .expect("traces");
+    let r = export_traces(
+        &ch,
+        call(traces(vec![span(1, 16)]), &[("authorization", BEARER)]),
+    )
+    .await
+    .expect("traces");
     assert!(r.into_inner().partial_success.is_none());
     MetricsServiceClient::new(ch.clone())
         .export(call(metrics(), &[("authorization", BEARER)]))
@@ -253,18 +259,27 @@ async fn an_api_key_needs_event_write() {
         )
     };
     let ingest = key("ingest");
-    export_traces(&ch, call(traces(vec![span(1, 16)]), &[("authorization", &ingest)]))
-        .await
-        .expect("event:write may export");
+    export_traces(
+        &ch,
+        call(traces(vec![span(1, 16)]), &[("authorization", &ingest)]),
+    )
+    .await
+    .expect("event:write may export");
     let cfg = key("cfg");
-    let e = export_traces(&ch, call(traces(vec![span(2, 16)]), &[("authorization", &cfg)]))
-        .await
-        .expect_err("no event:write");
+    let e = export_traces(
+        &ch,
+        call(traces(vec![span(2, 16)]), &[("authorization", &cfg)]),
+    )
+    .await
+    .expect_err("no event:write");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let wrong = key("nobody");
-    let e = export_traces(&ch, call(traces(vec![span(3, 16)]), &[("authorization", &wrong)]))
-        .await
-        .expect_err("unknown key");
+    let e = export_traces(
+        &ch,
+        call(traces(vec![span(3, 16)]), &[("authorization", &wrong)]),
+    )
+    .await
+    .expect_err("unknown key");
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(s.shutdown().await);
     assert_eq!(s.docs().len(), 1);
@@ -284,7 +299,10 @@ async fn anonymous_exports_pass_only_the_allow_lists() {
         async move {
             export_traces(
                 &ch,
-                call(traces_of(resource(service, sdk, lang), vec![span(1, 16)]), &[]),
+                call(
+                    traces_of(resource(service, sdk, lang), vec![span(1, 16)]),
+                    &[],
+                ),
             )
             .await
         }
@@ -438,9 +456,12 @@ async fn over_tls_with_the_intake_certificate() {
         .connect()
         .await
         .expect("TLS connect");
-    export_traces(&ch, call(traces(vec![span(1, 16)]), &[("authorization", BEARER)]))
-        .await
-        .expect("over TLS");
+    export_traces(
+        &ch,
+        call(traces(vec![span(1, 16)]), &[("authorization", BEARER)]),
+    )
+    .await
+    .expect("over TLS");
     // plaintext HTTP/2 to the TLS port does not get through
     let plain = Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
@@ -448,9 +469,12 @@ async fn over_tls_with_the_intake_certificate() {
         .timeout(Duration::from_secs(5));
     let refused = match plain.connect().await {
         Err(_) => true,
-        Ok(ch) => export_traces(&ch, call(traces(vec![span(2, 16)]), &[("authorization", BEARER)]))
-            .await
-            .is_err(),
+        Ok(ch) => export_traces(
+            &ch,
+            call(traces(vec![span(2, 16)]), &[("authorization", BEARER)]),
+        )
+        .await
+        .is_err(),
     };
     assert!(refused);
     assert!(s.shutdown().await);
@@ -513,7 +537,9 @@ async fn a_full_pipeline_is_unavailable_and_every_accepted_span_is_written() {
     let mut accepted = 0u64;
     let mut refused = None;
     for i in 0..40u8 {
-        let spans = (0..10).map(|j| span(i.wrapping_mul(10).wrapping_add(j), 16)).collect();
+        let spans = (0..10)
+            .map(|j| span(i.wrapping_mul(10).wrapping_add(j), 16))
+            .collect();
         match export_traces(&ch, call(traces(spans), &[])).await {
             Ok(_) => accepted += 10,
             Err(e) => {
@@ -523,9 +549,16 @@ async fn a_full_pipeline_is_unavailable_and_every_accepted_span_is_written() {
         }
     }
     let e = refused.expect("a blocked output fills the pipeline");
-    assert_eq!((e.code(), e.message()), (Code::Unavailable, "queue is full"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unavailable, "queue is full")
+    );
     *gate.open.lock() = true;
     gate.cv.notify_all();
     assert!(s.shutdown().await, "drained in time");
-    assert_eq!(*gate.docs.lock(), accepted, "every accepted span was written");
+    assert_eq!(
+        *gate.docs.lock(),
+        accepted,
+        "every accepted span was written"
+    );
 }

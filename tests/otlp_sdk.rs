@@ -60,13 +60,7 @@ fn server(exporter: Exporter) -> (TestServer, String) {
 }
 
 /// Runs the SDK script; its stdout (one result line per signal).
-async fn run_sdk(
-    py: PathBuf,
-    exporter: Exporter,
-    url: &str,
-    token: &str,
-    service: &str,
-) -> String {
+async fn run_sdk(py: PathBuf, exporter: Exporter, url: &str, token: &str, service: &str) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-python/app.py");
     let (url, token, service) = (url.to_owned(), token.to_owned(), service.to_owned());
     let out = tokio::task::spawn_blocking(move || {
@@ -75,8 +69,7 @@ async fn run_sdk(
         if let Exporter::Grpc = exporter {
             cmd.arg("--grpc");
         }
-        cmd
-            .env("ENDPOINT", url)
+        cmd.env("ENDPOINT", url)
             .env("TOKEN", token)
             .env("SERVICE", service)
             .output()

@@ -88,10 +88,7 @@ mod tests {
 
     #[test]
     fn an_oversize_message_is_resource_exhausted() {
-        assert_eq!(
-            size_limit_code(Code::OutOfRange),
-            Code::ResourceExhausted
-        );
+        assert_eq!(size_limit_code(Code::OutOfRange), Code::ResourceExhausted);
         assert_eq!(size_limit_code(Code::Internal), Code::Internal);
     }
 }
