@@ -198,6 +198,26 @@ async fn traces_metrics_and_gzipped_logs_with_a_token_reach_their_data_streams()
         ))
         .await
         .expect("logs");
+    let calls = |method: &str, code: &str| {
+        s.telemetry()
+            .grpc_requests
+            .with_label_values(&[method, code])
+            .get()
+    };
+    assert_eq!(
+        calls(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            "0"
+        ),
+        1
+    );
+    assert_eq!(
+        calls(
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            "0"
+        ),
+        1
+    );
     assert!(s.shutdown().await);
     let docs = s.docs();
     let mut indices: Vec<&str> = docs.iter().map(|(i, _)| i.as_str()).collect();
@@ -232,6 +252,15 @@ async fn a_wrong_or_missing_token_is_unauthenticated_and_nothing_is_indexed() {
             .expect_err("refused");
         assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     }
+    let refused = s
+        .telemetry()
+        .grpc_requests
+        .with_label_values(&[
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            "16",
+        ])
+        .get();
+    assert_eq!(refused, 2);
     assert!(s.shutdown().await);
     assert!(s.docs().is_empty());
 }
@@ -561,4 +590,55 @@ async fn a_full_pipeline_is_unavailable_and_every_accepted_span_is_written() {
         accepted,
         "every accepted span was written"
     );
+}
+
+#[tokio::test]
+async fn a_message_that_does_not_arrive_within_read_timeout_is_deadline_exceeded() {
+    let mut s = start(&[TOKEN, "apm-server.read_timeout=1s"]);
+    let addr = s.server.as_ref().and_then(|r| r.grpc_addr).expect("grpc");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", BEARER)
+        .body(())
+        .expect("request");
+    let (resp, mut stream) = client.send_request(req, false).expect("send");
+    // a gRPC frame announcing 100 bytes, of which only 10 are ever sent
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&100u32.to_be_bytes());
+    frame.extend_from_slice(&[0u8; 10]);
+    stream.send_data(frame.into(), false).expect("data");
+    let t0 = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("answered before the test's timeout")
+        .expect("response");
+    let (parts, mut body) = resp.into_parts();
+    let code = match parts.headers.get("grpc-status") {
+        Some(c) => c.to_str().expect("ascii").to_string(),
+        None => body
+            .trailers()
+            .await
+            .expect("trailers")
+            .and_then(|t| {
+                t.get("grpc-status")
+                    .map(|c| c.to_str().expect("ascii").to_string())
+            })
+            .expect("grpc-status"),
+    };
+    assert_eq!(code, (Code::DeadlineExceeded as i32).to_string());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(s.shutdown().await);
+    assert!(s.docs().is_empty());
 }

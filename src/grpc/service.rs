@@ -65,7 +65,30 @@ impl tonic::codegen::Service<http::Request<Body>> for OtlpService {
     }
 }
 
+/// Answers one call and counts it by method and status code.
 async fn handle(state: Arc<AppState>, req: http::Request<Body>) -> http::Response<Body> {
+    let method = match req.uri().path() {
+        TRACES => TRACES,
+        METRICS => METRICS,
+        LOGS => LOGS,
+        _ => "other",
+    };
+    let resp = answer(Arc::clone(&state), req).await;
+    // a success's status is in the trailers; only failures carry it in the headers
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0");
+    state
+        .telemetry
+        .grpc_requests
+        .with_label_values(&[method, code])
+        .inc();
+    resp
+}
+
+async fn answer(state: Arc<AppState>, req: http::Request<Body>) -> http::Response<Body> {
     let signal = match req.uri().path() {
         TRACES => Signal::Traces,
         METRICS => Signal::Metrics,
