@@ -642,3 +642,49 @@ async fn a_message_that_does_not_arrive_within_read_timeout_is_deadline_exceeded
     assert!(s.shutdown().await);
     assert!(s.docs().is_empty());
 }
+
+#[tokio::test]
+async fn a_call_in_flight_at_shutdown_finishes_and_its_span_is_indexed() {
+    use prost::Message;
+    let mut s = start(&[TOKEN]);
+    let addr = s.server.as_ref().and_then(|r| r.grpc_addr).expect("grpc");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", BEARER)
+        .body(())
+        .expect("request");
+    let (resp, mut stream) = client.send_request(req, false).expect("send");
+    let msg = traces(vec![span(1, 16)]).encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&msg);
+    let rest = frame.split_off(frame.len() / 2);
+    stream.send_data(frame.into(), false).expect("first half");
+    // give the server time to start the call before shutting down
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let finish = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream.send_data(rest.into(), true).expect("second half");
+        let resp = resp.await.expect("response");
+        let (parts, mut body) = resp.into_parts();
+        assert_eq!(parts.status, 200);
+        assert!(parts.headers.get("grpc-status").is_none(), "{parts:?}");
+        while let Some(chunk) = body.data().await {
+            chunk.expect("data");
+        }
+        let trailers = body.trailers().await.expect("trailers").expect("some");
+        trailers["grpc-status"].to_str().expect("ascii").to_string()
+    };
+    let (drained, code) = tokio::join!(s.shutdown(), finish);
+    assert_eq!(code, "0");
+    assert!(drained);
+    assert_eq!(s.docs().len(), 1);
+}
