@@ -435,6 +435,63 @@ async fn a_bad_span_is_a_partial_success_and_an_all_bad_message_is_invalid_argum
     assert_eq!(s.docs().len(), 2);
 }
 
+/// A raw HTTP/2 gRPC call to `path` sending `frame` (then ending the
+/// stream); the answer's `grpc-status` (from the headers of a trailers-only
+/// answer, else from the trailers).
+async fn raw_call(addr: std::net::SocketAddr, path: &str, frame: Vec<u8>) -> String {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", BEARER)
+        .body(())
+        .expect("request");
+    let (resp, mut stream) = client.send_request(req, false).expect("send");
+    stream.send_data(frame.into(), true).expect("data");
+    let (parts, mut body) = resp.await.expect("response").into_parts();
+    if let Some(c) = parts.headers.get("grpc-status") {
+        return c.to_str().expect("ascii").to_string();
+    }
+    while let Some(chunk) = body.data().await {
+        chunk.expect("data");
+    }
+    let trailers = body.trailers().await.expect("trailers").expect("some");
+    trailers["grpc-status"].to_str().expect("ascii").to_string()
+}
+
+/// An uncompressed gRPC frame holding `msg`.
+fn frame(msg: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8];
+    f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    f.extend_from_slice(msg);
+    f
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument_and_an_unknown_method_unimplemented() {
+    let mut s = start(&[TOKEN]);
+    let addr = s.server.as_ref().and_then(|r| r.grpc_addr).expect("grpc");
+    let garbage = frame(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let traces = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    let code = raw_call(addr, traces, garbage.clone()).await;
+    assert_eq!(code, (Code::InvalidArgument as i32).to_string());
+    let code = raw_call(
+        addr,
+        "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+        garbage,
+    )
+    .await;
+    assert_eq!(code, (Code::Unimplemented as i32).to_string());
+    // an empty message is a valid, empty export
+    assert_eq!(raw_call(addr, traces, frame(&[])).await, "0");
+    assert!(s.shutdown().await);
+    assert!(s.docs().is_empty());
+}
+
 #[tokio::test]
 async fn a_message_over_the_size_limit_is_resource_exhausted_plain_or_gzipped() {
     let mut s = start(&[TOKEN]);
@@ -662,12 +719,9 @@ async fn a_call_in_flight_at_shutdown_finishes_and_its_span_is_indexed() {
         .body(())
         .expect("request");
     let (resp, mut stream) = client.send_request(req, false).expect("send");
-    let msg = traces(vec![span(1, 16)]).encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&msg);
-    let rest = frame.split_off(frame.len() / 2);
-    stream.send_data(frame.into(), false).expect("first half");
+    let mut first = frame(&traces(vec![span(1, 16)]).encode_to_vec());
+    let rest = first.split_off(first.len() / 2);
+    stream.send_data(first.into(), false).expect("first half");
     // give the server time to start the call before shutting down
     tokio::time::sleep(Duration::from_millis(200)).await;
     let finish = async {
