@@ -141,7 +141,8 @@ pub struct OtlpGrpc {
 
 /// `apm-server.http2.*` (apm-rs extension; apm-server leaves Go's defaults).
 /// HTTP/2 is offered through ALPN on the TLS listener only; the plain
-/// listener speaks HTTP/1.1 (no h2c). The windows bound how many body bytes
+/// listener speaks HTTP/1.1 (no h2c). The OTLP/gRPC listener
+/// (`apm-server.otlp.grpc.host`, HTTP/2 only) uses the same two windows. The windows bound how many body bytes
 /// a client may send that the server has not read yet, per stream and per
 /// connection; actix-http's defaults (1 MiB and 2 MiB) are halved and
 /// quartered here so that a connection of stalled streams holds at most
