@@ -50,6 +50,8 @@ pub struct Telemetry {
     /// Accepted events dropped by design (unsampled non-RUM transactions).
     pub events_discarded: IntCounterVec,
     pub requests: IntCounterVec,
+    /// OTLP/gRPC calls by method path and gRPC status code.
+    pub grpc_requests: IntCounterVec,
     pub stage_panics: IntCounterVec,
     pub stage_processed: IntCounterVec,
     pub stage_busy_ns: IntCounterVec,
@@ -170,6 +172,12 @@ impl Telemetry {
                 "http_requests_total",
                 "HTTP requests by route and status.",
                 &["route", "status"],
+            ),
+            grpc_requests: counter_vec(
+                &r,
+                "grpc_requests_total",
+                "OTLP/gRPC calls by method and gRPC status code.",
+                &["method", "code"],
             ),
             stage_panics: counter_vec(
                 &r,

@@ -83,6 +83,8 @@ pub struct ApmServer {
     pub aggregation: Aggregation,
     /// apm-rs extension: HTTP/2 flow-control limits (HTTPS listener only).
     pub http2: Http2,
+    /// apm-rs extension: OTLP settings (the OTLP/gRPC listener).
+    pub otlp: Otlp,
 }
 
 impl Default for ApmServer {
@@ -112,13 +114,35 @@ impl Default for ApmServer {
             sourcemap: SourcemapUpload::default(),
             aggregation: Aggregation::default(),
             http2: Http2::default(),
+            otlp: Otlp::default(),
         }
     }
 }
 
+/// `apm-server.otlp.*` (apm-rs extension).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Otlp {
+    pub grpc: OtlpGrpc,
+}
+
+/// `apm-server.otlp.grpc.*`: the OTLP/gRPC listener. apm-server serves
+/// OTLP/gRPC on its intake port; apm-rs's HTTP server cannot carry gRPC, so
+/// gRPC has a listener of its own, with the intake listener's TLS
+/// (`apm-server.ssl.*`), authentication and limits.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpGrpc {
+    /// Listen address; `:4317` (OTLP/gRPC's standard port) is appended when
+    /// no port is given. Default empty = no gRPC listener (the container
+    /// image sets `0.0.0.0:4317`).
+    pub host: String,
+}
+
 /// `apm-server.http2.*` (apm-rs extension; apm-server leaves Go's defaults).
 /// HTTP/2 is offered through ALPN on the TLS listener only; the plain
-/// listener speaks HTTP/1.1 (no h2c). The windows bound how many body bytes
+/// listener speaks HTTP/1.1 (no h2c). The OTLP/gRPC listener
+/// (`apm-server.otlp.grpc.host`, HTTP/2 only) uses the same two windows. The windows bound how many body bytes
 /// a client may send that the server has not read yet, per stream and per
 /// connection; actix-http's defaults (1 MiB and 2 MiB) are halved and
 /// quartered here so that a connection of stalled streams holds at most
