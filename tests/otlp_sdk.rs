@@ -1,7 +1,8 @@
-//! The real OpenTelemetry Python SDK (OTLP/HTTP protobuf exporters, pinned in
-//! agents/otel-python, installed by .ci/agents.sh) against the real server:
-//! traces with an exception event, metrics and logs sent with a secret token
-//! arrive as documents in their data streams; a wrong token is refused.
+//! The real OpenTelemetry Python SDK (its OTLP/HTTP protobuf and OTLP/gRPC
+//! exporters, pinned in agents/otel-python, installed by .ci/agents.sh)
+//! against the real server: traces with an exception event, metrics and logs
+//! sent with a secret token arrive as documents in their data streams; a
+//! wrong token is refused.
 //! Without the installed SDK the tests print SKIPPED (and fail on CI).
 
 mod common;
@@ -33,14 +34,42 @@ fn python(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// Which of the SDK's OTLP exporters sends.
+#[derive(Clone, Copy)]
+enum Exporter {
+    Http,
+    Grpc,
+}
+
+/// A server with the secret token (and, for gRPC, the gRPC listener) and
+/// the endpoint the exporter is pointed at.
+fn server(exporter: Exporter) -> (TestServer, String) {
+    let token = format!("apm-server.auth.secret_token={TOKEN}");
+    match exporter {
+        Exporter::Http => {
+            let s = TestServer::start(&[&token]);
+            let url = s.url.clone();
+            (s, url)
+        }
+        Exporter::Grpc => {
+            let s = TestServer::start(&[&token, "apm-server.otlp.grpc.host=127.0.0.1:0"]);
+            let addr = s.server.as_ref().and_then(|r| r.grpc_addr).expect("grpc");
+            (s, format!("http://{addr}"))
+        }
+    }
+}
+
 /// Runs the SDK script; its stdout (one result line per signal).
-async fn run_sdk(py: PathBuf, url: &str, token: &str, service: &str) -> String {
+async fn run_sdk(py: PathBuf, exporter: Exporter, url: &str, token: &str, service: &str) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-python/app.py");
     let (url, token, service) = (url.to_owned(), token.to_owned(), service.to_owned());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .env("ENDPOINT", url)
+        let mut cmd = Command::new(py);
+        cmd.arg(script);
+        if let Exporter::Grpc = exporter {
+            cmd.arg("--grpc");
+        }
+        cmd.env("ENDPOINT", url)
             .env("TOKEN", token)
             .env("SERVICE", service)
             .output()
@@ -62,9 +91,22 @@ async fn python_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
     let Some(py) = python("python_sdk_traces_metrics_and_logs_arrive_in_their_data_streams") else {
         return;
     };
-    let token = format!("apm-server.auth.secret_token={TOKEN}");
-    let mut s = TestServer::start(&[&token]);
-    let out = run_sdk(py, &s.url, TOKEN, "py-otel").await;
+    everything_arrives(py, Exporter::Http).await;
+}
+
+#[tokio::test]
+async fn python_sdk_over_grpc_traces_metrics_and_logs_arrive_in_their_data_streams() {
+    let Some(py) =
+        python("python_sdk_over_grpc_traces_metrics_and_logs_arrive_in_their_data_streams")
+    else {
+        return;
+    };
+    everything_arrives(py, Exporter::Grpc).await;
+}
+
+async fn everything_arrives(py: PathBuf, exporter: Exporter) {
+    let (mut s, url) = server(exporter);
+    let out = run_sdk(py, exporter, &url, TOKEN, "py-otel").await;
     assert!(out.contains("traces SUCCESS"), "{out}");
     assert!(out.contains("metrics SUCCESS"), "{out}");
     assert!(s.shutdown().await);
@@ -105,9 +147,20 @@ async fn python_sdk_with_a_wrong_token_is_refused() {
     let Some(py) = python("python_sdk_with_a_wrong_token_is_refused") else {
         return;
     };
-    let token = format!("apm-server.auth.secret_token={TOKEN}");
-    let mut s = TestServer::start(&[&token]);
-    let out = run_sdk(py, &s.url, "wrong", "py-otel").await;
+    wrong_token_is_refused(py, Exporter::Http).await;
+}
+
+#[tokio::test]
+async fn python_sdk_over_grpc_with_a_wrong_token_is_refused() {
+    let Some(py) = python("python_sdk_over_grpc_with_a_wrong_token_is_refused") else {
+        return;
+    };
+    wrong_token_is_refused(py, Exporter::Grpc).await;
+}
+
+async fn wrong_token_is_refused(py: PathBuf, exporter: Exporter) {
+    let (mut s, url) = server(exporter);
+    let out = run_sdk(py, exporter, &url, "wrong", "py-otel").await;
     assert!(out.contains("traces FAILURE"), "{out}");
     assert!(out.contains("metrics FAILURE"), "{out}");
     assert!(s.shutdown().await);

@@ -11,27 +11,20 @@
 //! items; failures are the HTTP status plus a `google.rpc.Status` message.
 
 use super::error::IntakeError;
-use super::intake::{IntakeResult, IntakeRun};
+use super::otlp_export::{self, ExportError, Exported};
 use super::{backend_group, response, AppState};
 use crate::model::otlp::Signal;
-use crate::pipeline::{RawLine, RequestCtx};
+use crate::pipeline::RequestCtx;
 use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
-    metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse},
-    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
-};
 use prost::Message;
 use std::io::Read;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-/// Largest OTLP message accepted, on the wire and decompressed; one message
-/// is one pipeline batch, so this also bounds a batch's memory-budget permit.
-pub const MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
+pub use super::otlp_export::MAX_MESSAGE_BYTES;
 
 const PROTOBUF: &str = "application/x-protobuf";
 
@@ -57,14 +50,8 @@ pub enum OtlpHttpError {
     TooLarge,
     #[error("cannot read request body: {0}")]
     Read(String),
-    #[error("request timed out")]
-    TimedOut,
-    /// Every item of the message was refused (the first reason).
-    #[error("{0}")]
-    Invalid(String),
-    /// The pipeline refused the message.
-    #[error("{0}")]
-    Pipeline(IntakeError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 impl OtlpHttpError {
@@ -77,11 +64,13 @@ impl OtlpHttpError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT)
             }
             OtlpHttpError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED),
-            OtlpHttpError::Read(_) | OtlpHttpError::Invalid(_) => {
+            OtlpHttpError::Read(_) | OtlpHttpError::Export(ExportError::Invalid(_)) => {
                 (StatusCode::BAD_REQUEST, INVALID_ARGUMENT)
             }
-            OtlpHttpError::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, DEADLINE_EXCEEDED),
-            OtlpHttpError::Pipeline(e) => match e {
+            OtlpHttpError::Export(ExportError::TimedOut) => {
+                (StatusCode::SERVICE_UNAVAILABLE, DEADLINE_EXCEEDED)
+            }
+            OtlpHttpError::Export(ExportError::Pipeline(e)) => match e {
                 IntakeError::Unauthorized(_) => (StatusCode::FORBIDDEN, PERMISSION_DENIED),
                 IntakeError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED),
                 IntakeError::QueueFull | IntakeError::ShuttingDown => {
@@ -148,15 +137,7 @@ async fn handle(
     let state = state.into_inner();
     let (st, rq) = (&state, &req);
     backend_group(&req, &state, |auth, addr| async move {
-        let rate_key = auth
-            .is_anonymous()
-            .then(|| crate::ratelimit::key_of(addr.client_ip));
-        let ctx = RequestCtx {
-            base: super::request_base(st, rq, &addr, false),
-            auth,
-            rate_key,
-            metadata: OnceLock::new(),
-        };
+        let ctx = otlp_export::request_ctx(st, auth, &addr, super::user_agent(rq));
         match export(signal, st, rq, payload, ctx).await {
             Ok(r) => success(signal, r),
             Err(e) => e.respond(),
@@ -171,7 +152,7 @@ async fn export(
     req: &HttpRequest,
     payload: web::Payload,
     ctx: RequestCtx,
-) -> Result<IntakeResult, OtlpHttpError> {
+) -> Result<Exported, OtlpHttpError> {
     if req.method() != Method::POST {
         return Err(OtlpHttpError::Method);
     }
@@ -184,11 +165,7 @@ async fn export(
         return Err(OtlpHttpError::ContentType(ct));
     }
     let deadline = tokio::time::Instant::now() + state.cfg.apm_server.read_timeout.get();
-    let Ok(Ok(_slot)) =
-        tokio::time::timeout_at(deadline, Arc::clone(&state.decoders).acquire_owned()).await
-    else {
-        return Err(OtlpHttpError::TimedOut);
-    };
+    let _slot = otlp_export::decoder_slot(state, deadline).await?;
     let wire = read_body(payload, deadline).await?;
     state.http_metrics.body_bytes.inc_by(wire.len() as u64);
     let body = match req.headers().get(CONTENT_ENCODING).map(|v| v.as_bytes()) {
@@ -200,20 +177,7 @@ async fn export(
             ))
         }
     };
-    state.http_metrics.decoded_bytes.inc_by(body.len() as u64);
-    let n = body.len();
-    let result = IntakeRun::new(Arc::clone(state), ctx)
-        .submit(vec![RawLine::Otlp(signal, body)], n)
-        .await;
-    if let Some(t) = result.terminal {
-        return Err(OtlpHttpError::Pipeline(t));
-    }
-    if result.accepted == 0 {
-        if let Some(first) = result.errors.first() {
-            return Err(OtlpHttpError::Invalid(first.error.to_string()));
-        }
-    }
-    Ok(result)
+    Ok(otlp_export::submit(state, ctx, signal, body).await?)
 }
 
 async fn read_body(
@@ -223,7 +187,7 @@ async fn read_body(
     let mut buf = BytesMut::new();
     loop {
         match tokio::time::timeout_at(deadline, payload.next()).await {
-            Err(_) => return Err(OtlpHttpError::TimedOut),
+            Err(_) => return Err(ExportError::TimedOut.into()),
             Ok(None) => return Ok(buf.freeze()),
             Ok(Some(Err(e))) => return Err(OtlpHttpError::Read(e.to_string())),
             Ok(Some(Ok(chunk))) => {
@@ -250,37 +214,8 @@ fn gunzip(wire: &[u8]) -> Result<Bytes, OtlpHttpError> {
 }
 
 /// `200` with the signal's export response; `partial_success` when items were refused.
-fn success(signal: Signal, r: IntakeResult) -> HttpResponse {
-    let rejected = (r.errors.len() + r.more_errors) as i64;
-    let message = r
-        .errors
-        .first()
-        .map(|e| e.error.to_string())
-        .unwrap_or_default();
-    let body = match signal {
-        Signal::Traces => ExportTraceServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
-                rejected_spans: rejected,
-                error_message: message,
-            }),
-        }
-        .encode_to_vec(),
-        Signal::Metrics => ExportMetricsServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
-                rejected_data_points: rejected,
-                error_message: message,
-            }),
-        }
-        .encode_to_vec(),
-        Signal::Logs => ExportLogsServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
-                rejected_log_records: rejected,
-                error_message: message,
-            }),
-        }
-        .encode_to_vec(),
-    };
+fn success(signal: Signal, r: Exported) -> HttpResponse {
     response::builder(StatusCode::OK)
         .insert_header((CONTENT_TYPE, PROTOBUF))
-        .body(body)
+        .body(r.encode(signal))
 }
