@@ -12,6 +12,8 @@ pub struct Send {
     pub path: &'static str,
     pub body: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
+    /// The HTTP status a successful request answers with.
+    pub status: u16,
 }
 
 /// Selects documents the way the recipe's ES query does.
@@ -88,6 +90,7 @@ fn send(path: &'static str, body: Vec<u8>) -> Send {
             ("content-type", "application/x-ndjson".into()),
             ("user-agent", GO_UA.into()),
         ],
+        status: 202,
     }
 }
 
@@ -676,6 +679,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
             }),
         });
     }
+    crate::otlp_recipes::recipes(&mut out);
     Ok(out)
 }
 
@@ -688,11 +692,6 @@ pub fn skipped(approval: &str) -> Option<&'static str> {
         || approval == "TestSourcemapUploadInvalidElasticsearchConfig"
     {
         return Some(ORPHANED);
-    }
-    if approval.starts_with("TestOTLP") {
-        return Some(
-            "produced from OTLP/gRPC traffic; apm-rs takes OTLP over HTTP only (docs/otlp.md)",
-        );
     }
     match approval {
         "TestAgentConfig" => Some("agent configuration documents, not intake"),
