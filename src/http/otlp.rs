@@ -1,6 +1,13 @@
 //! OTLP over HTTP (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`): reads the
-//! protobuf body (gzip allowed), hands it to the pipeline as one batch and
-//! answers in OTLP's shape.
+//! body (gzip allowed), protobuf (`application/x-protobuf`) or OTLP/JSON
+//! (`application/json`), hands it to the pipeline as one batch and answers
+//! in OTLP's shape, encoded like the request.
+//!
+//! OTLP/JSON is the protobuf JSON mapping with OTLP's exceptions (hex trace
+//! and span ids, lowerCamelCase names, enums as integers, 64-bit integers
+//! as strings or numbers), which `opentelemetry-proto`'s `with-serde`
+//! feature implements; a JSON message is turned into the protobuf message
+//! on a blocking thread and enters the pipeline like a protobuf one.
 //!
 //! Invariants: the route is in the backend group (authentication and the
 //! anonymous per-IP limit run before the body is read); a body is read up
@@ -34,6 +41,35 @@ use std::sync::{Arc, OnceLock};
 pub const MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
 
 const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// How a request's body and its answer are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    /// The encoding named by a `Content-Type` value (parameters ignored).
+    fn of(content_type: &str) -> Option<Encoding> {
+        let essence = content_type.split(';').next().map(str::trim)?;
+        if essence.eq_ignore_ascii_case(PROTOBUF) {
+            Some(Encoding::Protobuf)
+        } else if essence.eq_ignore_ascii_case(JSON) {
+            Some(Encoding::Json)
+        } else {
+            None
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => PROTOBUF,
+            Encoding::Json => JSON,
+        }
+    }
+}
 
 /// `google.rpc.Status`, the body of every OTLP/HTTP failure.
 #[derive(Clone, PartialEq, Message)]
@@ -49,7 +85,7 @@ pub struct RpcStatus {
 pub enum OtlpHttpError {
     #[error("only POST requests are supported")]
     Method,
-    #[error("unsupported content type {0:?}: send {PROTOBUF}")]
+    #[error("unsupported content type {0:?}: send {PROTOBUF} or {JSON}")]
     ContentType(String),
     #[error("unsupported content encoding {0:?}")]
     Encoding(String),
@@ -92,15 +128,23 @@ impl OtlpHttpError {
         }
     }
 
-    fn respond(&self) -> HttpResponse {
+    fn respond(&self, encoding: Encoding) -> HttpResponse {
         let (status, code) = self.codes();
-        let body = RpcStatus {
+        let status_msg = RpcStatus {
             code,
             message: self.to_string(),
-        }
-        .encode_to_vec();
+        };
+        let body = match encoding {
+            Encoding::Protobuf => status_msg.encode_to_vec(),
+            Encoding::Json => serde_json::json!({
+                "code": status_msg.code,
+                "message": status_msg.message,
+            })
+            .to_string()
+            .into_bytes(),
+        };
         response::builder(status)
-            .insert_header((CONTENT_TYPE, PROTOBUF))
+            .insert_header((CONTENT_TYPE, encoding.content_type()))
             .body(body)
     }
 }
@@ -157,9 +201,14 @@ async fn handle(
             rate_key,
             metadata: OnceLock::new(),
         };
-        match export(signal, st, rq, payload, ctx).await {
-            Ok(r) => success(signal, r),
-            Err(e) => e.respond(),
+        let encoding = rq
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Encoding::of);
+        match export(signal, encoding, st, rq, payload, ctx).await {
+            Ok(r) => success(signal, encoding.unwrap_or(Encoding::Protobuf), r),
+            Err(e) => e.respond(encoding.unwrap_or(Encoding::Protobuf)),
         }
     })
     .await
@@ -167,6 +216,7 @@ async fn handle(
 
 async fn export(
     signal: Signal,
+    encoding: Option<Encoding>,
     state: &Arc<AppState>,
     req: &HttpRequest,
     payload: web::Payload,
@@ -175,14 +225,14 @@ async fn export(
     if req.method() != Method::POST {
         return Err(OtlpHttpError::Method);
     }
-    let ct = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    if ct.split(';').next().map(str::trim) != Some(PROTOBUF) {
+    let Some(encoding) = encoding else {
+        let ct = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
         return Err(OtlpHttpError::ContentType(ct));
-    }
+    };
     let deadline = tokio::time::Instant::now() + state.cfg.apm_server.read_timeout.get();
     let Ok(Ok(_slot)) =
         tokio::time::timeout_at(deadline, Arc::clone(&state.decoders).acquire_owned()).await
@@ -201,6 +251,12 @@ async fn export(
         }
     };
     state.http_metrics.decoded_bytes.inc_by(body.len() as u64);
+    let body = match encoding {
+        Encoding::Protobuf => body,
+        Encoding::Json => web::block(move || json_to_protobuf(signal, &body))
+            .await
+            .map_err(|e| OtlpHttpError::Read(e.to_string()))??,
+    };
     let n = body.len();
     let result = IntakeRun::new(Arc::clone(state), ctx)
         .submit(vec![RawLine::Otlp(signal, body)], n)
@@ -236,6 +292,32 @@ async fn read_body(
     }
 }
 
+/// An OTLP/JSON message as the protobuf message of the same signal.
+fn json_to_protobuf(signal: Signal, json: &[u8]) -> Result<Bytes, OtlpHttpError> {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    };
+    fn parse<M: serde::de::DeserializeOwned + Message>(
+        signal: Signal,
+        json: &[u8],
+    ) -> Result<Bytes, OtlpHttpError> {
+        serde_json::from_slice::<M>(json)
+            .map(|m| Bytes::from(m.encode_to_vec()))
+            .map_err(|e| {
+                OtlpHttpError::Invalid(format!(
+                    "failed to decode OTLP {} request: {e}",
+                    signal.as_str()
+                ))
+            })
+    }
+    match signal {
+        Signal::Traces => parse::<ExportTraceServiceRequest>(signal, json),
+        Signal::Metrics => parse::<ExportMetricsServiceRequest>(signal, json),
+        Signal::Logs => parse::<ExportLogsServiceRequest>(signal, json),
+    }
+}
+
 /// Decompresses a gzip body, refusing more than [`MAX_MESSAGE_BYTES`] out.
 fn gunzip(wire: &[u8]) -> Result<Bytes, OtlpHttpError> {
     let mut out = Vec::new();
@@ -249,38 +331,66 @@ fn gunzip(wire: &[u8]) -> Result<Bytes, OtlpHttpError> {
     Ok(Bytes::from(out))
 }
 
-/// `200` with the signal's export response; `partial_success` when items were refused.
-fn success(signal: Signal, r: IntakeResult) -> HttpResponse {
+/// An export response in either encoding.
+trait ResponseMessage {
+    fn protobuf(&self) -> Vec<u8>;
+    fn json(&self) -> Vec<u8>;
+}
+
+impl<M: Message + serde::Serialize> ResponseMessage for M {
+    fn protobuf(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+    fn json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+    }
+}
+
+/// `200` with the signal's export response, encoded as the request was;
+/// `partial_success` when items were refused.
+fn success(signal: Signal, encoding: Encoding, r: IntakeResult) -> HttpResponse {
     let rejected = (r.errors.len() + r.more_errors) as i64;
     let message = r
         .errors
         .first()
         .map(|e| e.error.to_string())
         .unwrap_or_default();
+    // JSON leaves an absent `partialSuccess` out (serde would write `null`).
+    let encode = |m: &dyn ResponseMessage, encoding: Encoding| match encoding {
+        Encoding::Protobuf => m.protobuf(),
+        Encoding::Json if rejected == 0 => b"{}".to_vec(),
+        Encoding::Json => m.json(),
+    };
     let body = match signal {
-        Signal::Traces => ExportTraceServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
-                rejected_spans: rejected,
-                error_message: message,
-            }),
-        }
-        .encode_to_vec(),
-        Signal::Metrics => ExportMetricsServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
-                rejected_data_points: rejected,
-                error_message: message,
-            }),
-        }
-        .encode_to_vec(),
-        Signal::Logs => ExportLogsServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
-                rejected_log_records: rejected,
-                error_message: message,
-            }),
-        }
-        .encode_to_vec(),
+        Signal::Traces => encode(
+            &ExportTraceServiceResponse {
+                partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: message,
+                }),
+            },
+            encoding,
+        ),
+        Signal::Metrics => encode(
+            &ExportMetricsServiceResponse {
+                partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: message,
+                }),
+            },
+            encoding,
+        ),
+        Signal::Logs => encode(
+            &ExportLogsServiceResponse {
+                partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
+                    rejected_log_records: rejected,
+                    error_message: message,
+                }),
+            },
+            encoding,
+        ),
     };
     response::builder(StatusCode::OK)
-        .insert_header((CONTENT_TYPE, PROTOBUF))
+        .insert_header((CONTENT_TYPE, encoding.content_type()))
         .body(body)
 }
