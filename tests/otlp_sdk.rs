@@ -1,8 +1,9 @@
-//! The real OpenTelemetry Python SDK (OTLP/HTTP protobuf exporters, pinned in
-//! agents/otel-python, installed by .ci/agents.sh) against the real server:
-//! traces with an exception event, metrics and logs sent with a secret token
-//! arrive as documents in their data streams; a wrong token is refused.
-//! Without the installed SDK the tests print SKIPPED (and fail on CI).
+//! The real OpenTelemetry Python and Node.js SDKs (OTLP/HTTP protobuf
+//! exporters, pinned in agents/otel-python and agents/otel-node, installed
+//! by .ci/agents.sh) against the real server: traces with an exception
+//! event, metrics and logs sent with a secret token arrive as documents in
+//! their data streams; a wrong token is refused. Without the installed SDK
+//! the tests print SKIPPED (and fail on CI).
 
 mod common;
 
@@ -13,19 +14,19 @@ use std::process::Command;
 
 const TOKEN: &str = "otel-s3cr3t";
 
-fn python(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("APM_RS_AGENTS_DIR")
+fn agents_dir() -> PathBuf {
+    std::env::var_os("APM_RS_AGENTS_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/apm-rs/agents")))
-        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-    let py = dir.join("otel-python/bin/python");
-    if py.exists() {
-        return Some(py);
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"))
+}
+
+/// `Some(path)` when `path` exists; else SKIPPED (a failure on CI).
+fn installed(test: &str, what: &str, path: PathBuf) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
     }
-    let msg = format!(
-        "OpenTelemetry Python SDK not installed at {} (run .ci/agents.sh)",
-        py.display()
-    );
+    let msg = format!("{what} not installed at {} (run .ci/agents.sh)", path.display());
     if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
         panic!("{test}: {msg} (CI=true: the SDK is required)");
     }
@@ -33,19 +34,49 @@ fn python(test: &str) -> Option<PathBuf> {
     None
 }
 
-/// Runs the SDK script; its stdout (one result line per signal).
-async fn run_sdk(py: PathBuf, url: &str, token: &str, service: &str) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-python/app.py");
-    let (url, token, service) = (url.to_owned(), token.to_owned(), service.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .env("ENDPOINT", url)
-            .env("TOKEN", token)
-            .env("SERVICE", service)
-            .output()
-            .expect("python runs")
-    })
+fn python(test: &str) -> Option<PathBuf> {
+    installed(
+        test,
+        "OpenTelemetry Python SDK",
+        agents_dir().join("otel-python/bin/python"),
+    )
+}
+
+/// The installed Node.js SDK's `node_modules`.
+fn node_modules(test: &str) -> Option<PathBuf> {
+    installed(
+        test,
+        "OpenTelemetry Node.js SDK",
+        agents_dir().join("otel-node/node_modules"),
+    )
+}
+
+/// Which SDK program runs.
+enum Sdk {
+    Python(PathBuf),
+    Node(PathBuf),
+}
+
+/// Runs the SDK program; its stdout (one result line per signal).
+async fn run_sdk(sdk: Sdk, url: &str, token: &str, service: &str) -> String {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = match sdk {
+        Sdk::Python(py) => {
+            let mut c = Command::new(py);
+            c.arg(repo.join("agents/otel-python/app.py"));
+            c
+        }
+        Sdk::Node(modules) => {
+            let mut c = Command::new("node");
+            c.arg(repo.join("agents/otel-node/app.js"))
+                .env("NODE_PATH", modules);
+            c
+        }
+    };
+    cmd.env("ENDPOINT", url)
+        .env("TOKEN", token)
+        .env("SERVICE", service);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("the SDK program runs"))
     .await
     .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -64,7 +95,7 @@ async fn python_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
     };
     let token = format!("apm-server.auth.secret_token={TOKEN}");
     let mut s = TestServer::start(&[&token]);
-    let out = run_sdk(py, &s.url, TOKEN, "py-otel").await;
+    let out = run_sdk(Sdk::Python(py), &s.url, TOKEN, "py-otel").await;
     assert!(out.contains("traces SUCCESS"), "{out}");
     assert!(out.contains("metrics SUCCESS"), "{out}");
     assert!(s.shutdown().await);
@@ -107,9 +138,76 @@ async fn python_sdk_with_a_wrong_token_is_refused() {
     };
     let token = format!("apm-server.auth.secret_token={TOKEN}");
     let mut s = TestServer::start(&[&token]);
-    let out = run_sdk(py, &s.url, "wrong", "py-otel").await;
+    let out = run_sdk(Sdk::Python(py), &s.url, "wrong", "py-otel").await;
     assert!(out.contains("traces FAILURE"), "{out}");
     assert!(out.contains("metrics FAILURE"), "{out}");
+    assert!(s.shutdown().await);
+    assert!(s.docs().is_empty());
+}
+
+#[tokio::test]
+async fn node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
+    let Some(modules) = node_modules("node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams")
+    else {
+        return;
+    };
+    let token = format!("apm-server.auth.secret_token={TOKEN}");
+    let mut s = TestServer::start(&[&token]);
+    let out = run_sdk(Sdk::Node(modules), &s.url, TOKEN, "node-otel").await;
+    for signal in ["traces", "metrics", "logs"] {
+        assert!(out.contains(&format!("{signal} SUCCESS")), "{out}");
+    }
+    assert!(s.shutdown().await);
+    let docs = s.docs();
+    for (index, d) in &docs {
+        assert_eq!(d["service"]["name"], "node-otel", "{index}: {d}");
+        assert_eq!(d["agent"]["name"], "opentelemetry/nodejs", "{index}: {d}");
+    }
+    let find = |index: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        docs.iter()
+            .filter(|(i, d)| i == index && pred(d))
+            .map(|(_, d)| d)
+            .collect::<Vec<_>>()
+    };
+    // (processor.event is added by the ingest pipeline: tell them apart by
+    // `transaction.type` / `span.type`)
+    let tx = find("traces-apm-default", &|d| d["transaction"]["type"].is_string());
+    assert_eq!(tx.len(), 1, "{docs:?}");
+    assert_eq!(tx[0]["transaction"]["name"], "GET /checkout");
+    assert_eq!(tx[0]["transaction"]["result"], "HTTP 5xx");
+    let span = find("traces-apm-default", &|d| d["span"]["type"].is_string());
+    assert_eq!(span.len(), 1, "{docs:?}");
+    assert_eq!(span[0]["span"]["subtype"], "postgresql");
+    assert_eq!(span[0]["parent"]["id"], tx[0]["transaction"]["id"]);
+    let err = find("logs-apm.error-default", &|_| true);
+    assert_eq!(err.len(), 1, "{docs:?}");
+    assert_eq!(err[0]["error"]["exception"][0]["type"], "TypeError");
+    assert_eq!(err[0]["error"]["exception"][0]["message"], "checkout failed");
+    assert_eq!(err[0]["transaction"]["id"], tx[0]["transaction"]["id"]);
+    let metrics = find("metrics-apm.app.node_otel-default", &|_| true);
+    let names: Vec<&str> = metrics
+        .iter()
+        .flat_map(|d| d["metricset"]["samples"].as_array().into_iter().flatten())
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(names.contains(&"orders.placed"), "{names:?}");
+    assert!(names.contains(&"checkout.duration"), "{names:?}");
+    let logs = find("logs-apm.app.node_otel-default", &|d| d["message"] == "stock is low");
+    assert_eq!(logs.len(), 1, "{docs:?}");
+    assert_eq!(logs[0]["log"]["level"], "WARN");
+}
+
+#[tokio::test]
+async fn node_sdk_with_a_wrong_token_is_refused() {
+    let Some(modules) = node_modules("node_sdk_with_a_wrong_token_is_refused") else {
+        return;
+    };
+    let token = format!("apm-server.auth.secret_token={TOKEN}");
+    let mut s = TestServer::start(&[&token]);
+    let out = run_sdk(Sdk::Node(modules), &s.url, "wrong", "node-otel").await;
+    for signal in ["traces", "metrics", "logs"] {
+        assert!(out.contains(&format!("{signal} FAILURE 401")), "{out}");
+    }
     assert!(s.shutdown().await);
     assert!(s.docs().is_empty());
 }
