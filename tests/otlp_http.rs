@@ -294,7 +294,18 @@ async fn an_otlp_json_partial_success_is_answered_in_json() {
 #[tokio::test]
 async fn malformed_otlp_json_is_400_with_a_json_status() {
     let s = TestServer::start(&[TOKEN]);
-    for body in [&b"{\"resourceSpans\": 5}"[..], b"{not json", b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"zz\"}]}]}]}"] {
+    // an attribute value nested 10,000 deep stops at the JSON parser's depth limit
+    let deep = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"k","value":{}"x"{}}}]}}}}]}}"#,
+        r#"{"arrayValue":{"values":["#.repeat(10_000),
+        "]}}".repeat(10_000)
+    );
+    for body in [
+        &b"{\"resourceSpans\": 5}"[..],
+        b"{not json",
+        b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"zz\"}]}]}]}",
+        deep.as_bytes(),
+    ] {
         let r = common::post(&format!("{}/v1/traces", s.url), body.to_vec(), &[JSON, AUTH]).await;
         assert_eq!(r.status, 400, "{}", r.body);
         assert_eq!(r.headers["content-type"], "application/json");

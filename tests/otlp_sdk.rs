@@ -184,6 +184,7 @@ async fn node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
     assert_eq!(err[0]["error"]["exception"][0]["type"], "TypeError");
     assert_eq!(err[0]["error"]["exception"][0]["message"], "checkout failed");
     assert_eq!(err[0]["transaction"]["id"], tx[0]["transaction"]["id"]);
+    assert_eq!(err[0]["http"]["response"]["status_code"], 500, "the span's HTTP context");
     let metrics = find("metrics-apm.app.node_otel-default", &|_| true);
     let names: Vec<&str> = metrics
         .iter()

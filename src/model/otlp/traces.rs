@@ -201,6 +201,8 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
             Body::Transaction(t) => Some((t.type_.as_str(), t.sampled)),
             _ => None,
         },
+        http: ev.http.as_deref(),
+        url: ev.url.as_deref(),
     };
     for (i, e) in s.events.iter().enumerate() {
         out.push(span_event(meta, e, &parent, i));
@@ -215,10 +217,14 @@ struct Parent<'a> {
     span_id: &'a str,
     /// `(type, sampled)` when the parent is a transaction.
     transaction: Option<(&'a str, bool)>,
+    /// The span's HTTP request/response and URL, copied to its errors.
+    http: Option<&'a Http>,
+    url: Option<&'a Url>,
 }
 
 /// One span event: an `exception` event with a type or message becomes an
-/// error (its stack trace kept as text), any other a log (`event.kind:
+/// error (its stack trace kept as text, the span's HTTP and URL fields
+/// copied), any other a log (`event.kind:
 /// event`, the name as message, its attributes as labels).
 fn span_event(
     meta: &super::super::Metadata,
@@ -279,6 +285,8 @@ fn span_event(
             ev.timestamp_ns = ts;
             ev.trace_id = parent.trace_id.to_owned();
             ev.parent_id = parent.span_id.to_owned();
+            ev.http = parent.http.map(|h| Box::new(h.clone()));
+            ev.url = parent.url.map(|u| Box::new(u.clone()));
             merge_labels(&mut ev, labels);
             ev.update_grouping_key();
             return ev;
