@@ -191,6 +191,7 @@ impl ServerBuilder {
         let conn_hooks = http::limits::ConnHooks {
             metrics: http_metrics,
             idle_limit: cfg.apm_server.idle_timeout.get() + cfg.apm_server.read_timeout.get(),
+            write_limit: Some(cfg.apm_server.write_timeout.get()).filter(|w| !w.is_zero()),
         };
         let thread = std::thread::Builder::new()
             .name("http".into())

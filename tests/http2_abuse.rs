@@ -269,3 +269,60 @@ async fn continuation_flood_leaves_the_server_serving() {
     eprintln!("CONTINUATION flood: RSS grew by {grown} bytes");
     assert!(grown < RSS_BOUND, "RSS grew by {grown} bytes");
 }
+
+/// The HPACK "bomb": one 4 KB header enters the dynamic table, then header
+/// blocks of 16,000 one-byte references to it would each decode to 64 MB
+/// of headers, on 200 streams. The decoder stops at the header-list limit
+/// and the connection or streams are refused; memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpack_table_references_that_expand_to_huge_header_lists_leave_the_server_serving() {
+    let Some(t) = tls_server(
+        "hpack_table_references_that_expand_to_huge_header_lists_leave_the_server_serving",
+    ) else {
+        return;
+    };
+    let start = rss();
+    // literal header with incremental indexing, new name "x", 4000-byte value
+    // (HPACK integers: 0x40 literal-with-indexing, name length 1, value
+    // length 4000 = 127 + 3873 in 7-bit prefix continuation bytes)
+    let mut first = vec![0x83, 0x40, 0x01, b'x', 0x7f];
+    let mut rest = 4000 - 127;
+    while rest >= 128 {
+        first.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    first.push(rest as u8);
+    first.extend(std::iter::repeat_n(b'a', 4000));
+    // END_HEADERS (0x4); the entry is index 62, the first dynamic one (0xbe)
+    let setup = std::iter::once(frame(0x1, 0x4, 1, &first));
+    let mut bomb = vec![0x83];
+    bomb.extend(std::iter::repeat_n(0xbe, 16_000));
+    let streams = (1..=200u32).map(move |i| frame(0x1, 0x4, 1 + 2 * i, &bomb));
+    let closed = flood(&t, setup.chain(streams)).await;
+    eprintln!("HPACK bomb: closed by the server early: {closed}");
+    t.still_serves().await;
+    let grown = rss().saturating_sub(start);
+    eprintln!("HPACK bomb: RSS grew by {grown} bytes");
+    assert!(grown < RSS_BOUND, "RSS grew by {grown} bytes");
+}
+
+/// 200,000 WINDOW_UPDATE frames, on the connection and on a stream that
+/// never sends its body: flow-control bookkeeping stays bounded and other
+/// clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_update_flood_leaves_the_server_serving() {
+    let Some(t) = tls_server("window_update_flood_leaves_the_server_serving") else {
+        return;
+    };
+    let start = rss();
+    // a request whose body never comes keeps stream 1 open
+    let open = std::iter::once(frame(0x1, 0x4, 1, &[0x83]));
+    let updates =
+        (0..200_000u32).map(|i| frame(0x8, 0, if i % 2 == 0 { 0 } else { 1 }, &1u32.to_be_bytes()));
+    let closed = flood(&t, open.chain(updates)).await;
+    eprintln!("WINDOW_UPDATE flood: closed by the server early: {closed}");
+    t.still_serves().await;
+    let grown = rss().saturating_sub(start);
+    eprintln!("WINDOW_UPDATE flood: RSS grew by {grown} bytes");
+    assert!(grown < RSS_BOUND, "RSS grew by {grown} bytes");
+}

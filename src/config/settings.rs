@@ -47,9 +47,8 @@ pub struct ApmServer {
     pub max_header_size: usize,
     /// Time to read a whole request (headers and body).
     pub read_timeout: GoDuration,
-    /// Time to write a response (apm-server's key). Parsed but not applied:
-    /// a client that never reads its answer is dropped by the connection
-    /// watchdog `idle_timeout + read_timeout` after the handler finished.
+    /// Time an answer may wait unread: when the connection's send queue has
+    /// held unsent bytes this long, the connection is closed (0: no limit).
     pub write_timeout: GoDuration,
     /// A kept-alive connection is closed this long after its last answer.
     pub idle_timeout: GoDuration,

@@ -167,9 +167,23 @@ pub enum BodyError {
     /// The decompressed body outgrew `apm-server.max_decompression_ratio`.
     #[error("decompressed body exceeds {ratio} times its compressed size (apm-server.max_decompression_ratio)")]
     RatioExceeded { ratio: u64 },
+    /// The compressed stream is damaged; the decompressor's own text goes to
+    /// the log (see [`corrupt`]), the agent reads a fixed sentence.
     #[error("{0}")]
-    Corrupt(String),
+    Corrupt(&'static str),
 }
+
+/// The agent-visible error for a decompressor failure; its own text, which
+/// names library internals, is logged at debug level only.
+fn corrupt(e: &std::io::Error) -> BodyError {
+    tracing::debug!(error = %e, "compressed request body is corrupt");
+    match e.kind() {
+        std::io::ErrorKind::WriteZero => BodyError::Corrupt(AFTER_END),
+        _ => BodyError::Corrupt("flate: corrupt input"),
+    }
+}
+
+const AFTER_END: &str = "data after the end of the compressed stream";
 
 /// Whether a body starting with `b0 b1` is sniffed as gzip or zlib.
 pub(crate) fn sniffs_compressed(b0: u8, b1: u8) -> bool {
@@ -278,14 +292,12 @@ impl BodyDecoder {
             // Input the decompressor refuses: data after the end of the stream.
             Ok(0) if !data.is_empty() => {
                 self.stage = Stage::Failed;
-                Err(BodyError::Corrupt(
-                    "data after the end of the compressed stream".into(),
-                ))
+                Err(BodyError::Corrupt(AFTER_END))
             }
             Ok(n) => Ok(n),
             Err(e) => {
                 self.stage = Stage::Failed;
-                Err(BodyError::Corrupt(e.to_string()))
+                Err(corrupt(&e))
             }
         }
     }
@@ -382,7 +394,7 @@ impl BodyDecoder {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 BodyError::UnexpectedEof
             } else {
-                BodyError::Corrupt(e.to_string())
+                corrupt(&e)
             }
         })?;
         self.check_ratio()

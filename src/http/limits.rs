@@ -17,6 +17,14 @@
 //! progress for `idle_timeout + read_timeout`, its socket is shut down
 //! (through a duplicate of the socket's descriptor, owned by the connection
 //! state and dropped with it, so it can never touch another connection).
+//!
+//! The same watchdog applies `apm-server.write_timeout`: actix-http has no
+//! write deadline, so a client that stops reading while answers pile up
+//! (pipelined requests, large answers) would hold its connection and the
+//! server's buffered answers until the idle rule fired. When the socket's
+//! send queue has held unsent bytes for `write_timeout` without emptying,
+//! the connection is shut down. An answer that fits in the kernel's buffers
+//! is written at once, as with Go's write deadline.
 
 use super::response;
 use super::AppState;
@@ -28,7 +36,7 @@ use actix_web::web;
 use parking_lot::Mutex;
 use prometheus::{IntCounter, IntGauge, Registry};
 use std::any::Any;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -90,6 +98,9 @@ pub struct ConnHooks {
     pub metrics: HttpMetrics,
     /// No request in progress for this long closes the connection.
     pub idle_limit: Duration,
+    /// Unsent answer bytes waiting this long close the connection
+    /// (`apm-server.write_timeout`; `None` when it is 0).
+    pub write_limit: Option<Duration>,
 }
 
 impl ConnHooks {
@@ -104,7 +115,7 @@ impl ConnHooks {
             socket: socket_of(io),
         });
         if shared.socket.is_some() {
-            watchdog(Arc::downgrade(&shared), self.idle_limit);
+            watchdog(Arc::downgrade(&shared), self.idle_limit, self.write_limit);
         }
         ext.insert(ConnState {
             open: self.metrics.open_connections.clone(),
@@ -130,26 +141,62 @@ fn socket_of(io: &dyn Any) -> Option<std::net::TcpStream> {
 }
 
 /// Shuts the connection down once it has had no request in progress for
-/// `limit`; ends with the connection.
-fn watchdog(conn: Weak<ConnShared>, limit: Duration) {
+/// `idle`, or once answers have waited unsent for `write`; ends with the
+/// connection. With a write limit it looks at the send queue a few times per
+/// limit, so a stall is seen between `write` and `1.25 × write` after it began.
+fn watchdog(conn: Weak<ConnShared>, idle: Duration, write: Option<Duration>) {
     actix_web::rt::spawn(async move {
-        let mut wake = Instant::now() + limit;
+        let tick = write.map(|w| (w / 4).clamp(MIN_WRITE_TICK, idle.max(MIN_WRITE_TICK)));
+        let mut unsent_since: Option<Instant> = None;
+        let mut wake = Instant::now() + tick.map_or(idle, |t| t.min(idle));
         loop {
             tokio::time::sleep_until(wake).await;
             let Some(c) = conn.upgrade() else { return };
-            let due = *c.last.lock() + limit;
-            if c.in_flight.load(Ordering::Relaxed) > 0 {
-                wake = Instant::now() + limit;
-            } else if due > Instant::now() {
-                wake = due;
-            } else {
-                if let Some(s) = &c.socket {
-                    let _ = s.shutdown(std::net::Shutdown::Both);
+            let Some(socket) = &c.socket else { return };
+            let now = Instant::now();
+            if let Some(limit) = write {
+                if unsent_bytes(socket) > 0 {
+                    let since = *unsent_since.get_or_insert(now);
+                    if now >= since + limit {
+                        tracing::debug!(
+                            "closing a connection whose answers went unread for write_timeout"
+                        );
+                        let _ = socket.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                } else {
+                    unsent_since = None;
                 }
+            }
+            let idle_due = if c.in_flight.load(Ordering::Relaxed) > 0 {
+                now + idle
+            } else {
+                *c.last.lock() + idle
+            };
+            if idle_due <= now {
+                let _ = socket.shutdown(std::net::Shutdown::Both);
                 return;
             }
+            wake = tick.map_or(idle_due, |t| idle_due.min(now + t));
         }
     });
+}
+
+/// The watchdog's shortest look interval when a write limit is set.
+const MIN_WRITE_TICK: Duration = Duration::from_millis(100);
+
+/// Bytes written to the socket that the peer has not yet taken (Linux
+/// `TIOCOUTQ`: unsent plus unacknowledged); 0 if the kernel cannot say.
+fn unsent_bytes(socket: &std::net::TcpStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ stores one `c_int` through the pointer, which points
+    // to a live local; the descriptor is open for as long as `socket` lives.
+    let r = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// Per-connection state; lowers the open-connections gauge when the

@@ -26,6 +26,7 @@ mod metadata;
 mod metricset;
 mod span;
 mod stacktrace;
+mod syntax;
 mod transaction;
 
 use super::event::Metadata;
@@ -328,13 +329,13 @@ impl Decoder {
         let n = first_value_len(line);
         if n >= line.len() {
             self.tape = Some(tape.reset());
-            return Err(LineError::Decode(err.to_string()));
+            return Err(syntax::syntax_error(&err));
         }
         self.retry.clear();
         self.retry.extend_from_slice(line.get(..n).unwrap_or(line));
         let r = match simd_json::fill_tape(&mut self.retry, &mut self.buffers, &mut tape) {
             Ok(()) => root_object(&tape.0).and_then(|o| f(o, &self.cfg)),
-            Err(e) => Err(LineError::Decode(e.to_string())),
+            Err(e) => Err(syntax::syntax_error(&e)),
         };
         self.tape = Some(tape.reset());
         r
@@ -382,7 +383,7 @@ mod depth_tests {
 
     fn depth_of(json: &str) -> R<()> {
         let mut buf = json.as_bytes().to_vec();
-        let tape = simd_json::to_tape(&mut buf).map_err(|e| LineError::Decode(e.to_string()))?;
+        let tape = simd_json::to_tape(&mut buf).map_err(|e| syntax::syntax_error(&e))?;
         root_object(&tape.0).map(|_| ())
     }
 
