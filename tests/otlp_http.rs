@@ -306,14 +306,22 @@ async fn malformed_otlp_json_is_400_with_a_json_status() {
         b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"zz\"}]}]}]}",
         deep.as_bytes(),
     ] {
-        let r = common::post(&format!("{}/v1/traces", s.url), body.to_vec(), &[JSON, AUTH]).await;
+        let r = common::post(
+            &format!("{}/v1/traces", s.url),
+            body.to_vec(),
+            &[JSON, AUTH],
+        )
+        .await;
         assert_eq!(r.status, 400, "{}", r.body);
         assert_eq!(r.headers["content-type"], "application/json");
         let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON status");
         assert_eq!(v["code"], 3);
-        assert!(v["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("failed to decode OTLP traces")), "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("failed to decode OTLP traces")),
+            "{v}"
+        );
     }
 }
 

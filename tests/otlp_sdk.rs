@@ -26,7 +26,10 @@ fn installed(test: &str, what: &str, path: PathBuf) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    let msg = format!("{what} not installed at {} (run .ci/agents.sh)", path.display());
+    let msg = format!(
+        "{what} not installed at {} (run .ci/agents.sh)",
+        path.display()
+    );
     if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
         panic!("{test}: {msg} (CI=true: the SDK is required)");
     }
@@ -77,8 +80,8 @@ async fn run_sdk(sdk: Sdk, url: &str, token: &str, service: &str) -> String {
         .env("TOKEN", token)
         .env("SERVICE", service);
     let out = tokio::task::spawn_blocking(move || cmd.output().expect("the SDK program runs"))
-    .await
-    .expect("join");
+        .await
+        .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -147,7 +150,8 @@ async fn python_sdk_with_a_wrong_token_is_refused() {
 
 #[tokio::test]
 async fn node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
-    let Some(modules) = node_modules("node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams")
+    let Some(modules) =
+        node_modules("node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams")
     else {
         return;
     };
@@ -171,7 +175,9 @@ async fn node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
     };
     // (processor.event is added by the ingest pipeline: tell them apart by
     // `transaction.type` / `span.type`)
-    let tx = find("traces-apm-default", &|d| d["transaction"]["type"].is_string());
+    let tx = find("traces-apm-default", &|d| {
+        d["transaction"]["type"].is_string()
+    });
     assert_eq!(tx.len(), 1, "{docs:?}");
     assert_eq!(tx[0]["transaction"]["name"], "GET /checkout");
     assert_eq!(tx[0]["transaction"]["result"], "HTTP 5xx");
@@ -182,9 +188,15 @@ async fn node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
     let err = find("logs-apm.error-default", &|_| true);
     assert_eq!(err.len(), 1, "{docs:?}");
     assert_eq!(err[0]["error"]["exception"][0]["type"], "TypeError");
-    assert_eq!(err[0]["error"]["exception"][0]["message"], "checkout failed");
+    assert_eq!(
+        err[0]["error"]["exception"][0]["message"],
+        "checkout failed"
+    );
     assert_eq!(err[0]["transaction"]["id"], tx[0]["transaction"]["id"]);
-    assert_eq!(err[0]["http"]["response"]["status_code"], 500, "the span's HTTP context");
+    assert_eq!(
+        err[0]["http"]["response"]["status_code"], 500,
+        "the span's HTTP context"
+    );
     let metrics = find("metrics-apm.app.node_otel-default", &|_| true);
     let names: Vec<&str> = metrics
         .iter()
@@ -193,7 +205,9 @@ async fn node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
         .collect();
     assert!(names.contains(&"orders.placed"), "{names:?}");
     assert!(names.contains(&"checkout.duration"), "{names:?}");
-    let logs = find("logs-apm.app.node_otel-default", &|d| d["message"] == "stock is low");
+    let logs = find("logs-apm.app.node_otel-default", &|d| {
+        d["message"] == "stock is low"
+    });
     assert_eq!(logs.len(), 1, "{docs:?}");
     assert_eq!(logs[0]["log"]["level"], "WARN");
 }

@@ -109,11 +109,7 @@ fn make_otlp_payload(seq: u64, n: usize, level: u32) -> Payload {
     }
 }
 
-fn build_headers(
-    args: &Args,
-    rum: bool,
-    otlp: bool,
-) -> Result<reqwest::header::HeaderMap, String> {
+fn build_headers(args: &Args, rum: bool, otlp: bool) -> Result<reqwest::header::HeaderMap, String> {
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
     let mut h = HeaderMap::new();
     h.insert(

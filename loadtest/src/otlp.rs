@@ -25,8 +25,8 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics,
-    ScopeMetrics, Sum,
+    metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
@@ -312,8 +312,8 @@ mod tests {
                 })
                 .sum();
             assert_eq!(points, n);
-            let l = ExportLogsServiceRequest::decode(&body(Signal::Logs, 3, n, 1)[..])
-                .expect("logs");
+            let l =
+                ExportLogsServiceRequest::decode(&body(Signal::Logs, 3, n, 1)[..]).expect("logs");
             assert_eq!(l.resource_logs[0].scope_logs[0].log_records.len(), n);
         }
     }

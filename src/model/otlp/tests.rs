@@ -391,7 +391,10 @@ fn array_attributes_become_label_lists_by_their_first_element_type() {
     let mut root = span_of(1, &[], span::SpanKind::Server, vec![]);
     root.attributes = vec![
         kv("tags", array(vec![s("a"), Value::IntValue(1), s("b")])),
-        kv("flags", array(vec![Value::BoolValue(true), Value::BoolValue(false)])),
+        kv(
+            "flags",
+            array(vec![Value::BoolValue(true), Value::BoolValue(false)]),
+        ),
         kv("sizes", array(vec![Value::IntValue(3), Value::IntValue(4)])),
         kv("ratios", array(vec![Value::DoubleValue(0.5)])),
         kv("empty", array(vec![])),
