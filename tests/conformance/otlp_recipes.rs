@@ -153,7 +153,7 @@ fn traces() -> Vec<u8> {
                     "resource_attribute_float_array",
                     array(vec![
                         Value::DoubleValue(123456.789),
-                        Value::DoubleValue(987654321.123456789),
+                        Value::DoubleValue(987_654_321.123_456_8),
                     ]),
                 ),
                 kv("resource_attribute_int", Value::IntValue(123456)),
