@@ -21,9 +21,10 @@ RUN apt-get update \
 COPY --from=builder /usr/local/bin/apm-rs /usr/local/bin/apm-rs
 WORKDIR /usr/share/apm-rs
 USER apm-rs
-EXPOSE 8200
+EXPOSE 8200 4317
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=5 \
     CMD curl -fsS -o /dev/null http://localhost:8200/ || exit 1
 ENTRYPOINT ["/usr/local/bin/apm-rs"]
-# Inside a container the server must listen on all interfaces.
-CMD ["-E", "apm-server.host=0.0.0.0:8200"]
+# Inside a container the server must listen on all interfaces (intake and
+# OTLP/gRPC).
+CMD ["-E", "apm-server.host=0.0.0.0:8200", "-E", "apm-server.otlp.grpc.host=0.0.0.0:4317"]

@@ -15,6 +15,7 @@ pub mod budget;
 pub mod config;
 pub mod es;
 pub mod fuzzing;
+pub mod grpc;
 pub mod http;
 pub mod model;
 pub mod output;

@@ -1,8 +1,9 @@
-//! Server assembly: builds the pipeline and the HTTP server from the
-//! configuration, runs them, and shuts them down gracefully.
+//! Server assembly: builds the pipeline, the HTTP server and the optional
+//! OTLP/gRPC listener from the configuration, runs them, and shuts them down
+//! gracefully.
 //!
 //! Shutdown order (within `apm-server.shutdown_timeout`): stop accepting
-//! connections and let in-flight requests finish, close the pipeline intake,
+//! connections and let in-flight requests (HTTP and gRPC) finish, close the pipeline intake,
 //! drain every stage in order, flush and close the outputs. Whatever is not
 //! delivered by the deadline (plus a short grace, see
 //! [`crate::pipeline::Pipeline::shutdown`]) is logged with its count and
@@ -43,6 +44,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Pipeline(#[from] pipeline::StartError),
+    #[error(transparent)]
+    Grpc(#[from] crate::grpc::GrpcStartError),
 }
 
 /// Builds a server; tests swap the output or add pipeline hooks.
@@ -185,6 +188,14 @@ impl ServerBuilder {
             ),
             None => None,
         };
+        let grpc = match cfg.grpc_listen_addr() {
+            Some(a) => Some(crate::grpc::listener::start(
+                Arc::clone(&state),
+                &a,
+                tls.clone(),
+            )?),
+            None => None,
+        };
         let addr = cfg.listen_addr();
         let (tx, rx) = std::sync::mpsc::channel();
         let http_cfg = Arc::clone(&cfg);
@@ -244,16 +255,31 @@ impl ServerBuilder {
                     }
                 });
             })?;
-        let (addrs, handle) = rx
+        let started = rx
             .recv()
-            .map_err(|_| StartError::Config("http thread exited early".into()))??;
+            .map_err(|_| StartError::Config("http thread exited early".into()))
+            .and_then(|r| r);
+        let (addrs, handle) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(g) = grpc {
+                    g.stop();
+                }
+                return Err(e);
+            }
+        };
         let addr = addrs
             .first()
             .copied()
             .ok_or_else(|| StartError::Config("no listen address".into()))?;
         tracing::info!(%addr, "apm-rs listening");
+        if let Some(g) = &grpc {
+            tracing::info!(addr = %g.addr, "apm-rs listening for OTLP/gRPC");
+        }
         Ok(RunningServer {
             addr,
+            grpc_addr: grpc.as_ref().map(|g| g.addr),
+            grpc,
             telemetry,
             pipeline,
             handle,
@@ -269,6 +295,9 @@ impl ServerBuilder {
 /// A started server.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Address of the OTLP/gRPC listener (`apm-server.otlp.grpc.host`), if on.
+    pub grpc_addr: Option<SocketAddr>,
+    grpc: Option<crate::grpc::GrpcServer>,
     pub telemetry: Arc<Telemetry>,
     pub pipeline: Arc<Pipeline>,
     handle: actix_web::dev::ServerHandle,
@@ -285,6 +314,9 @@ impl RunningServer {
     pub fn shutdown(mut self) -> bool {
         let deadline = Instant::now() + self.shutdown_timeout;
         tracing::info!("shutting down: finishing in-flight requests");
+        if let Some(g) = &self.grpc {
+            g.begin_stop();
+        }
         let stop = self.handle.stop(true);
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -295,6 +327,9 @@ impl RunningServer {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(g) = self.grpc.take() {
+            g.stop();
         }
         self.agent_configs.stop();
         tracing::info!("shutting down: draining the pipeline");

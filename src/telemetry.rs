@@ -11,6 +11,8 @@
 //! [`Telemetry::accounting`] reads it.
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Reasons an event is rejected before it is accepted (the client saw the reason).
 pub mod reject {
@@ -30,9 +32,12 @@ pub mod fail {
     pub const REJECTED: &str = "rejected_by_output";
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
     pub const IO: &str = "io";
+    /// Made a stage panic twice and was written to the dead-letter file.
+    pub const DEAD_LETTER: &str = "dead_letter";
 }
 
 /// All metrics of one server instance (not global: tests run several servers per process).
+#[derive(Clone)]
 pub struct Telemetry {
     pub registry: Registry,
     /// Event lines read from requests after the metadata line (a v3 transaction line counts each event it expands into).
@@ -45,6 +50,8 @@ pub struct Telemetry {
     /// Accepted events dropped by design (unsampled non-RUM transactions).
     pub events_discarded: IntCounterVec,
     pub requests: IntCounterVec,
+    /// OTLP/gRPC calls by method path and gRPC status code.
+    pub grpc_requests: IntCounterVec,
     pub stage_panics: IntCounterVec,
     pub stage_processed: IntCounterVec,
     pub stage_busy_ns: IntCounterVec,
@@ -61,6 +68,13 @@ pub struct Telemetry {
     pub aggregation_state_bytes: IntGauge,
     /// Groups held by the aggregator's open windows (sampled at scrape).
     pub aggregation_groups: IntGauge,
+    /// Only in the view the disk queue's delivery output counts through
+    /// ([`Telemetry::for_disk_queue_delivery`]): documents that output
+    /// abandons at the shutdown deadline stay in the queue (the next run
+    /// delivers them), so they are counted here, not as failed.
+    stayed_queued: Option<Arc<AtomicU64>>,
+    /// Shared by every view of one server's telemetry.
+    server: Arc<()>,
 }
 
 /// A snapshot of the accounting counters.
@@ -159,6 +173,12 @@ impl Telemetry {
                 "HTTP requests by route and status.",
                 &["route", "status"],
             ),
+            grpc_requests: counter_vec(
+                &r,
+                "grpc_requests_total",
+                "OTLP/gRPC calls by method and gRPC status code.",
+                &["method", "code"],
+            ),
             stage_panics: counter_vec(
                 &r,
                 "stage_panics_total",
@@ -223,7 +243,35 @@ impl Telemetry {
                 "Metric groups held by the aggregator's open windows.",
             ),
             registry: r,
+            stayed_queued: None,
+            server: Arc::new(()),
         }
+    }
+
+    /// The same counters, for the output fed by the disk queue: what it
+    /// abandons at the shutdown deadline (`failed{shutdown}` elsewhere) is
+    /// still queued on disk and delivered by the next run, so counting it
+    /// as failed too would count those events twice across the restart.
+    pub fn for_disk_queue_delivery(&self) -> Telemetry {
+        Telemetry {
+            stayed_queued: Some(Arc::new(AtomicU64::new(0))),
+            ..self.clone()
+        }
+    }
+
+    /// Documents the disk queue's delivery output abandoned at the shutdown
+    /// deadline so far (0 in any other view). Read with `Acquire` after the
+    /// acks of a record were seen dropped: if this is still 0, none of them
+    /// was dropped by an abandonment (the output counts before it drops).
+    pub fn stayed_queued(&self) -> u64 {
+        self.stayed_queued
+            .as_ref()
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
+    /// True when both are views of one server's telemetry.
+    pub fn same_server(&self, other: &Telemetry) -> bool {
+        Arc::ptr_eq(&self.server, &other.server)
     }
 
     pub fn reject(&self, reason: &str, n: usize) {
@@ -235,6 +283,10 @@ impl Telemetry {
     }
 
     pub fn fail(&self, reason: &str, n: usize) {
+        if let (Some(stayed), fail::SHUTDOWN) = (&self.stayed_queued, reason) {
+            stayed.fetch_add(n as u64, Ordering::SeqCst);
+            return;
+        }
         if n > 0 {
             self.events_failed
                 .with_label_values(&[reason])

@@ -53,7 +53,11 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("pipeline", &["http", "server", "agentcfg"]),
     ("auth", &["http", "pipeline", "output", "server", "model"]),
     ("sourcemap", &["http", "pipeline", "server", "output"]),
-    ("http", &["server", "output"]),
+    ("http", &["server", "output", "grpc"]),
+    (
+        "grpc",
+        &["server", "output", "queue", "sourcemap", "agentcfg"],
+    ),
 ];
 
 fn src() -> PathBuf {

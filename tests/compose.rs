@@ -165,7 +165,10 @@ fn ports() {
     let ports = |s: &str| str_list(&service(&c, s)["ports"]);
     assert_eq!(ports("elasticsearch"), vec!["127.0.0.1:${ES_PORT}:9200"]);
     assert_eq!(ports("kibana"), vec!["127.0.0.1:${KIBANA_PORT}:5601"]);
-    assert_eq!(ports("apm-rs"), vec!["${APM_PORT}:8200"]);
+    assert_eq!(
+        ports("apm-rs"),
+        vec!["${APM_PORT}:8200", "${APM_GRPC_PORT}:4317"]
+    );
 }
 
 #[test]
@@ -238,6 +241,7 @@ fn apm_rs_settings_load_as_in_the_container() {
     })
     .expect("apm-rs accepts the compose settings");
     assert_eq!(cfg.listen_addr(), "0.0.0.0:8200");
+    assert_eq!(cfg.grpc_listen_addr().as_deref(), Some("0.0.0.0:4317"));
     assert!(cfg.elasticsearch_output_enabled());
     let es = cfg.output.elasticsearch.as_ref().expect("es output");
     assert_eq!(
@@ -263,6 +267,8 @@ fn dockerfile_multi_stage_slim_rustls() {
     assert!(d.contains("COPY --from=builder"));
     assert!(d.contains("EXPOSE 8200"));
     assert!(d.contains("apm-server.host=0.0.0.0:8200"));
+    assert!(d.contains("EXPOSE 8200 4317"));
+    assert!(d.contains("apm-server.otlp.grpc.host=0.0.0.0:4317"));
     assert!(
         !d.contains("libssl") && !d.contains("openssl"),
         "no OpenSSL in the image"

@@ -146,8 +146,12 @@ async fn assert_exactly_once(es: &EsDouble, accepted: &HashSet<String>, within: 
 
 /// A metric's value from the server's registry (sum over labels).
 fn metric(srv: &TestServer, name: &str) -> u64 {
-    srv.telemetry()
-        .render()
+    metric_of(srv.telemetry(), name)
+}
+
+/// A metric's value from a registry (sum over labels).
+fn metric_of(t: &apm_rs::telemetry::Telemetry, name: &str) -> u64 {
+    t.render()
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split([' ', '{']).next() == Some(name))
@@ -234,6 +238,64 @@ async fn bulk_timeouts_make_no_duplicates_with_either_queue() {
         println!("disk={disk}: {} bulks for 1,600 events", es.bulk_requests());
         assert!(es.bulk_requests() > 1);
     }
+}
+
+/// SIGTERM's deadline passes while bulks are still waiting for their
+/// answers: what was abandoned stays queued and is not also counted failed,
+/// records answered behind one still in flight are not delivered again, and
+/// the next run replays exactly what was queued; every event is in
+/// Elasticsearch once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_deadline_with_bulks_in_flight_counts_each_event_once_across_the_restart() {
+    let es = EsDouble::start();
+    let q = tempfile::tempdir().expect("tempdir");
+    let opts = disk_queue(q.path(), &["apm-server.shutdown_timeout=1s"]);
+    let mut srv = start(&es, &opts);
+    let sent = load(&srv.url, 4, 10, 10, |_| false).await;
+    assert_eq!(sent.accepted.len(), 400, "{:?}", sent.statuses);
+    // Answers are now held back past the deadline: the bulks in flight and
+    // those still to send are abandoned.
+    es.set_faults(Faults {
+        bulk_response_delay_ms: 5_000,
+        ..Faults::default()
+    });
+    let first = std::sync::Arc::clone(&srv.server.as_ref().expect("running").telemetry);
+    srv.shutdown().await;
+    let a = first.accounting();
+    let queued = metric_of(&first, "apm_rs_queue_events");
+    println!("first run: {a:?}, queued {queued}");
+    assert!(a.balanced(), "{a:?}");
+    assert!(queued > 0, "the test needs bulks in flight at the deadline");
+    assert_eq!(
+        a.failed, 0,
+        "abandoned events stay queued, not failed: {a:?}"
+    );
+    // Exact but for one case (docs/durability.md): a record whose documents
+    // were split over two bulks, one answered and one abandoned, stays
+    // queued whole, so its answered documents are counted indexed in both
+    // runs. That excess is at most one bulk's worth of such records.
+    let excess = (a.indexed + a.discarded + queued).saturating_sub(a.accepted);
+    assert!(
+        a.indexed + a.discarded + queued >= a.accepted && excess < 100,
+        "accepted = indexed + failed + queued: {a:?}, queued {queued}"
+    );
+
+    es.clear_faults();
+    let srv = start(&es, &opts);
+    assert_eq!(metric(&srv, "apm_rs_queue_replayed_events_total"), queued);
+    let t0 = Instant::now();
+    while metric(&srv, "apm_rs_queue_events") > 0 || srv.telemetry().accounting().indexed < queued {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "replay did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = srv.telemetry().accounting();
+    println!("second run: {b:?}");
+    assert_eq!((b.indexed, b.failed), (queued, 0), "{b:?}");
+    assert_eq!(a.indexed + b.indexed, 400 + excess);
+    assert_exactly_once(&es, &sent.accepted, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

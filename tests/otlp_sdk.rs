@@ -1,9 +1,10 @@
-//! The real OpenTelemetry Python and Node.js SDKs (OTLP/HTTP protobuf
-//! exporters, pinned in agents/otel-python and agents/otel-node, installed
-//! by .ci/agents.sh) against the real server: traces with an exception
-//! event, metrics and logs sent with a secret token arrive as documents in
-//! their data streams; a wrong token is refused. Without the installed SDK
-//! the tests print SKIPPED (and fail on CI).
+//! The real OpenTelemetry Python SDK (its OTLP/HTTP protobuf and OTLP/gRPC
+//! exporters, pinned in agents/otel-python) and Node.js SDK (OTLP/HTTP
+//! protobuf, pinned in agents/otel-node), installed by .ci/agents.sh,
+//! against the real server: traces with an exception event, metrics and logs
+//! sent with a secret token arrive as documents in their data streams; a
+//! wrong token is refused.
+//! Without the installed SDK the tests print SKIPPED (and fail on CI).
 
 mod common;
 
@@ -14,21 +15,18 @@ use std::process::Command;
 
 const TOKEN: &str = "otel-s3cr3t";
 
-fn agents_dir() -> PathBuf {
-    std::env::var_os("APM_RS_AGENTS_DIR")
+fn python(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("APM_RS_AGENTS_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/apm-rs/agents")))
-        .unwrap_or_else(|| PathBuf::from("/nonexistent"))
-}
-
-/// `Some(path)` when `path` exists; else SKIPPED (a failure on CI).
-fn installed(test: &str, what: &str, path: PathBuf) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+    let py = dir.join("otel-python/bin/python");
+    if py.exists() {
+        return Some(py);
     }
     let msg = format!(
-        "{what} not installed at {} (run .ci/agents.sh)",
-        path.display()
+        "OpenTelemetry Python SDK not installed at {} (run .ci/agents.sh)",
+        py.display()
     );
     if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
         panic!("{test}: {msg} (CI=true: the SDK is required)");
@@ -37,51 +35,49 @@ fn installed(test: &str, what: &str, path: PathBuf) -> Option<PathBuf> {
     None
 }
 
-fn python(test: &str) -> Option<PathBuf> {
-    installed(
-        test,
-        "OpenTelemetry Python SDK",
-        agents_dir().join("otel-python/bin/python"),
-    )
+/// Which of the SDK's OTLP exporters sends.
+#[derive(Clone, Copy)]
+enum Exporter {
+    Http,
+    Grpc,
 }
 
-/// The installed Node.js SDK's `node_modules`.
-fn node_modules(test: &str) -> Option<PathBuf> {
-    installed(
-        test,
-        "OpenTelemetry Node.js SDK",
-        agents_dir().join("otel-node/node_modules"),
-    )
-}
-
-/// Which SDK program runs.
-enum Sdk {
-    Python(PathBuf),
-    Node(PathBuf),
-}
-
-/// Runs the SDK program; its stdout (one result line per signal).
-async fn run_sdk(sdk: Sdk, url: &str, token: &str, service: &str) -> String {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = match sdk {
-        Sdk::Python(py) => {
-            let mut c = Command::new(py);
-            c.arg(repo.join("agents/otel-python/app.py"));
-            c
+/// A server with the secret token (and, for gRPC, the gRPC listener) and
+/// the endpoint the exporter is pointed at.
+fn server(exporter: Exporter) -> (TestServer, String) {
+    let token = format!("apm-server.auth.secret_token={TOKEN}");
+    match exporter {
+        Exporter::Http => {
+            let s = TestServer::start(&[&token]);
+            let url = s.url.clone();
+            (s, url)
         }
-        Sdk::Node(modules) => {
-            let mut c = Command::new("node");
-            c.arg(repo.join("agents/otel-node/app.js"))
-                .env("NODE_PATH", modules);
-            c
+        Exporter::Grpc => {
+            let s = TestServer::start(&[&token, "apm-server.otlp.grpc.host=127.0.0.1:0"]);
+            let addr = s.server.as_ref().and_then(|r| r.grpc_addr).expect("grpc");
+            (s, format!("http://{addr}"))
         }
-    };
-    cmd.env("ENDPOINT", url)
-        .env("TOKEN", token)
-        .env("SERVICE", service);
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("the SDK program runs"))
-        .await
-        .expect("join");
+    }
+}
+
+/// Runs the SDK script; its stdout (one result line per signal).
+async fn run_sdk(py: PathBuf, exporter: Exporter, url: &str, token: &str, service: &str) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-python/app.py");
+    let (url, token, service) = (url.to_owned(), token.to_owned(), service.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(py);
+        cmd.arg(script);
+        if let Exporter::Grpc = exporter {
+            cmd.arg("--grpc");
+        }
+        cmd.env("ENDPOINT", url)
+            .env("TOKEN", token)
+            .env("SERVICE", service)
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -96,9 +92,22 @@ async fn python_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
     let Some(py) = python("python_sdk_traces_metrics_and_logs_arrive_in_their_data_streams") else {
         return;
     };
-    let token = format!("apm-server.auth.secret_token={TOKEN}");
-    let mut s = TestServer::start(&[&token]);
-    let out = run_sdk(Sdk::Python(py), &s.url, TOKEN, "py-otel").await;
+    everything_arrives(py, Exporter::Http).await;
+}
+
+#[tokio::test]
+async fn python_sdk_over_grpc_traces_metrics_and_logs_arrive_in_their_data_streams() {
+    let Some(py) =
+        python("python_sdk_over_grpc_traces_metrics_and_logs_arrive_in_their_data_streams")
+    else {
+        return;
+    };
+    everything_arrives(py, Exporter::Grpc).await;
+}
+
+async fn everything_arrives(py: PathBuf, exporter: Exporter) {
+    let (mut s, url) = server(exporter);
+    let out = run_sdk(py, exporter, &url, TOKEN, "py-otel").await;
     assert!(out.contains("traces SUCCESS"), "{out}");
     assert!(out.contains("metrics SUCCESS"), "{out}");
     assert!(s.shutdown().await);
@@ -139,13 +148,70 @@ async fn python_sdk_with_a_wrong_token_is_refused() {
     let Some(py) = python("python_sdk_with_a_wrong_token_is_refused") else {
         return;
     };
-    let token = format!("apm-server.auth.secret_token={TOKEN}");
-    let mut s = TestServer::start(&[&token]);
-    let out = run_sdk(Sdk::Python(py), &s.url, "wrong", "py-otel").await;
+    wrong_token_is_refused(py, Exporter::Http).await;
+}
+
+#[tokio::test]
+async fn python_sdk_over_grpc_with_a_wrong_token_is_refused() {
+    let Some(py) = python("python_sdk_over_grpc_with_a_wrong_token_is_refused") else {
+        return;
+    };
+    wrong_token_is_refused(py, Exporter::Grpc).await;
+}
+
+async fn wrong_token_is_refused(py: PathBuf, exporter: Exporter) {
+    let (mut s, url) = server(exporter);
+    let out = run_sdk(py, exporter, &url, "wrong", "py-otel").await;
     assert!(out.contains("traces FAILURE"), "{out}");
     assert!(out.contains("metrics FAILURE"), "{out}");
     assert!(s.shutdown().await);
     assert!(s.docs().is_empty());
+}
+
+/// The installed Node.js SDK's `node_modules`, or SKIPPED (a failure on CI).
+fn node_modules(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("APM_RS_AGENTS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/apm-rs/agents")))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+    let modules = dir.join("otel-node/node_modules");
+    if modules.exists() {
+        return Some(modules);
+    }
+    let msg = format!(
+        "OpenTelemetry Node.js SDK not installed at {} (run .ci/agents.sh)",
+        modules.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
+        panic!("{test}: {msg} (CI=true: the SDK is required)");
+    }
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {msg} ***\n");
+    None
+}
+
+/// Runs agents/otel-node/app.js; its stdout (one result line per signal).
+async fn run_node(modules: PathBuf, url: &str, token: &str, service: &str) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-node/app.js");
+    let (url, token, service) = (url.to_owned(), token.to_owned(), service.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("NODE_PATH", modules)
+            .env("ENDPOINT", url)
+            .env("TOKEN", token)
+            .env("SERVICE", service)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sdk script failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 #[tokio::test]
@@ -157,7 +223,7 @@ async fn node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
     };
     let token = format!("apm-server.auth.secret_token={TOKEN}");
     let mut s = TestServer::start(&[&token]);
-    let out = run_sdk(Sdk::Node(modules), &s.url, TOKEN, "node-otel").await;
+    let out = run_node(modules, &s.url, TOKEN, "node-otel").await;
     for signal in ["traces", "metrics", "logs"] {
         assert!(out.contains(&format!("{signal} SUCCESS")), "{out}");
     }
@@ -219,7 +285,7 @@ async fn node_sdk_with_a_wrong_token_is_refused() {
     };
     let token = format!("apm-server.auth.secret_token={TOKEN}");
     let mut s = TestServer::start(&[&token]);
-    let out = run_sdk(Sdk::Node(modules), &s.url, "wrong", "node-otel").await;
+    let out = run_node(modules, &s.url, "wrong", "node-otel").await;
     for signal in ["traces", "metrics", "logs"] {
         assert!(out.contains(&format!("{signal} FAILURE 401")), "{out}");
     }

@@ -1,15 +1,25 @@
-"""Sends OTLP/HTTP (protobuf) traces, metrics and logs with the
-OpenTelemetry Python SDK, for tests/otlp_sdk.rs.
+"""Sends traces, metrics and logs with the OpenTelemetry Python SDK over
+OTLP/HTTP (protobuf, the default) or OTLP/gRPC (`--grpc`), for
+tests/otlp_sdk.rs.
 
 Environment: ENDPOINT (http://host:port), TOKEN (secret token), SERVICE.
 Prints one line per signal, "<signal> <SUCCESS|FAILURE>", and exits 0.
 """
 import logging
 import os
+import sys
 
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+GRPC = "--grpc" in sys.argv[1:]
+
+if GRPC:
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+else:
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -21,7 +31,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 endpoint = os.environ["ENDPOINT"]
-headers = {"Authorization": "Bearer " + os.environ["TOKEN"]}
+headers = {"authorization": "Bearer " + os.environ["TOKEN"]}
+
+
+def exporter(cls, path):
+    """The exporter `cls` for signal `path` (OTLP/HTTP: one URL per signal;
+    OTLP/gRPC: the server address, plaintext, gzip-compressed)."""
+    if GRPC:
+        return cls(endpoint=endpoint, insecure=True, headers=headers, compression=Compression.Gzip, timeout=10)
+    return cls(endpoint=endpoint + path, headers=headers)
+
 resource = Resource.create({"service.name": os.environ["SERVICE"], "deployment.environment": "test"})
 
 # traces: collected in memory, then exported once so the result is known
@@ -39,7 +58,7 @@ with tracer.start_as_current_span("GET /checkout", kind=SpanKind.SERVER) as root
         raise ValueError("checkout failed")
     except ValueError as e:
         root.record_exception(e)
-result = OTLPSpanExporter(endpoint=endpoint + "/v1/traces", headers=headers).export(spans.get_finished_spans())
+result = exporter(OTLPSpanExporter, "/v1/traces").export(spans.get_finished_spans())
 print("traces", result.name, flush=True)
 
 # metrics: one collection of a counter and a histogram
@@ -49,13 +68,13 @@ meter = mp.get_meter("otlp-sdk-test")
 meter.create_counter("orders.placed").add(3, {"region": "eu"})
 meter.create_histogram("checkout.duration", unit="ms").record(42.0, {"region": "eu"})
 data = reader.get_metrics_data()
-result = OTLPMetricExporter(endpoint=endpoint + "/v1/metrics", headers=headers).export(data)
+result = exporter(OTLPMetricExporter, "/v1/metrics").export(data)
 print("metrics", result.name, flush=True)
 
 # logs: through the logging bridge
 lp = LoggerProvider(resource=resource)
 lp.add_log_record_processor(
-    SimpleLogRecordProcessor(OTLPLogExporter(endpoint=endpoint + "/v1/logs", headers=headers))
+    SimpleLogRecordProcessor(exporter(OTLPLogExporter, "/v1/logs"))
 )
 log = logging.getLogger("otlp-sdk-test")
 log.propagate = False

@@ -525,23 +525,14 @@ impl Config {
 
     /// `apm-server.host` with `:8200` appended when it has no port.
     pub fn listen_addr(&self) -> String {
-        let h = self.apm_server.host.trim();
-        let h = h
-            .strip_prefix("http://")
-            .or_else(|| h.strip_prefix("https://"))
-            .unwrap_or(h);
-        let has_port = if let Some(rest) = h.strip_prefix('[') {
-            rest.contains("]:")
-        } else {
-            h.matches(':').count() == 1
-        };
-        if has_port {
-            h.to_string()
-        } else if h.contains(':') {
-            format!("[{h}]:8200")
-        } else {
-            format!("{h}:8200")
-        }
+        with_default_port(&self.apm_server.host, 8200)
+    }
+
+    /// `apm-server.otlp.grpc.host` with `:4317` appended when it has no
+    /// port; None when the OTLP/gRPC listener is off (empty).
+    pub fn grpc_listen_addr(&self) -> Option<String> {
+        let h = self.apm_server.otlp.grpc.host.trim();
+        (!h.is_empty()).then(|| with_default_port(h, 4317))
     }
 
     /// Whether auth is configured at all (secret token or API keys).
@@ -644,6 +635,27 @@ fn redact_value(v: &mut serde_yaml_ng::Value) {
     }
 }
 
+/// `host` without an `http(s)://` prefix, with `:port` appended when it has none.
+fn with_default_port(host: &str, port: u16) -> String {
+    let h = host.trim();
+    let h = h
+        .strip_prefix("http://")
+        .or_else(|| h.strip_prefix("https://"))
+        .unwrap_or(h);
+    let has_port = if let Some(rest) = h.strip_prefix('[') {
+        rest.contains("]:")
+    } else {
+        h.matches(':').count() == 1
+    };
+    if has_port {
+        h.to_string()
+    } else if h.contains(':') {
+        format!("[{h}]:{port}")
+    } else {
+        format!("{h}:{port}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,6 +706,19 @@ mod tests {
             c.apm_server.rum.source_mapping.max_sourcemap_size.get(),
             524_288_000
         );
+    }
+
+    #[test]
+    fn the_grpc_listener_is_off_by_default_and_takes_port_4317_when_none_is_given() {
+        assert_eq!(cfg(&[]).unwrap().grpc_listen_addr(), None);
+        let on = |h: &str| {
+            cfg(&[&format!("apm-server.otlp.grpc.host={h}")])
+                .unwrap()
+                .grpc_listen_addr()
+        };
+        assert_eq!(on("0.0.0.0").as_deref(), Some("0.0.0.0:4317"));
+        assert_eq!(on("::1").as_deref(), Some("[::1]:4317"));
+        assert_eq!(on("127.0.0.1:0").as_deref(), Some("127.0.0.1:0"));
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct ApmServer {
     pub aggregation: Aggregation,
     /// apm-rs extension: HTTP/2 flow-control limits (HTTPS listener only).
     pub http2: Http2,
+    /// apm-rs extension: OTLP settings (the OTLP/gRPC listener).
+    pub otlp: Otlp,
 }
 
 impl Default for ApmServer {
@@ -112,13 +114,35 @@ impl Default for ApmServer {
             sourcemap: SourcemapUpload::default(),
             aggregation: Aggregation::default(),
             http2: Http2::default(),
+            otlp: Otlp::default(),
         }
     }
 }
 
+/// `apm-server.otlp.*` (apm-rs extension).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Otlp {
+    pub grpc: OtlpGrpc,
+}
+
+/// `apm-server.otlp.grpc.*`: the OTLP/gRPC listener. apm-server serves
+/// OTLP/gRPC on its intake port; apm-rs's HTTP server cannot carry gRPC, so
+/// gRPC has a listener of its own, with the intake listener's TLS
+/// (`apm-server.ssl.*`), authentication and limits.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpGrpc {
+    /// Listen address; `:4317` (OTLP/gRPC's standard port) is appended when
+    /// no port is given. Default empty = no gRPC listener (the container
+    /// image sets `0.0.0.0:4317`).
+    pub host: String,
+}
+
 /// `apm-server.http2.*` (apm-rs extension; apm-server leaves Go's defaults).
 /// HTTP/2 is offered through ALPN on the TLS listener only; the plain
-/// listener speaks HTTP/1.1 (no h2c). The windows bound how many body bytes
+/// listener speaks HTTP/1.1 (no h2c). The OTLP/gRPC listener
+/// (`apm-server.otlp.grpc.host`, HTTP/2 only) uses the same two windows. The windows bound how many body bytes
 /// a client may send that the server has not read yet, per stream and per
 /// connection; actix-http's defaults (1 MiB and 2 MiB) are halved and
 /// quartered here so that a connection of stalled streams holds at most
@@ -820,6 +844,47 @@ pub struct Queue {
     #[serde(rename = "type")]
     pub kind: QueueType,
     pub disk: DiskQueue,
+    pub dead_letter: DeadLetterFile,
+}
+
+impl Queue {
+    /// Where poison events are written: `queue.dead_letter.path`, else
+    /// `dead_letter.ndjson` in `queue.disk.path` (disk queue) or in `data`
+    /// (memory queue).
+    pub fn dead_letter_path(&self) -> std::path::PathBuf {
+        if !self.dead_letter.path.is_empty() {
+            return self.dead_letter.path.clone().into();
+        }
+        let dir = match self.kind {
+            QueueType::Disk => self.disk.path.as_str(),
+            QueueType::Memory => "data",
+        };
+        std::path::Path::new(dir).join("dead_letter.ndjson")
+    }
+}
+
+/// `queue.dead_letter.*`: the file of poison events (events that made the
+/// sourcemap or indexer stage panic twice; format and replay in
+/// docs/durability.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterFile {
+    /// The file. Default empty: `dead_letter.ndjson` next to the disk queue
+    /// (`queue.disk.path`), or in `data/` with the memory queue.
+    pub path: String,
+    /// The file never grows past this; further poison events are logged and
+    /// counted (`failed{panic}`, `dead_letter_dropped_total{reason="full"}`),
+    /// never waited for. Default 100MiB.
+    pub max_size: ByteSize,
+}
+
+impl Default for DeadLetterFile {
+    fn default() -> Self {
+        DeadLetterFile {
+            path: String::new(),
+            max_size: ByteSize::mib(100),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

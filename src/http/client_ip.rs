@@ -180,17 +180,33 @@ pub fn parse_ip_port(s: &str) -> Option<(IpAddr, u16)> {
     }
 }
 
+/// Read access to request headers for [`derive`]: actix's header map for
+/// HTTP, the `http` crate's for gRPC metadata.
+pub trait Headers {
+    /// Every line of header `name` (lower-case) in order; a line that is not
+    /// visible ASCII is `""`.
+    fn lines(&self, name: &str) -> Vec<&str>;
+}
+
+impl Headers for HeaderMap {
+    fn lines(&self, name: &str) -> Vec<&str> {
+        self.get_all(name)
+            .map(|v| v.to_str().unwrap_or_default())
+            .collect()
+    }
+}
+
 /// The first line of a header as text (an empty or non-UTF-8 value counts as absent).
-fn first(headers: &HeaderMap, name: &str) -> Option<String> {
+fn first(headers: &impl Headers, name: &str) -> Option<String> {
     headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
+        .lines(name)
+        .first()
         .filter(|v| !v.is_empty())
-        .map(str::to_string)
+        .map(|v| v.to_string())
 }
 
 /// apm-server's header rules (netutil.ClientAddrFromHeaders).
-fn from_headers(headers: &HeaderMap) -> Option<(IpAddr, u16)> {
+fn from_headers(headers: &impl Headers) -> Option<(IpAddr, u16)> {
     if let Some(v) = first(headers, "forwarded") {
         let f = parse_forwarded(&v);
         if !f.for_.is_empty() {
@@ -221,12 +237,13 @@ type Hop = Option<(IpAddr, u16)>;
 
 /// The hop chain of `header` (all lines, oldest first; for `X-Real-Ip`
 /// the last line), or None when it is absent.
-fn chain(headers: &HeaderMap, header: ProxyHeader) -> Option<Vec<Hop>> {
+fn chain(headers: &impl Headers, header: ProxyHeader) -> Option<Vec<Hop>> {
     let lines = |name: &str| -> Vec<String> {
         headers
-            .get_all(name)
-            .map(|v| v.to_str().map(str::to_string).unwrap_or_default())
+            .lines(name)
+            .into_iter()
             .filter(|v| !v.trim().is_empty())
+            .map(str::to_string)
             .collect()
     };
     let hops: Vec<Hop> = match header {
@@ -273,7 +290,7 @@ fn from_chain(chain: &[Hop], trusted: &TrustedProxies) -> Option<(IpAddr, u16)> 
 /// Derives the client address of a request (see the module doc). `peer` is the TCP peer (None for Unix sockets).
 pub fn derive(
     peer: Option<SocketAddr>,
-    headers: &HeaderMap,
+    headers: &impl Headers,
     trusted: &TrustedProxies,
 ) -> ClientAddr {
     let from_peer = ClientAddr {

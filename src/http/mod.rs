@@ -24,6 +24,7 @@ pub mod intake;
 pub mod limits;
 pub mod metrics;
 pub mod otlp;
+pub mod otlp_export;
 pub mod response;
 pub mod root;
 pub mod sourcemap_upload;
@@ -186,6 +187,27 @@ fn now_ns() -> i64 {
 
 /// The request-derived event fields (receive time, client address, user agent).
 fn request_base(state: &AppState, req: &HttpRequest, addr: &ClientAddr, rum: bool) -> RequestBase {
+    base_of(state, addr, user_agent(req), rum)
+}
+
+/// The request's `User-Agent` lines joined by `, `; None without one.
+fn user_agent(req: &HttpRequest) -> Option<String> {
+    let ua: Vec<&str> = req
+        .headers()
+        .get_all(actix_web::http::header::USER_AGENT)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!ua.is_empty()).then(|| ua.join(", "))
+}
+
+/// The event fields of a request received now from `addr`; the client
+/// address and user agent only with `apm-server.capture_personal_data`.
+pub fn base_of(
+    state: &AppState,
+    addr: &ClientAddr,
+    user_agent: Option<String>,
+    rum: bool,
+) -> RequestBase {
     let mut base = RequestBase {
         received_ns: now_ns(),
         rum,
@@ -195,14 +217,7 @@ fn request_base(state: &AppState, req: &HttpRequest, addr: &ClientAddr, rum: boo
         base.client_ip = addr.client_ip;
         base.source_port = addr.source_port;
         base.nat_ip = addr.nat_ip;
-        let ua: Vec<&str> = req
-            .headers()
-            .get_all(actix_web::http::header::USER_AGENT)
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if !ua.is_empty() {
-            base.user_agent = Some(ua.join(", "));
-        }
+        base.user_agent = user_agent;
     }
     base
 }

@@ -18,27 +18,20 @@
 //! items; failures are the HTTP status plus a `google.rpc.Status` message.
 
 use super::error::IntakeError;
-use super::intake::{IntakeResult, IntakeRun};
+use super::otlp_export::{self, ExportError, Exported};
 use super::{backend_group, response, AppState};
 use crate::model::otlp::Signal;
-use crate::pipeline::{RawLine, RequestCtx};
+use crate::pipeline::RequestCtx;
 use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
-    metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse},
-    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
-};
 use prost::Message;
 use std::io::Read;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-/// Largest OTLP message accepted, on the wire and decompressed; one message
-/// is one pipeline batch, so this also bounds a batch's memory-budget permit.
-pub const MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
+pub use super::otlp_export::MAX_MESSAGE_BYTES;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -93,14 +86,8 @@ pub enum OtlpHttpError {
     TooLarge,
     #[error("cannot read request body: {0}")]
     Read(String),
-    #[error("request timed out")]
-    TimedOut,
-    /// Every item of the message was refused (the first reason).
-    #[error("{0}")]
-    Invalid(String),
-    /// The pipeline refused the message.
-    #[error("{0}")]
-    Pipeline(IntakeError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 impl OtlpHttpError {
@@ -113,11 +100,13 @@ impl OtlpHttpError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT)
             }
             OtlpHttpError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED),
-            OtlpHttpError::Read(_) | OtlpHttpError::Invalid(_) => {
+            OtlpHttpError::Read(_) | OtlpHttpError::Export(ExportError::Invalid(_)) => {
                 (StatusCode::BAD_REQUEST, INVALID_ARGUMENT)
             }
-            OtlpHttpError::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, DEADLINE_EXCEEDED),
-            OtlpHttpError::Pipeline(e) => match e {
+            OtlpHttpError::Export(ExportError::TimedOut) => {
+                (StatusCode::SERVICE_UNAVAILABLE, DEADLINE_EXCEEDED)
+            }
+            OtlpHttpError::Export(ExportError::Pipeline(e)) => match e {
                 IntakeError::Unauthorized(_) => (StatusCode::FORBIDDEN, PERMISSION_DENIED),
                 IntakeError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED),
                 IntakeError::QueueFull | IntakeError::ShuttingDown => {
@@ -192,15 +181,7 @@ async fn handle(
     let state = state.into_inner();
     let (st, rq) = (&state, &req);
     backend_group(&req, &state, |auth, addr| async move {
-        let rate_key = auth
-            .is_anonymous()
-            .then(|| crate::ratelimit::key_of(addr.client_ip));
-        let ctx = RequestCtx {
-            base: super::request_base(st, rq, &addr, false),
-            auth,
-            rate_key,
-            metadata: OnceLock::new(),
-        };
+        let ctx = otlp_export::request_ctx(st, auth, &addr, super::user_agent(rq));
         let encoding = rq
             .headers()
             .get(CONTENT_TYPE)
@@ -221,7 +202,7 @@ async fn export(
     req: &HttpRequest,
     payload: web::Payload,
     ctx: RequestCtx,
-) -> Result<IntakeResult, OtlpHttpError> {
+) -> Result<Exported, OtlpHttpError> {
     if req.method() != Method::POST {
         return Err(OtlpHttpError::Method);
     }
@@ -234,11 +215,7 @@ async fn export(
         return Err(OtlpHttpError::ContentType(ct));
     };
     let deadline = tokio::time::Instant::now() + state.cfg.apm_server.read_timeout.get();
-    let Ok(Ok(_slot)) =
-        tokio::time::timeout_at(deadline, Arc::clone(&state.decoders).acquire_owned()).await
-    else {
-        return Err(OtlpHttpError::TimedOut);
-    };
+    let _slot = otlp_export::decoder_slot(state, deadline).await?;
     let wire = read_body(payload, deadline).await?;
     state.http_metrics.body_bytes.inc_by(wire.len() as u64);
     let body = match req.headers().get(CONTENT_ENCODING).map(|v| v.as_bytes()) {
@@ -250,46 +227,13 @@ async fn export(
             ))
         }
     };
-    state.http_metrics.decoded_bytes.inc_by(body.len() as u64);
     let body = match encoding {
         Encoding::Protobuf => body,
         Encoding::Json => web::block(move || json_to_protobuf(signal, &body))
             .await
             .map_err(|e| OtlpHttpError::Read(e.to_string()))??,
     };
-    let n = body.len();
-    let result = IntakeRun::new(Arc::clone(state), ctx)
-        .submit(vec![RawLine::Otlp(signal, body)], n)
-        .await;
-    if let Some(t) = result.terminal {
-        return Err(OtlpHttpError::Pipeline(t));
-    }
-    if result.accepted == 0 {
-        if let Some(first) = result.errors.first() {
-            return Err(OtlpHttpError::Invalid(first.error.to_string()));
-        }
-    }
-    Ok(result)
-}
-
-async fn read_body(
-    mut payload: web::Payload,
-    deadline: tokio::time::Instant,
-) -> Result<Bytes, OtlpHttpError> {
-    let mut buf = BytesMut::new();
-    loop {
-        match tokio::time::timeout_at(deadline, payload.next()).await {
-            Err(_) => return Err(OtlpHttpError::TimedOut),
-            Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(e))) => return Err(OtlpHttpError::Read(e.to_string())),
-            Ok(Some(Ok(chunk))) => {
-                if buf.len() + chunk.len() > MAX_MESSAGE_BYTES {
-                    return Err(OtlpHttpError::TooLarge);
-                }
-                buf.extend_from_slice(&chunk);
-            }
-        }
-    }
+    Ok(otlp_export::submit(state, ctx, signal, body).await?)
 }
 
 /// An OTLP/JSON message as the protobuf message of the same signal.
@@ -305,16 +249,37 @@ fn json_to_protobuf(signal: Signal, json: &[u8]) -> Result<Bytes, OtlpHttpError>
         serde_json::from_slice::<M>(json)
             .map(|m| Bytes::from(m.encode_to_vec()))
             .map_err(|e| {
-                OtlpHttpError::Invalid(format!(
+                ExportError::Invalid(format!(
                     "failed to decode OTLP {} request: {e}",
                     signal.as_str()
                 ))
+                .into()
             })
     }
     match signal {
         Signal::Traces => parse::<ExportTraceServiceRequest>(signal, json),
         Signal::Metrics => parse::<ExportMetricsServiceRequest>(signal, json),
         Signal::Logs => parse::<ExportLogsServiceRequest>(signal, json),
+    }
+}
+
+async fn read_body(
+    mut payload: web::Payload,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, OtlpHttpError> {
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, payload.next()).await {
+            Err(_) => return Err(ExportError::TimedOut.into()),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(OtlpHttpError::Read(e.to_string())),
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > MAX_MESSAGE_BYTES {
+                    return Err(OtlpHttpError::TooLarge);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
     }
 }
 
@@ -331,64 +296,19 @@ fn gunzip(wire: &[u8]) -> Result<Bytes, OtlpHttpError> {
     Ok(Bytes::from(out))
 }
 
-/// An export response in either encoding.
-trait ResponseMessage {
-    fn protobuf(&self) -> Vec<u8>;
-    fn json(&self) -> Vec<u8>;
-}
-
-impl<M: Message + serde::Serialize> ResponseMessage for M {
-    fn protobuf(&self) -> Vec<u8> {
-        self.encode_to_vec()
-    }
-    fn json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
-    }
-}
-
 /// `200` with the signal's export response, encoded as the request was;
-/// `partial_success` when items were refused.
-fn success(signal: Signal, encoding: Encoding, r: IntakeResult) -> HttpResponse {
-    let rejected = (r.errors.len() + r.more_errors) as i64;
-    let message = r
-        .errors
-        .first()
-        .map(|e| e.error.to_string())
-        .unwrap_or_default();
-    // JSON leaves an absent `partialSuccess` out (serde would write `null`).
-    let encode = |m: &dyn ResponseMessage, encoding: Encoding| match encoding {
-        Encoding::Protobuf => m.protobuf(),
-        Encoding::Json if rejected == 0 => b"{}".to_vec(),
-        Encoding::Json => m.json(),
-    };
-    let body = match signal {
-        Signal::Traces => encode(
-            &ExportTraceServiceResponse {
-                partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
-                    rejected_spans: rejected,
-                    error_message: message,
-                }),
-            },
-            encoding,
-        ),
-        Signal::Metrics => encode(
-            &ExportMetricsServiceResponse {
-                partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
-                    rejected_data_points: rejected,
-                    error_message: message,
-                }),
-            },
-            encoding,
-        ),
-        Signal::Logs => encode(
-            &ExportLogsServiceResponse {
-                partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
-                    rejected_log_records: rejected,
-                    error_message: message,
-                }),
-            },
-            encoding,
-        ),
+/// `partial_success` when items were refused (left out of a JSON answer
+/// when none were: serde would write `null`).
+fn success(signal: Signal, encoding: Encoding, r: Exported) -> HttpResponse {
+    let body = match encoding {
+        Encoding::Protobuf => r.encode(signal),
+        Encoding::Json if r.rejected == 0 => b"{}".to_vec(),
+        Encoding::Json => match signal {
+            Signal::Traces => serde_json::to_vec(&r.traces()),
+            Signal::Metrics => serde_json::to_vec(&r.metrics()),
+            Signal::Logs => serde_json::to_vec(&r.logs()),
+        }
+        .unwrap_or_else(|_| b"{}".to_vec()),
     };
     response::builder(StatusCode::OK)
         .insert_header((CONTENT_TYPE, encoding.content_type()))

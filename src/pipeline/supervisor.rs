@@ -14,6 +14,7 @@
 //! batches); so `received = rejected + accepted` and `accepted = indexed +
 //! failed + discarded` survive every caught panic.
 
+use crate::queue::dead_letter::panic_text;
 use crate::telemetry::{fail, reject, Telemetry};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -76,16 +77,6 @@ impl StageHandle {
             self.done.recv_deadline(deadline),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected)
         )
-    }
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".into()
     }
 }
 

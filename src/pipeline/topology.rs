@@ -27,6 +27,7 @@ use crate::config::settings::{Pipeline as Profile, Stage};
 use crate::config::Config;
 use crate::model::{EncodeContext, Event};
 use crate::output::{OutputError, OutputFactory};
+use crate::queue::dead_letter::{self, DeadLetter};
 use crate::queue::disk::{self, DiskQueue};
 use crate::queue::Delivery;
 use crate::ratelimit::RateLimiter;
@@ -120,6 +121,8 @@ pub struct Wiring<'a> {
     /// The disk queue (`queue.type: disk`): the rate stage then leaves the
     /// outcome to the indexer, which answers after appending.
     pub queue: Option<Arc<DiskQueue>>,
+    /// Where the sourcemap and indexer stages bury poison events.
+    pub dead_letter: Arc<DeadLetter>,
     intake: Option<Sender<Batch>>,
     stages: Vec<StageHandle>,
     depth: Vec<(&'static str, Probe, usize)>,
@@ -351,6 +354,11 @@ impl Pipeline {
     ) -> Result<Pipeline, StartError> {
         let deadline: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
         let queue = open_queue(cfg, &telemetry)?;
+        let dead_letter = Arc::new(DeadLetter::new(
+            cfg.queue.dead_letter_path(),
+            cfg.queue.dead_letter.max_size.get(),
+            dead_letter::Metrics::new(&telemetry.registry),
+        ));
         let mut w = Wiring {
             cfg,
             telemetry: &telemetry,
@@ -360,6 +368,7 @@ impl Pipeline {
             index_inbox: None,
             aggregation: None,
             queue: queue.clone(),
+            dead_letter,
             intake: None,
             stages: Vec::new(),
             depth: Vec::new(),
@@ -392,15 +401,13 @@ impl Pipeline {
                 .set(*cap as i64);
         }
         let delivery = match &queue {
-            Some(q) => {
-                let output = &resources.output;
-                Some(Delivery::start(
-                    Arc::clone(q),
-                    output.build(cfg.pipeline.indexer.instances, Arc::clone(&telemetry))?,
-                    budget.limit(),
-                    output.flush_interval(),
-                )?)
-            }
+            Some(q) => Some(Delivery::start(
+                Arc::clone(q),
+                resources.output.as_ref(),
+                cfg.pipeline.indexer.instances,
+                &telemetry,
+                budget.limit(),
+            )?),
             None => None,
         };
         Ok(Pipeline {

@@ -24,11 +24,13 @@
 //! ([`crate::output::ids`]); the disk queue derives it from the queue's id
 //! and the document's position in the log.
 
+pub mod dead_letter;
 pub mod disk;
 
 use crate::budget::{MemoryBudget, Permit};
 use crate::output::ids::{document_id, with_id};
-use crate::output::Output;
+use crate::output::{Output, OutputError, OutputFactory};
+use crate::telemetry::Telemetry;
 use disk::{record, DiskQueue};
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -42,14 +44,19 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Starts delivering from the acknowledged position. At most
-    /// `memory` bytes of records are held by the output at a time.
+    /// Starts delivering from the acknowledged position into output
+    /// instance `instance` of `factory`. At most `memory` bytes of records
+    /// are held by the output at a time.
     pub fn start(
         queue: Arc<DiskQueue>,
-        output: Box<dyn Output>,
+        factory: &dyn OutputFactory,
+        instance: usize,
+        telemetry: &Telemetry,
         memory: usize,
-        flush_every: Duration,
-    ) -> std::io::Result<Delivery> {
+    ) -> Result<Delivery, OutputError> {
+        let view = Arc::new(telemetry.for_disk_queue_delivery());
+        let output = factory.build(instance, Arc::clone(&view))?;
+        let flush_every = factory.flush_interval();
         let stop = Arc::new(parking_lot::Mutex::new(None));
         let s = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -60,6 +67,7 @@ impl Delivery {
                     output,
                     budget: MemoryBudget::new(memory.max(1)),
                     outstanding: VecDeque::new(),
+                    telemetry: view,
                     ack_to: None,
                     ack_docs: 0,
                     last_ack: Instant::now(),
@@ -92,12 +100,24 @@ impl Drop for Delivery {
     }
 }
 
+/// A record handed to the output.
+struct Outstanding {
+    seq: u64,
+    docs: u32,
+    /// Its documents' shared ack (gone once every document was answered).
+    ack: Weak<Permit>,
+    /// Every document was answered (seen before any abandonment).
+    answered: bool,
+}
+
 struct Run {
     queue: Arc<DiskQueue>,
     output: Box<dyn Output>,
     budget: Arc<MemoryBudget>,
-    /// Records handed to the output, oldest first, with their documents' shared ack.
-    outstanding: VecDeque<(u64, u32, Weak<Permit>)>,
+    /// Records handed to the output, oldest first.
+    outstanding: VecDeque<Outstanding>,
+    /// The view the output counts through (what it abandons stays queued).
+    telemetry: Arc<Telemetry>,
     ack_to: Option<u64>,
     ack_docs: u64,
     last_ack: Instant,
@@ -105,9 +125,6 @@ struct Run {
 
 /// How often the acknowledged position is written.
 const ACK_EVERY: Duration = Duration::from_millis(100);
-
-/// How long before the shutdown deadline acknowledging stops.
-const SETTLE_MARGIN: Duration = Duration::from_millis(200);
 
 impl Run {
     fn go(&mut self, stop: &parking_lot::Mutex<Option<Instant>>, flush_every: Duration) {
@@ -118,19 +135,22 @@ impl Run {
         let mut doc = Vec::new();
         loop {
             let stopping = *stop.lock();
-            match stopping {
-                // Bulks still in flight at the deadline are abandoned (their
-                // acks dropped without an answer): stop acknowledging just
-                // before, so those records stay queued. A record answered in
-                // the margin is delivered again after the restart (409).
-                Some(deadline) if Instant::now() + SETTLE_MARGIN >= deadline => {}
-                _ => self.settle(stopping.is_some()),
-            }
+            self.settle(stopping.is_some());
             if let Some(deadline) = stopping {
-                if Instant::now() + SETTLE_MARGIN >= deadline
+                if Instant::now() >= deadline
                     || (caught_up && pending.is_none() && self.outstanding.is_empty())
                 {
                     let report = self.output.close(deadline);
+                    // What was answered up to the first abandonment is
+                    // acknowledged; the abandoned records stay queued.
+                    self.settle(true);
+                    let behind: Vec<(u64, u32)> = (self.outstanding.iter())
+                        .filter(|o| o.answered)
+                        .map(|o| (o.seq, o.docs))
+                        .collect();
+                    if let Err(e) = self.queue.record_delivered(&behind) {
+                        tracing::error!(error = %e, records = behind.len(), "disk queue: cannot record the delivered records; they are delivered again after the restart");
+                    }
                     if report.undelivered > 0 {
                         tracing::warn!(
                             documents = report.undelivered,
@@ -178,18 +198,39 @@ impl Run {
             with_id(d, || document_id(id, rec.seq, i as u32), doc);
             self.output.append(doc, Arc::clone(&ack));
         }
-        self.outstanding
-            .push_back((rec.seq, rec.docs, Arc::downgrade(&ack)));
+        self.outstanding.push_back(Outstanding {
+            seq: rec.seq,
+            docs: rec.docs,
+            ack: Arc::downgrade(&ack),
+            answered: false,
+        });
     }
 
     /// Acknowledges the records whose documents were all answered.
+    ///
+    /// At the shutdown deadline the output abandons the bulks still in
+    /// flight, dropping their acks without an answer; it counts them (in
+    /// the view's `stayed_queued`) before it drops them. So once the output
+    /// abandoned anything, a dropped ack no longer proves an answer and
+    /// nothing more is acknowledged: those records stay queued for the next
+    /// run. Records answered before that are acknowledged, so their events
+    /// are not delivered (and counted) a second time after the restart.
     fn settle(&mut self, now: bool) {
-        while let Some((seq, docs, w)) = self.outstanding.front() {
-            if w.strong_count() > 0 {
-                break;
+        let done: Vec<usize> = (self.outstanding.iter().enumerate())
+            .filter(|(_, o)| !o.answered && o.ack.strong_count() == 0)
+            .map(|(i, _)| i)
+            .collect();
+        // Pairs with the releases of the acks' drops: an abandonment counted
+        // before one of the drops just seen is visible below.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        if self.telemetry.stayed_queued() == 0 {
+            for i in done {
+                self.outstanding[i].answered = true;
             }
-            self.ack_to = Some(seq + 1);
-            self.ack_docs += u64::from(*docs);
+        }
+        while let Some(o) = self.outstanding.front().filter(|o| o.answered) {
+            self.ack_to = Some(o.seq + 1);
+            self.ack_docs += u64::from(o.docs);
             self.outstanding.pop_front();
         }
         if let Some(seq) = self.ack_to {

@@ -62,6 +62,15 @@ pub fn test_config(overrides: &[&str]) -> (Config, tempfile::TempDir) {
         "apm-server.host=127.0.0.1:0".into(),
         format!("output.file.path={}", dir.path().display()),
         "apm-server.shutdown_timeout=10s".into(),
+        // Poison events go to the server's temporary directory (in a
+        // folder of its own, which the sink readers skip), not to ./data.
+        format!(
+            "queue.dead_letter.path={}",
+            dir.path()
+                .join("dead_letter")
+                .join("dead_letter.ndjson")
+                .display()
+        ),
     ];
     ov.extend(overrides.iter().map(|s| s.to_string()));
     (config::from_overrides(ov).expect("test config"), dir)
@@ -101,6 +110,21 @@ impl TestServer {
         tokio::task::spawn_blocking(move || s.shutdown())
             .await
             .expect("shutdown thread")
+    }
+
+    /// The lines of the dead-letter file (`queue.dead_letter.path` as set
+    /// by [`test_config`]), parsed.
+    pub fn dead_letters(&self) -> Vec<serde_json::Value> {
+        let path = self
+            .dir
+            .path()
+            .join("dead_letter")
+            .join("dead_letter.ndjson");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("dead letter is JSON"))
+            .collect()
     }
 
     /// Every (index, document) from intake events written to the file sink

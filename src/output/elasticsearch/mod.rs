@@ -162,7 +162,7 @@ impl ElasticsearchFactory {
         all.retain(|(w, _)| w.strong_count() > 0);
         if let Some((_, m)) = all
             .iter()
-            .find(|(w, _)| w.upgrade().is_some_and(|t| Arc::ptr_eq(&t, telemetry)))
+            .find(|(w, _)| w.upgrade().is_some_and(|t| t.same_server(telemetry)))
         {
             return m.clone();
         }

@@ -5,24 +5,31 @@
 //! metric documents ([`ToIndex`]).
 //!
 //! Invariants: every event or document received here ends indexed or
-//! failed in the counters; a panic while encoding one event fails only that
-//! event; the output is flushed at least every flush interval and closed
-//! with the shutdown deadline.
+//! failed in the counters; a panic while encoding one event concerns only
+//! that event: it is tried once more, and if it panics again it is buried in
+//! the dead-letter file ([`crate::queue::dead_letter`]); the output is
+//! flushed at least every flush interval and closed with the shutdown
+//! deadline.
 //!
 //! With the disk queue, a batch arrives with its ticket still open: the
-//! indexer encodes all of its events into one record, appends it to the log
-//! (waiting for room while the handler still waits), and only then commits
-//! the outcome; the output is then fed by [`crate::queue::Delivery`].
+//! indexer encodes all of its events into one record, writes it to the log
+//! (waiting for room while the handler still waits) and hands the answer to
+//! the queue's group commit, which sends it once the record is synced; the
+//! indexer goes on with the next batch meanwhile, so one sync covers the
+//! records of many requests. The output is then fed by
+//! [`crate::queue::Delivery`].
 
 use crate::config::settings::Stage;
+use crate::model::Event;
 use crate::model::{encode, EncodeContext};
 use crate::output::{Ack, Output};
 use crate::pipeline::supervisor::{Actor, Loss, Message};
 use crate::pipeline::topology::EventsHook;
 use crate::pipeline::topology::{StartError, Wiring};
 use crate::pipeline::{EventBatch, Outcome, Terminal, Ticket};
+use crate::queue::dead_letter::{panic_text, DeadLetter};
 use crate::queue::disk::{AppendError, DiskQueue};
-use crate::telemetry::{fail, reject, Telemetry};
+use crate::telemetry::{reject, Telemetry};
 use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
@@ -43,6 +50,7 @@ pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<()
     let hook = w.resources.hooks.before_index.clone();
     let flush_every = factory.flush_interval();
     let queue = w.queue.clone();
+    let dead_letter = Arc::clone(&w.dead_letter);
     let inbox = w.spawn(name, sizing, Some(flush_every), move |i| {
         let output = match first.get(i).and_then(|m| m.lock().take()) {
             Some(o) => o,
@@ -62,6 +70,7 @@ pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<()
             Arc::clone(&telemetry),
             flush_every,
             Arc::clone(&deadline),
+            Arc::clone(&dead_letter),
         )
         .with_hook(hook.clone())
         .with_queue(queue.clone())
@@ -112,6 +121,17 @@ pub struct Indexer {
     queue: Option<Arc<DiskQueue>>,
     /// The record being built (disk queue).
     record: Vec<u8>,
+    dead_letter: Arc<DeadLetter>,
+}
+
+/// What became of one event in the encoder.
+enum Encoded {
+    /// Its document is in the scratch buffer.
+    Document,
+    /// Not indexed by design (unsampled).
+    Unsampled,
+    /// It panicked twice and was buried (already counted).
+    Buried,
 }
 
 impl Indexer {
@@ -121,8 +141,10 @@ impl Indexer {
         telemetry: Arc<Telemetry>,
         flush_every: Duration,
         deadline: Arc<OnceLock<Instant>>,
+        dead_letter: Arc<DeadLetter>,
     ) -> Self {
         Indexer {
+            dead_letter,
             discarded: telemetry.events_discarded.with_label_values(&["unsampled"]),
             in_hand: 0,
             hook: None,
@@ -152,61 +174,71 @@ impl Indexer {
         self
     }
 
-    /// Encodes the batch into one record, appends it to the log and answers
-    /// the request: 202 once the record is written (and synced, as the
-    /// fsync policy says); 503 "queue is full" when the handler gave up
-    /// waiting for room or the write failed (e.g. a full disk).
+    /// Encodes the batch into one record, writes it to the log and has the
+    /// request answered: 202 once the record is durable as the fsync policy
+    /// says (by the queue's group commit); 503 "queue is full" when the
+    /// handler gave up waiting for room or the write or sync failed (e.g. a
+    /// full disk).
     fn append_to_queue(&mut self, queue: &DiskQueue, mut eb: EventBatch, ticket: Ticket) {
         let n = eb.events.len();
         self.in_hand = n;
         self.record.clear();
-        let (mut docs, mut discarded, mut panicked) = (0u32, 0u64, 0usize);
+        let (mut docs, mut discarded, mut buried) = (0u32, 0u64, 0usize);
         for ev in &eb.events {
-            if let Some(hook) = &self.hook {
-                hook(std::slice::from_ref(ev));
-            }
-            self.scratch.clear();
-            let scratch = &mut self.scratch;
-            match catch_unwind(AssertUnwindSafe(|| encode(ev, &self.ctx, scratch))) {
-                Ok(true) => {
+            match self.encode_or_bury(ev) {
+                Encoded::Document => {
                     self.record.extend_from_slice(&self.scratch);
                     docs += 1;
                 }
-                Ok(false) => discarded += 1,
-                Err(_) => panicked += 1,
+                Encoded::Unsampled => discarded += 1,
+                Encoded::Buried => buried += 1,
             }
         }
         let written = if docs == 0 {
             if ticket.claim() {
-                Ok(())
+                Ok(None)
             } else {
                 Err(AppendError::Cancelled)
             }
         } else {
-            queue.append(&self.record, docs, || ticket.cancelled(), || ticket.claim())
+            queue
+                .write_record(&self.record, docs, || ticket.cancelled(), || ticket.claim())
+                .map(Some)
         };
         let errors = std::mem::take(&mut eb.errors);
         match written {
-            Ok(()) => {
-                self.telemetry.events_accepted.inc_by(n as u64);
-                self.discarded.inc_by(discarded);
-                if panicked > 0 {
-                    tracing::error!(
-                        events = panicked,
-                        "encoding an event panicked; the event is counted as failed"
-                    );
-                    self.telemetry.fail(fail::PANIC, panicked);
+            Ok(generation) => {
+                let telemetry = Arc::clone(&self.telemetry);
+                let discarded_counter = self.discarded.clone();
+                let answer = move |durable: Result<(), AppendError>| match durable {
+                    Ok(()) => {
+                        telemetry.events_accepted.inc_by((n - buried) as u64);
+                        discarded_counter.inc_by(discarded);
+                        ticket.answer(Outcome {
+                            accepted: n,
+                            errors,
+                            terminal: None,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, events = n, "cannot make the disk queue durable; the request is answered 503 queue is full");
+                        telemetry.reject(reject::QUEUE_FULL, n - buried);
+                        ticket.answer(Outcome {
+                            accepted: 0,
+                            errors,
+                            terminal: Some(Terminal::QueueFull),
+                        });
+                    }
+                };
+                match generation {
+                    Some(g) => queue.commit(g, Box::new(answer)),
+                    None => answer(Ok(())),
                 }
-                ticket.answer(Outcome {
-                    accepted: n,
-                    errors,
-                    terminal: None,
-                });
             }
-            Err(AppendError::Cancelled) => self.telemetry.reject(reject::QUEUE_FULL, n),
+            Err(AppendError::Cancelled) => self.telemetry.reject(reject::QUEUE_FULL, n - buried),
             Err(AppendError::Io(e)) => {
                 tracing::error!(error = %e, events = n, "cannot append to the disk queue; the request is answered 503 queue is full");
-                self.telemetry.reject(reject::QUEUE_FULL, n);
+                self.telemetry.reject(reject::QUEUE_FULL, n - buried);
                 ticket.answer(Outcome {
                     accepted: 0,
                     errors,
@@ -215,6 +247,45 @@ impl Indexer {
             }
         }
         self.in_hand = 0;
+    }
+
+    /// Runs the hook and the encoder on one event into the scratch buffer.
+    fn encode_once(&mut self, ev: &Event) -> Result<bool, String> {
+        self.scratch.clear();
+        let (hook, ctx, scratch) = (&self.hook, &self.ctx, &mut self.scratch);
+        catch_unwind(AssertUnwindSafe(|| {
+            if let Some(hook) = hook {
+                hook(std::slice::from_ref(ev));
+            }
+            encode(ev, ctx, scratch)
+        }))
+        .map_err(|p| panic_text(&*p))
+    }
+
+    /// Encodes one event; an event that panics is tried once more, then
+    /// buried in the dead-letter file. With the disk queue the event was not
+    /// counted accepted yet: a buried one is counted accepted here (it is
+    /// in the dead-letter file), the rest when the record is written.
+    fn encode_or_bury(&mut self, ev: &Event) -> Encoded {
+        let first = match self.encode_once(ev) {
+            Ok(true) => return Encoded::Document,
+            Ok(false) => return Encoded::Unsampled,
+            Err(p) => p,
+        };
+        tracing::warn!(panic = %first, "encoding an event panicked; trying it once more");
+        match self.encode_once(ev) {
+            Ok(true) => Encoded::Document,
+            Ok(false) => Encoded::Unsampled,
+            Err(p) => {
+                if self.queue.is_some() {
+                    self.telemetry.events_accepted.inc();
+                }
+                let reason = format!("panic: {p}");
+                self.dead_letter
+                    .bury("indexer", &reason, ev, &self.ctx, &self.telemetry);
+                Encoded::Buried
+            }
+        }
     }
 }
 
@@ -255,18 +326,10 @@ impl Actor for Indexer {
         };
         self.in_hand = eb.events.len();
         for ev in &eb.events {
-            if let Some(hook) = &self.hook {
-                hook(std::slice::from_ref(ev));
-            }
-            self.scratch.clear();
-            let scratch = &mut self.scratch;
-            match catch_unwind(AssertUnwindSafe(|| encode(ev, &self.ctx, scratch))) {
-                Ok(true) => self.output.append(&self.scratch, Arc::clone(&eb.permit)),
-                Ok(false) => self.discarded.inc(),
-                Err(_) => {
-                    tracing::error!("encoding an event panicked; the event is counted as failed");
-                    self.telemetry.fail(fail::PANIC, 1);
-                }
+            match self.encode_or_bury(ev) {
+                Encoded::Document => self.output.append(&self.scratch, Arc::clone(&eb.permit)),
+                Encoded::Unsampled => self.discarded.inc(),
+                Encoded::Buried => {}
             }
             self.in_hand -= 1;
         }

@@ -9,19 +9,25 @@
 //! and the error grouping key recomputed over the final frames.
 //!
 //! Invariants: every event of every batch is forwarded (source-map failures
-//! are recorded on frames, never drop events); the only blocking is a
-//! source-map fetch, bounded by the batch deadline.
+//! are recorded on frames, never drop events), except a poison event: when
+//! a batch panics, its events are processed again one by one from their
+//! state before the batch, and one that panics alone too is buried in the
+//! dead-letter file ([`crate::queue::dead_letter`]) as it was before source
+//! mapping; the only blocking is a source-map fetch, bounded by the batch
+//! deadline.
 
 use crate::config::settings::Stage;
-use crate::model::{Event, Frame};
+use crate::model::{EncodeContext, Event, Frame};
 use crate::pipeline::supervisor::Actor;
 use crate::pipeline::topology::EventsHook;
 use crate::pipeline::topology::{StartError, Wiring};
 use crate::pipeline::EventBatch;
+use crate::queue::dead_letter::{panic_text, DeadLetter};
 use crate::sourcemap::frame::{apply_sourcemaps, FrameAccess, MapSource, Mapped};
 use crate::sourcemap::RumSettings;
 use crate::telemetry::{fail, Telemetry};
 use crossbeam_channel::Sender;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,9 +45,18 @@ pub fn start(w: &mut Wiring<'_>, name: &'static str, sizing: Stage) -> Result<()
     let next = w.next_one()?;
     let telemetry = Arc::clone(w.telemetry);
     let hook = w.resources.hooks.before_sourcemap.clone();
+    let burial = Arc::new(Burial {
+        dead_letter: Arc::clone(&w.dead_letter),
+        ctx: w.resources.encode_ctx.clone(),
+    });
     let inbox = w.spawn(name, sizing, None, move |_| {
-        SourcemapApplier::new(next.clone(), Arc::clone(&telemetry), Arc::clone(&rum))
-            .with_hook(hook.clone())
+        SourcemapApplier::new(
+            next.clone(),
+            Arc::clone(&telemetry),
+            Arc::clone(&rum),
+            Arc::clone(&burial),
+        )
+        .with_hook(hook.clone())
     })?;
     w.set_next(vec![inbox]);
     Ok(())
@@ -137,8 +152,15 @@ impl RumProcessor {
     }
 }
 
+/// Where poison events go, and how they are encoded for it.
+pub struct Burial {
+    pub dead_letter: Arc<DeadLetter>,
+    pub ctx: EncodeContext,
+}
+
 pub struct SourcemapApplier {
     hook: Option<EventsHook>,
+    burial: Arc<Burial>,
     next: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
     rum: Arc<RumProcessor>,
@@ -149,9 +171,11 @@ impl SourcemapApplier {
         next: Sender<EventBatch>,
         telemetry: Arc<Telemetry>,
         rum: Arc<RumProcessor>,
+        burial: Arc<Burial>,
     ) -> Self {
         SourcemapApplier {
             hook: None,
+            burial,
             next,
             telemetry,
             rum,
@@ -165,17 +189,60 @@ impl SourcemapApplier {
         self.hook = hook;
         self
     }
+
+    /// The hook and the RUM processors on `events`, a panic caught.
+    fn process(&self, events: &mut [Event], rum: bool) -> Result<(), String> {
+        catch_unwind(AssertUnwindSafe(|| {
+            if let Some(hook) = &self.hook {
+                hook(events);
+            }
+            if rum {
+                self.rum.process(events);
+            }
+        }))
+        .map_err(|p| panic_text(&*p))
+    }
+
+    /// Processes the events of a batch that panicked one at a time, from
+    /// their state before the batch; buries those that panic alone too.
+    fn one_by_one(&self, eb: &mut EventBatch, before: Vec<Event>, rum: bool) {
+        let mut kept = Vec::with_capacity(before.len());
+        for mut ev in before {
+            let pristine = rum.then(|| ev.clone());
+            match self.process(std::slice::from_mut(&mut ev), rum) {
+                Ok(()) => kept.push(ev),
+                Err(p) => self.bury(pristine.unwrap_or(ev), &p, eb.ticket.is_some()),
+            }
+        }
+        eb.events = kept;
+    }
+
+    /// Writes a poison event to the dead-letter file and counts it. With
+    /// the disk queue the batch is not answered yet (`open`): the event is
+    /// counted accepted now, as it is kept in the dead-letter file.
+    fn bury(&self, ev: Event, panic: &str, open: bool) {
+        if open {
+            self.telemetry.events_accepted.inc();
+        }
+        let reason = format!("panic: {panic}");
+        let b = &self.burial;
+        b.dead_letter
+            .bury("sourcemap", &reason, &ev, &b.ctx, &self.telemetry);
+    }
 }
 
 impl Actor for SourcemapApplier {
     type Msg = EventBatch;
 
     fn handle(&mut self, mut eb: EventBatch) {
-        if let Some(hook) = &self.hook {
-            hook(&eb.events);
-        }
-        if eb.req.base.rum {
-            self.rum.process(&mut eb.events);
+        let rum = eb.req.base.rum;
+        // Source mapping changes events in place: keep them as they were
+        // in case the batch panics half-way.
+        let before = rum.then(|| eb.events.clone());
+        if let Err(p) = self.process(&mut eb.events, rum) {
+            tracing::warn!(panic = %p, events = eb.events.len(), "processing a batch panicked; trying its events one by one");
+            let before = before.unwrap_or_else(|| std::mem::take(&mut eb.events));
+            self.one_by_one(&mut eb, before, rum);
         }
         if let Err(e) = self.next.send(eb) {
             self.telemetry

@@ -1,10 +1,12 @@
 //! The disk queue: an append-only log of accepted batches in segment files,
 //! an acknowledged position, and the bound on its size.
 //!
-//! Writers (indexer threads) append one record per batch under a lock and
-//! then make it durable: with `fsync: request` a writer returns only after
-//! `fdatasync` covered its record (one sync serves every writer waiting at
-//! that moment); with `fsync: interval` at most every `fsync_interval`. One
+//! Writers (indexer threads) write one record per batch under a lock and
+//! then have it made durable: with `fsync: request` the group-commit thread
+//! runs one `fdatasync` for every record written while the previous sync
+//! ran and then calls each record's callback (which answers its request),
+//! so writers never wait for a sync; with `fsync: interval` at most every
+//! `fsync_interval`. [`DiskQueue::append`] is the blocking form of both. One
 //! [`Reader`] reads records in order. Acknowledging a sequence number
 //! persists it in the `ack` file (write + rename) and deletes the segments
 //! entirely before it; a lost ack update only means some records are read
@@ -144,6 +146,51 @@ struct Synced {
     at: Instant,
 }
 
+/// What runs once an appended record is durable, or could not be made so.
+pub type Committed = Box<dyn FnOnce(Result<(), AppendError>) + Send>;
+
+/// Records written and waiting for the group commit (`fsync: request`):
+/// their durability generation and what to run once it is synced.
+#[derive(Default)]
+struct Commits {
+    pending: Mutex<Vec<(u64, Committed)>>,
+    ready: Condvar,
+}
+
+/// The group-commit thread: one `fdatasync` for every record written
+/// while the previous one ran, then their callbacks (which answer the
+/// requests). Ends once the queue is gone and nothing is pending.
+fn group_commit(queue: std::sync::Weak<DiskQueue>, commits: Arc<Commits>) {
+    loop {
+        let batch = {
+            let mut p = commits.pending.lock();
+            while p.is_empty() {
+                if queue.strong_count() == 0 {
+                    return;
+                }
+                commits.ready.wait_for(&mut p, Duration::from_millis(100));
+            }
+            std::mem::take(&mut *p)
+        };
+        let upto = batch.iter().map(|(g, _)| *g).max().unwrap_or(0);
+        let synced = match queue.upgrade() {
+            Some(q) => q.sync(upto),
+            None => Err(AppendError::Io(io::Error::other(
+                "the disk queue was closed",
+            ))),
+        };
+        for (_, then) in batch {
+            then(match &synced {
+                Ok(()) => Ok(()),
+                Err(AppendError::Io(e)) => {
+                    Err(AppendError::Io(io::Error::new(e.kind(), e.to_string())))
+                }
+                Err(AppendError::Cancelled) => Err(AppendError::Cancelled),
+            });
+        }
+    }
+}
+
 /// An open disk queue.
 pub struct DiskQueue {
     settings: Settings,
@@ -151,14 +198,50 @@ pub struct DiskQueue {
     w: Mutex<Writer>,
     changed: Condvar,
     synced: Mutex<Synced>,
+    commits: Arc<Commits>,
     metrics: Metrics,
     _lock: File,
     report: Report,
+    /// Records after the acknowledged position that an earlier run
+    /// delivered (the `delivered` file), with their documents: readers skip
+    /// them.
+    delivered: std::collections::HashMap<u64, u32>,
 }
 
 const ACK_FILE: &str = "ack";
 const ID_FILE: &str = "queue.id";
 const LOCK_FILE: &str = "lock";
+const DELIVERED_FILE: &str = "delivered";
+
+/// The `delivered` file: records answered by the output but not covered by
+/// the acknowledged position at shutdown (an older record was still in
+/// flight). Entries `seq u64 | docs u32`, then a CRC-32 of them, little
+/// endian; an unreadable file means those records are delivered again
+/// (409, no duplicate), never a loss.
+fn read_delivered(dir: &Path) -> Vec<(u64, u32)> {
+    let Ok(b) = std::fs::read(dir.join(DELIVERED_FILE)) else {
+        return Vec::new();
+    };
+    let Some((entries, crc)) = b.split_last_chunk::<4>() else {
+        return Vec::new();
+    };
+    if entries.len() % 12 != 0 || crc32fast::hash(entries) != u32::from_le_bytes(*crc) {
+        tracing::warn!(
+            "disk queue: the delivered file is corrupt; those records are delivered again"
+        );
+        return Vec::new();
+    }
+    entries
+        .chunks_exact(12)
+        .map(|e| {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&e[..8]);
+            let mut docs = [0u8; 4];
+            docs.copy_from_slice(&e[8..]);
+            (u64::from_le_bytes(seq), u32::from_le_bytes(docs))
+        })
+        .collect()
+}
 
 fn read_ack(dir: &Path) -> u64 {
     let Ok(b) = std::fs::read(dir.join(ACK_FILE)) else {
@@ -233,7 +316,15 @@ impl DiskQueue {
             let s = segments.remove(0);
             std::fs::remove_file(&s.path).map_err(io_err)?;
         }
-        let report = recovery::scan(&segments, acked).map_err(io_err)?;
+        let mut report = recovery::scan(&segments, acked).map_err(io_err)?;
+        let delivered: Vec<(u64, u32)> = read_delivered(&dir)
+            .into_iter()
+            .filter(|(seq, _)| *seq >= acked)
+            .collect();
+        for (_, docs) in &delivered {
+            report.pending_records = report.pending_records.saturating_sub(1);
+            report.pending_docs = report.pending_docs.saturating_sub(u64::from(*docs));
+        }
         if report.corrupt_regions > 0 || report.unreadable_bytes > 0 {
             tracing::error!(
                 corrupt_regions = report.corrupt_regions,
@@ -276,7 +367,9 @@ impl DiskQueue {
         let active_len = file.metadata().map_err(io_err)?.len();
         let bytes = sealed.iter().map(|(_, l)| l).sum::<u64>() + active_len;
         metrics.bytes.set(bytes as i64);
-        Ok(Arc::new(DiskQueue {
+        let commits = Arc::new(Commits::default());
+        let queue = Arc::new(DiskQueue {
+            commits: Arc::clone(&commits),
             w: Mutex::new(Writer {
                 file: Arc::new(file),
                 active,
@@ -298,7 +391,14 @@ impl DiskQueue {
             metrics,
             _lock: lock,
             report,
-        }))
+            delivered: delivered.into_iter().collect(),
+        });
+        let weak = Arc::downgrade(&queue);
+        std::thread::Builder::new()
+            .name("queue-commit".into())
+            .spawn(move || group_commit(weak, commits))
+            .map_err(io_err)?;
+        Ok(queue)
     }
 
     /// The stable id of this queue (part of every document id it assigns).
@@ -331,6 +431,35 @@ impl DiskQueue {
         give_up: impl Fn() -> bool,
         claim: impl FnOnce() -> bool,
     ) -> Result<(), AppendError> {
+        let generation = self.write_record(payload, docs, give_up, claim)?;
+        self.sync(generation)
+    }
+
+    /// Runs `then` once the record of durability `generation` (from
+    /// [`DiskQueue::write_record`]) is durable as the policy says: with
+    /// `fsync: request` on the group-commit thread, after one sync shared
+    /// with every record written meanwhile (so the writer goes on with its
+    /// next record instead of waiting); with `interval` at once.
+    pub fn commit(&self, generation: u64, then: Committed) {
+        match self.settings.fsync {
+            Fsync::Request => {
+                self.commits.pending.lock().push((generation, then));
+                self.commits.ready.notify_one();
+            }
+            Fsync::Interval(_) => then(self.sync(generation)),
+        }
+    }
+
+    /// Waits for room like [`DiskQueue::append`], writes the record (not
+    /// yet durable) and returns its durability generation for
+    /// [`DiskQueue::commit`].
+    pub fn write_record(
+        &self,
+        payload: &[u8],
+        docs: u32,
+        give_up: impl Fn() -> bool,
+        claim: impl FnOnce() -> bool,
+    ) -> Result<u64, AppendError> {
         let mut w = self.w.lock();
         let len = (record::HEADER + payload.len()) as u64;
         while w.bytes > 0 && w.bytes + len > self.settings.max_size {
@@ -346,7 +475,7 @@ impl DiskQueue {
         drop(w);
         self.metrics.events.add(i64::from(docs));
         self.changed.notify_all();
-        self.sync(generation)
+        Ok(generation)
     }
 
     fn write(&self, w: &mut Writer, payload: &[u8], docs: u32) -> Result<u64, AppendError> {
@@ -461,6 +590,37 @@ impl DiskQueue {
         Ok(())
     }
 
+    /// Records the records (`seq`, `docs`) the output answered although
+    /// the acknowledged position does not cover them (at shutdown, behind a
+    /// record still in flight), so the next run skips them instead of
+    /// delivering and counting them a second time. The list found at start-up
+    /// is kept for what the acknowledged position has not passed yet (written
+    /// and renamed into place, then synced).
+    pub fn record_delivered(&self, records: &[(u64, u32)]) -> io::Result<()> {
+        let dir = &self.settings.path;
+        let acked = self.w.lock().acked;
+        let earlier = (self.delivered.iter())
+            .filter(|(seq, _)| **seq >= acked)
+            .map(|(seq, docs)| (*seq, *docs));
+        let all: Vec<(u64, u32)> = records.iter().copied().chain(earlier).collect();
+        let mut b = Vec::with_capacity(all.len() * 12 + 4);
+        for (seq, docs) in &all {
+            b.extend_from_slice(&seq.to_le_bytes());
+            b.extend_from_slice(&docs.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        let tmp = dir.join(format!("{DELIVERED_FILE}.tmp"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&b)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, dir.join(DELIVERED_FILE))?;
+        File::open(dir)?.sync_all()?;
+        let docs: u64 = records.iter().map(|(_, d)| u64::from(*d)).sum();
+        self.metrics.events.sub(docs as i64);
+        Ok(())
+    }
+
     /// A reader from the acknowledged position.
     pub fn reader(self: &Arc<Self>) -> Reader {
         let w = self.w.lock();
@@ -554,7 +714,8 @@ impl Reader {
                         }
                         self.offset = offset + header.record_len();
                         self.last_seq = Some(header.seq);
-                        if header.seq < self.from {
+                        if header.seq < self.from || self.queue.delivered.contains_key(&header.seq)
+                        {
                             continue;
                         }
                         return Ok(Some(Record {
@@ -633,6 +794,68 @@ mod tests {
         let after = segment::list(dir.path()).unwrap().len();
         assert!(after < before, "{before} -> {after}");
         assert_eq!(q.metrics().events.get(), 0);
+    }
+
+    #[test]
+    fn records_delivered_behind_an_unacknowledged_one_are_skipped_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = DiskQueue::open(
+                settings(dir.path(), 1 << 20, 1 << 20),
+                Metrics::new(&Registry::new()),
+            )
+            .unwrap();
+            for n in 0..4 {
+                q.append(&doc(n), 1, || false, || true).unwrap();
+            }
+            // Record 0 still in flight at shutdown; 1 and 3 were answered.
+            q.record_delivered(&[(1, 1), (3, 1)]).unwrap();
+            assert_eq!(q.metrics().events.get(), 2);
+        }
+        let q = DiskQueue::open(
+            settings(dir.path(), 1 << 20, 1 << 20),
+            Metrics::new(&Registry::new()),
+        )
+        .unwrap();
+        assert_eq!(q.report().pending_docs, 2);
+        assert_eq!(q.metrics().replayed.get(), 2);
+        let mut r = q.reader();
+        let mut seqs = Vec::new();
+        while let Some(rec) = r.next(Duration::ZERO).unwrap() {
+            seqs.push(rec.seq);
+        }
+        assert_eq!(seqs, vec![0, 2]);
+        // Shut down again before the position passed them: still skipped.
+        q.record_delivered(&[]).unwrap();
+        drop((r, q));
+        let q = DiskQueue::open(
+            settings(dir.path(), 1 << 20, 1 << 20),
+            Metrics::new(&Registry::new()),
+        )
+        .unwrap();
+        assert_eq!(q.report().pending_docs, 2);
+    }
+
+    #[test]
+    fn the_group_commit_answers_every_record_once_it_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DiskQueue::open(
+            settings(dir.path(), 1 << 20, 1 << 20),
+            Metrics::new(&Registry::new()),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for n in 0..20 {
+            let g = q.write_record(&doc(n), 1, || false, || true).unwrap();
+            let tx = tx.clone();
+            q.commit(g, Box::new(move |r| tx.send((n, r.is_ok())).unwrap()));
+        }
+        let mut answered: Vec<_> = (0..20)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        answered.sort();
+        assert_eq!(answered, (0..20).map(|n| (n, true)).collect::<Vec<_>>());
+        assert!(q.synced.lock().generation >= 20);
     }
 
     #[test]
