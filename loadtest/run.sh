@@ -162,10 +162,11 @@ run_phase() {
     curl -fsS -XPOST "http://127.0.0.1:$ES_PORT/_double/faults" \
       -H 'content-type: application/json' -d '{}' >/dev/null
   fi
-  # wait (≤ 30 s) until every accepted event is indexed
+  # wait (≤ 30 s) until every accepted event and every metric document
+  # harvested so far is indexed (a harvest may end while waiting)
   waited=0
   docs=$(es_docs)
-  while [ "$docs" -lt $((ACCEPTED - $(metric apm_rs_events_discarded_total))) ] && [ "$waited" -lt 300 ]; do
+  while [ "$docs" -lt $((ACCEPTED - $(metric apm_rs_events_discarded_total) + $(metric apm_rs_aggregation_documents_total))) ] && [ "$waited" -lt 300 ]; do
     sleep 0.1
     waited=$((waited + 1))
     docs=$(es_docs)
@@ -180,6 +181,9 @@ run_phase() {
   m_idx=$(metric apm_rs_events_indexed_total)
   m_fail=$(metric apm_rs_events_failed_total)
   m_budget=$(metric apm_rs_memory_budget_limit_bytes)
+  local m_body m_raw
+  m_body=$(metric apm_rs_output_es_bulk_body_bytes_total)
+  m_raw=$(metric apm_rs_output_es_bulk_raw_bytes_total)
   t1=$(date +%s.%N)
   local hwm
   hwm=$(hwm_kb "$APM_PID")
@@ -194,6 +198,10 @@ run_phase() {
   printf '  server CPU: %.2f s over %.1f s wall (%.0f%% of one core) → %.0f events per server CPU-second\n' \
     "$cpu_s" "$wall_s" "$(echo "100 * $cpu_s / $wall_s" | bc -l)" "$EPS_CPU"
   printf '  server peak RSS (VmHWM): %.1f MiB\n' "$(echo "$hwm / 1024" | bc -l)"
+  if [ "${m_idx:-0}" -gt 0 ] && [ "${m_body:-0}" -gt 0 ]; then
+    printf '  bulk bytes per indexed document: %.0f sent (%.0f uncompressed, %.1f×)\n' \
+      "$(echo "$m_body / $m_idx" | bc -l)" "$(echo "$m_raw / $m_idx" | bc -l)" "$(echo "$m_raw / $m_body" | bc -l)"
+  fi
   local sent rejected ok=yes
   sent=$(jq -r .events_sent "$OUT/$name.json")
   rejected=$(jq -r .events_not_accepted "$OUT/$name.json")

@@ -67,14 +67,26 @@ async fn events_reach_elasticsearch() {
     let a = telemetry.accounting();
     // indexed also counts the aggregated metrics written at shutdown
     assert_eq!((a.indexed - a.produced, a.failed), (accepted, 0), "{a:?}");
-    assert!(telemetry
-        .render()
-        .contains("apm_rs_output_es_bulk_requests_total{outcome=\"ok\"}"));
+    let metrics = telemetry.render();
+    assert!(metrics.contains("apm_rs_output_es_bulk_requests_total{outcome=\"ok\"}"));
+    // gzip bodies: the bytes sent are counted, and fewer than uncompressed
+    let sent = counter(&metrics, "apm_rs_output_es_bulk_body_bytes_total");
+    let raw = counter(&metrics, "apm_rs_output_es_bulk_raw_bytes_total");
+    assert!(sent > 0 && raw > sent, "sent {sent}, uncompressed {raw}");
     assert_eq!(
         common::event_docs(&es),
         accepted,
         "nothing lost, nothing twice"
     );
+}
+
+/// The value of an unlabelled counter in a Prometheus text rendering (0 if absent).
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,7 +128,7 @@ impl<'a> Writer<'a> {
     pub fn window(&mut self, w: &Window) {
         let iv = w.interval.name;
         for (sk, g) in &w.services {
-            self.service_group(iv, sk, g);
+            self.service_group(iv, &ServiceKey::unpack(sk), g);
         }
         if let Some(o) = &w.overflow {
             self.overflow_service(iv, w.start_ns, o);
@@ -140,7 +140,7 @@ impl<'a> Writer<'a> {
         self.emit("service_summary", iv, summary);
         for (tk, m) in &g.transactions {
             let mut d = self.service_doc("transaction", iv, sk);
-            transaction_dims(&mut d, tk);
+            transaction_dims(&mut d, &TransactionKey::unpack(tk));
             durations(&mut d, m);
             self.emit("transaction", iv, d);
         }
@@ -162,7 +162,7 @@ impl<'a> Writer<'a> {
         }
         for (dk, m) in &g.destinations {
             let mut d = self.service_doc("service_destination", iv, sk);
-            destination(&mut d, dk, m);
+            destination(&mut d, &DestinationKey::unpack(dk), m);
             self.emit("service_destination", iv, d);
         }
         if let Some(o) = &g.destination_overflow {

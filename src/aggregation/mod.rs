@@ -28,12 +28,14 @@
 pub mod distinct;
 pub mod document;
 pub mod histogram;
+pub mod key;
 
 use crate::model::Event;
 use distinct::Distinct;
 use histogram::Durations;
-use std::collections::HashMap;
+use key::Groups;
 use std::hash::{Hash, Hasher};
+use std::ops::Range;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 /// One aggregation interval.
@@ -235,11 +237,14 @@ pub struct ServiceGroup {
     /// The shard's event sequence number when this service was last seen;
     /// the least recently seen service is the one displaced past the limit.
     pub last_seen: u64,
-    pub transactions: HashMap<TransactionKey, TransactionMetrics>,
+    /// By packed [`TransactionKey`].
+    pub transactions: Groups<Box<[u8]>, TransactionMetrics>,
     pub transaction_overflow: Option<Box<Overflow<TransactionMetrics>>>,
-    pub service_transactions: HashMap<String, TransactionMetrics>,
+    /// By transaction type.
+    pub service_transactions: Groups<Box<str>, TransactionMetrics>,
     pub service_transaction_overflow: Option<Box<Overflow<TransactionMetrics>>>,
-    pub destinations: HashMap<DestinationKey, DestinationMetrics>,
+    /// By packed [`DestinationKey`].
+    pub destinations: Groups<Box<[u8]>, DestinationMetrics>,
     pub destination_overflow: Option<Box<Overflow<DestinationMetrics>>>,
 }
 
@@ -258,7 +263,8 @@ pub struct Window {
     pub interval: Interval,
     /// Wall-clock start of the window (ns); also the overflow documents' timestamp.
     pub start_ns: i64,
-    pub services: HashMap<ServiceKey, ServiceGroup>,
+    /// By packed [`ServiceKey`].
+    pub services: Groups<Box<[u8]>, ServiceGroup>,
     pub overflow: Option<Box<OverflowService>>,
 }
 
@@ -269,6 +275,8 @@ pub struct Shard {
     bytes: usize,
     /// Events added so far; orders services by when they were last seen.
     events: u64,
+    /// The packed keys of the event being added (reused).
+    scratch: Vec<u8>,
 }
 
 /// The shard a service's events aggregate in.
@@ -278,162 +286,55 @@ pub fn shard_of(service_name: &str, shards: usize) -> usize {
     (h.finish() % shards.max(1) as u64) as usize
 }
 
-fn strings_bytes<'a>(it: impl IntoIterator<Item = &'a String>) -> usize {
-    it.into_iter().map(String::capacity).sum()
-}
-
-/// Rough heap cost of one map entry beyond its strings.
+/// Rough heap cost of one map entry beyond its key.
 const ENTRY_OVERHEAD: usize = 96;
-
-impl ServiceKey {
-    fn heap_bytes(&self) -> usize {
-        strings_bytes([
-            &self.name,
-            &self.environment,
-            &self.language_name,
-            &self.agent_name,
-        ]) + self
-            .labels
-            .iter()
-            .map(|(k, v)| k.capacity() + v.capacity() + 48)
-            .sum::<usize>()
-            + self
-                .numeric_labels
-                .iter()
-                .map(|(k, _)| k.capacity() + 32)
-                .sum::<usize>()
-    }
-}
-
-impl TransactionKey {
-    fn heap_bytes(&self) -> usize {
-        strings_bytes([
-            &self.name,
-            &self.type_,
-            &self.result,
-            &self.outcome,
-            &self.service_version,
-            &self.service_node_name,
-            &self.host_hostname,
-            &self.host_name,
-            &self.container_id,
-            &self.kubernetes_pod_name,
-        ]) + std::mem::size_of::<Self>()
-    }
-}
 
 fn truncate(ns: i64, interval: i64) -> i64 {
     ns - ns.rem_euclid(interval)
 }
 
-fn service_key(
-    ev: &Event,
-    global_labels: Option<&crate::model::event::Labels>,
-    ts: i64,
-) -> ServiceKey {
-    let (labels, numeric_labels) = match global_labels {
-        Some(l) if !ev.rum => (
-            l.strings.clone(),
-            l.numbers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_bits()))
-                .collect(),
-        ),
-        _ => (Vec::new(), Vec::new()),
-    };
-    ServiceKey {
-        timestamp_ns: ts,
-        name: ev.service.name.clone(),
-        environment: ev.service.environment.clone(),
-        language_name: ev.service.language.name.clone(),
-        agent_name: ev.agent.name.clone(),
-        labels,
-        numeric_labels,
-    }
-}
-
-fn transaction_key(ev: &Event, t: &crate::model::event::Transaction) -> TransactionKey {
-    let sh = &ev.shared;
-    let s = &ev.service;
-    let c = &sh.cloud;
-    let faas = ev.faas.as_deref();
-    let f =
-        |get: fn(&crate::model::event::Faas) -> &String| faas.map(get).cloned().unwrap_or_default();
-    TransactionKey {
-        root: ev.parent_id.is_empty(),
-        name: t.name.clone(),
-        type_: t.type_.clone(),
-        result: t.result.clone(),
-        outcome: t.outcome.clone(),
-        service_version: s.version.clone(),
-        service_node_name: s.node_name.clone(),
-        service_runtime_name: s.runtime.name.clone(),
-        service_runtime_version: s.runtime.version.clone(),
-        service_language_version: s.language.version.clone(),
-        host_hostname: sh.host_hostname.clone(),
-        host_name: sh.host_name.clone(),
-        host_os_platform: sh.host_os_platform.clone(),
-        container_id: sh.container_id.clone(),
-        kubernetes_pod_name: sh.k8s_pod_name.clone(),
-        cloud_provider: c.provider.clone(),
-        cloud_region: c.region.clone(),
-        cloud_availability_zone: c.availability_zone.clone(),
-        cloud_service_name: c.service_name.clone(),
-        cloud_account_id: c.account_id.clone(),
-        cloud_account_name: c.account_name.clone(),
-        cloud_machine_type: c.machine_type.clone(),
-        cloud_project_id: c.project_id.clone(),
-        cloud_project_name: c.project_name.clone(),
-        faas_coldstart: faas.and_then(|f| f.coldstart),
-        faas_id: f(|f| &f.id),
-        faas_name: f(|f| &f.name),
-        faas_version: f(|f| &f.version),
-        faas_trigger_type: f(|f| &f.trigger_type),
-    }
-}
-
-/// What one event contributes, computed once for all intervals.
-enum Contribution {
+/// What one event contributes, computed once for all intervals; keys are
+/// ranges of the shard's scratch buffer.
+enum Contribution<'e> {
     None,
     Transaction {
-        key: Box<TransactionKey>,
+        key: Range<usize>,
+        type_: &'e str,
+        outcome: &'e str,
         micros: u64,
         weight: f64,
         /// The transaction's dropped exit spans, one destination contribution each.
-        dropped: Vec<Contribution>,
+        dropped: Vec<Contribution<'e>>,
     },
     Destination {
-        key: DestinationKey,
+        key: Range<usize>,
         count: f64,
         sum_us: f64,
     },
 }
 
-fn contribution(ev: &Event) -> Contribution {
+fn contribution<'e>(ev: &'e Event, buf: &mut Vec<u8>) -> Contribution<'e> {
     use crate::model::event::Body;
     match &ev.body {
         Body::Transaction(t) => {
             let weight = t.representative_count.unwrap_or(1.0);
+            let dropped = t
+                .dropped_spans_stats
+                .iter()
+                .filter(|d| !d.destination_service_resource.is_empty())
+                .map(|d| Contribution::Destination {
+                    key: key::pack_dropped(buf, d),
+                    count: d.count as f64 * weight,
+                    sum_us: d.sum_us as f64 * weight,
+                })
+                .collect();
             Contribution::Transaction {
-                key: Box::new(transaction_key(ev, t)),
+                key: key::pack_transaction(buf, ev, t),
+                type_: &t.type_,
+                outcome: &t.outcome,
                 micros: (t.duration_ns.max(0) / 1000) as u64,
                 weight,
-                dropped: t
-                    .dropped_spans_stats
-                    .iter()
-                    .filter(|d| !d.destination_service_resource.is_empty())
-                    .map(|d| Contribution::Destination {
-                        key: DestinationKey {
-                            span_name: String::new(),
-                            outcome: d.outcome.clone(),
-                            target_type: d.service_target_type.clone(),
-                            target_name: d.service_target_name.clone(),
-                            resource: d.destination_service_resource.clone(),
-                        },
-                        count: d.count as f64 * weight,
-                        sum_us: d.sum_us as f64 * weight,
-                    })
-                    .collect(),
+                dropped,
             }
         }
         Body::Span(s) => {
@@ -446,15 +347,14 @@ fn contribution(ev: &Event) -> Contribution {
                 Some(c) => (c.count as f64 * weight, c.sum_us as f64 * weight),
                 None => (weight, (s.duration_ns.max(0) / 1000) as f64 * weight),
             };
-            let (target_type, target_name) = ev.service.target.clone().unwrap_or_default();
             Contribution::Destination {
-                key: DestinationKey {
-                    span_name: s.name.clone(),
-                    outcome: s.outcome.clone(),
-                    target_type,
-                    target_name,
-                    resource: resource.clone(),
-                },
+                key: key::pack_destination(
+                    buf,
+                    &s.name,
+                    &s.outcome,
+                    ev.service.target.as_ref(),
+                    resource,
+                ),
                 count,
                 sum_us,
             }
@@ -474,9 +374,11 @@ impl Shard {
         now_ns: i64,
         shared: &Shared,
     ) {
-        let contribution = contribution(ev);
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let contribution = contribution(ev, &mut buf);
+        let service = key::pack_service(&mut buf, ev, metadata.map(|m| &*m.inner.labels));
         self.events += 1;
-        let global_labels = metadata.map(|m| &*m.inner.labels);
         let limits = &shared.limits;
         for (i, interval) in INTERVALS.iter().enumerate() {
             let start = truncate(now_ns, interval.nanos);
@@ -491,43 +393,47 @@ impl Shard {
                     self.windows.push(Window {
                         interval: *interval,
                         start_ns: start,
-                        services: HashMap::new(),
+                        services: Groups::default(),
                         overflow: None,
                     });
                     self.windows.len() - 1
                 }
             };
             let window = &mut self.windows[w];
-            let key = service_key(ev, global_labels, truncate(ev.timestamp_ns, interval.nanos));
-            if !window.services.contains_key(&key) {
-                if counters[SERVICES].try_take(start, limits.max_services) {
-                    self.bytes += key.heap_bytes() + ENTRY_OVERHEAD;
-                    window.services.insert(key.clone(), ServiceGroup::default());
-                } else if !window.services.is_empty() {
-                    if window.overflow.is_none() {
-                        self.bytes += 4 * Distinct::HEAP_BYTES;
-                        window.overflow = Some(Box::default());
-                    }
-                    let freed = window.displace_least_recent().unwrap_or(0);
-                    self.bytes =
-                        self.bytes.saturating_sub(freed) + key.heap_bytes() + ENTRY_OVERHEAD;
-                    window.services.insert(key.clone(), ServiceGroup::default());
-                } else {
-                    let o = window.overflow.get_or_insert_with(|| {
-                        self.bytes += 4 * Distinct::HEAP_BYTES;
-                        Box::default()
-                    });
-                    o.services.insert(&key);
-                    add_to_overflow_service(o, &key, &contribution);
-                    continue;
-                }
-            }
-            let Some(group) = window.services.get_mut(&key) else {
+            key::set_timestamp(
+                &mut buf,
+                &service,
+                truncate(ev.timestamp_ns, interval.nanos),
+            );
+            let key = &buf[service.clone()];
+            if let Some(group) = window.services.get_mut(key) {
+                group.last_seen = self.events;
+                self.bytes += add_to_service(group, &buf, &contribution, counters, start, limits);
                 continue;
-            };
+            }
+            if counters[SERVICES].try_take(start, limits.max_services) {
+                self.bytes += key.len() + ENTRY_OVERHEAD;
+            } else if !window.services.is_empty() {
+                if window.overflow.is_none() {
+                    self.bytes += 4 * Distinct::HEAP_BYTES;
+                    window.overflow = Some(Box::default());
+                }
+                let freed = window.displace_least_recent().unwrap_or(0);
+                self.bytes = self.bytes.saturating_sub(freed) + key.len() + ENTRY_OVERHEAD;
+            } else {
+                let o = window.overflow.get_or_insert_with(|| {
+                    self.bytes += 4 * Distinct::HEAP_BYTES;
+                    Box::default()
+                });
+                o.services.insert(&key);
+                add_to_overflow_service(o, key, &buf, &contribution);
+                continue;
+            }
+            let group = window.services.entry(Box::from(key)).or_default();
             group.last_seen = self.events;
-            self.bytes += add_to_service(group, &contribution, counters, start, limits);
+            self.bytes += add_to_service(group, &buf, &contribution, counters, start, limits);
         }
+        self.scratch = buf;
     }
 
     /// Takes the windows that ended before `cutoff_ns` (all with `None`).
@@ -579,32 +485,33 @@ impl Window {
             .min_by_key(|(_, g)| g.last_seen)
             .map(|(k, _)| k.clone())?;
         let group = self.services.remove(&key)?;
-        let mut freed = key.heap_bytes() + ENTRY_OVERHEAD;
+        let key: &[u8] = &key;
+        let mut freed = key.len() + ENTRY_OVERHEAD;
         let o = self.overflow.get_or_insert_with(Box::default);
         o.services.insert(&key);
         for (tk, m) in &group.transactions {
-            freed += tk.heap_bytes() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
+            freed += tk.len() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
             o.transactions.metrics.merge(m);
-            o.transactions.groups.insert(&(&key, tk));
+            o.transactions.groups.insert(&(key, &**tk));
         }
         if let Some(t) = &group.transaction_overflow {
             o.transactions.metrics.merge(&t.metrics);
             o.transactions.groups.merge(&t.groups);
         }
         for (ty, m) in &group.service_transactions {
-            freed += ty.capacity() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
+            freed += ty.len() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
             o.service_transactions.metrics.merge(m);
-            o.service_transactions.groups.insert(&(&key, ty));
+            o.service_transactions.groups.insert(&(key, &**ty));
         }
         if let Some(t) = &group.service_transaction_overflow {
             o.service_transactions.metrics.merge(&t.metrics);
             o.service_transactions.groups.merge(&t.groups);
         }
         for (dk, m) in &group.destinations {
-            freed += ENTRY_OVERHEAD + std::mem::size_of::<DestinationKey>();
+            freed += dk.len() + ENTRY_OVERHEAD;
             o.destinations.metrics.count += m.count;
             o.destinations.metrics.sum_us += m.sum_us;
-            o.destinations.groups.insert(&(&key, dk));
+            o.destinations.groups.insert(&(key, &**dk));
         }
         if let Some(d) = &group.destination_overflow {
             o.destinations.metrics.count += d.metrics.count;
@@ -631,40 +538,44 @@ impl Window {
             .services
             .iter()
             .map(|(k, g)| {
-                k.heap_bytes()
+                k.len()
                     + ENTRY_OVERHEAD
                     + g.transactions
                         .iter()
-                        .map(|(k, m)| k.heap_bytes() + m.durations.heap_bytes() + ENTRY_OVERHEAD)
+                        .map(|(k, m)| k.len() + m.durations.heap_bytes() + ENTRY_OVERHEAD)
                         .sum::<usize>()
                     + g.service_transactions
                         .iter()
-                        .map(|(k, m)| k.capacity() + m.durations.heap_bytes() + ENTRY_OVERHEAD)
+                        .map(|(k, m)| k.len() + m.durations.heap_bytes() + ENTRY_OVERHEAD)
                         .sum::<usize>()
-                    + g.destinations.len()
-                        * (ENTRY_OVERHEAD + std::mem::size_of::<DestinationKey>())
+                    + g.destinations
+                        .keys()
+                        .map(|k| k.len() + ENTRY_OVERHEAD)
+                        .sum::<usize>()
             })
             .sum::<usize>()
     }
 }
 
-fn add_to_overflow_service(o: &mut OverflowService, key: &ServiceKey, c: &Contribution) {
+fn add_to_overflow_service(o: &mut OverflowService, key: &[u8], buf: &[u8], c: &Contribution) {
     match c {
         Contribution::None => {}
         Contribution::Transaction {
             key: tk,
+            type_,
+            outcome,
             micros,
             weight,
             dropped,
         } => {
-            o.transactions.metrics.add(*micros, *weight, &tk.outcome);
-            o.transactions.groups.insert(&(key, &**tk));
+            o.transactions.metrics.add(*micros, *weight, outcome);
+            o.transactions.groups.insert(&(key, &buf[tk.clone()]));
             o.service_transactions
                 .metrics
-                .add(*micros, *weight, &tk.outcome);
-            o.service_transactions.groups.insert(&(key, &tk.type_));
+                .add(*micros, *weight, outcome);
+            o.service_transactions.groups.insert(&(key, *type_));
             for d in dropped {
-                add_to_overflow_service(o, key, d);
+                add_to_overflow_service(o, key, buf, d);
             }
         }
         Contribution::Destination {
@@ -674,14 +585,15 @@ fn add_to_overflow_service(o: &mut OverflowService, key: &ServiceKey, c: &Contri
         } => {
             o.destinations.metrics.count += count;
             o.destinations.metrics.sum_us += sum_us;
-            o.destinations.groups.insert(&(key, dk));
+            o.destinations.groups.insert(&(key, &buf[dk.clone()]));
         }
     }
 }
 
-/// Adds a contribution to a service's groups; returns the heap bytes added.
+/// Adds a contribution (keys in `buf`) to a service's groups; returns the heap bytes added.
 fn add_to_service(
     g: &mut ServiceGroup,
+    buf: &[u8],
     c: &Contribution,
     counters: &[Counter; 4],
     window: i64,
@@ -692,62 +604,64 @@ fn add_to_service(
         Contribution::None => {}
         Contribution::Transaction {
             key,
+            type_,
+            outcome,
             micros,
             weight,
             dropped,
         } => {
             for d in dropped {
-                bytes += add_to_service(g, d, counters, window, limits);
+                bytes += add_to_service(g, buf, d, counters, window, limits);
             }
-            let before = g.transactions.get(key).map(|m| m.durations.heap_bytes());
-            match before {
-                Some(b) => {
-                    if let Some(m) = g.transactions.get_mut(key) {
-                        m.add(*micros, *weight, &key.outcome);
-                        bytes += m.durations.heap_bytes().saturating_sub(b);
-                    }
+            let key = &buf[key.clone()];
+            let len = g.transactions.len();
+            match g.transactions.get_mut(key) {
+                Some(m) => {
+                    let before = m.durations.heap_bytes();
+                    m.add(*micros, *weight, outcome);
+                    bytes += m.durations.heap_bytes().saturating_sub(before);
                 }
-                None if g.transactions.len() < limits.max_transaction_groups_per_service
+                None if len < limits.max_transaction_groups_per_service
                     && counters[TRANSACTIONS].try_take(window, limits.max_transaction_groups) =>
                 {
                     let mut m = TransactionMetrics::default();
-                    m.add(*micros, *weight, &key.outcome);
-                    bytes += key.heap_bytes() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
-                    g.transactions.insert((**key).clone(), m);
+                    m.add(*micros, *weight, outcome);
+                    bytes += key.len() + m.durations.heap_bytes() + ENTRY_OVERHEAD;
+                    g.transactions.insert(Box::from(key), m);
                 }
                 None => {
                     let o = g.transaction_overflow.get_or_insert_with(|| {
                         bytes += Distinct::HEAP_BYTES;
                         Box::default()
                     });
-                    o.metrics.add(*micros, *weight, &key.outcome);
-                    o.groups.insert(&**key);
+                    o.metrics.add(*micros, *weight, outcome);
+                    o.groups.insert(&key);
                 }
             }
-            let ty = &key.type_;
             let len = g.service_transactions.len();
-            match g.service_transactions.get_mut(ty) {
-                Some(m) => m.add(*micros, *weight, &key.outcome),
+            match g.service_transactions.get_mut(*type_) {
+                Some(m) => m.add(*micros, *weight, outcome),
                 None if len < limits.max_service_transaction_groups_per_service
                     && counters[SERVICE_TRANSACTIONS]
                         .try_take(window, limits.max_service_transaction_groups) =>
                 {
                     let mut m = TransactionMetrics::default();
-                    m.add(*micros, *weight, &key.outcome);
-                    bytes += ty.capacity() + ENTRY_OVERHEAD;
-                    g.service_transactions.insert(ty.clone(), m);
+                    m.add(*micros, *weight, outcome);
+                    bytes += type_.len() + ENTRY_OVERHEAD;
+                    g.service_transactions.insert(Box::from(*type_), m);
                 }
                 None => {
                     let o = g.service_transaction_overflow.get_or_insert_with(|| {
                         bytes += Distinct::HEAP_BYTES;
                         Box::default()
                     });
-                    o.metrics.add(*micros, *weight, &key.outcome);
-                    o.groups.insert(ty);
+                    o.metrics.add(*micros, *weight, outcome);
+                    o.groups.insert(type_);
                 }
             }
         }
         Contribution::Destination { key, count, sum_us } => {
+            let key = &buf[key.clone()];
             let len = g.destinations.len();
             match g.destinations.get_mut(key) {
                 Some(m) => {
@@ -758,9 +672,9 @@ fn add_to_service(
                     && counters[DESTINATIONS]
                         .try_take(window, limits.max_service_destination_groups) =>
                 {
-                    bytes += ENTRY_OVERHEAD + std::mem::size_of::<DestinationKey>();
+                    bytes += key.len() + ENTRY_OVERHEAD;
                     g.destinations.insert(
-                        key.clone(),
+                        Box::from(key),
                         DestinationMetrics {
                             count: *count,
                             sum_us: *sum_us,
@@ -774,7 +688,7 @@ fn add_to_service(
                     });
                     o.metrics.count += count;
                     o.metrics.sum_us += sum_us;
-                    o.groups.insert(key);
+                    o.groups.insert(&key);
                 }
             }
         }

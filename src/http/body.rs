@@ -122,9 +122,23 @@ impl Write for LineSplitter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.written += buf.len() as u64;
         let mut rest = buf;
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-            self.push_part(&rest[..i]);
-            self.end_line(true);
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            let part = &rest[..i];
+            if self.partial.is_empty()
+                && !self.skipping
+                && !part.is_empty()
+                && part.len() < self.max
+            {
+                // the whole line is in this write: one copy, straight out
+                self.held_lines += part.len();
+                self.out.push_back(LineItem::Line {
+                    bytes: Bytes::copy_from_slice(part),
+                    terminated: true,
+                });
+            } else {
+                self.push_part(part);
+                self.end_line(true);
+            }
             rest = &rest[i + 1..];
         }
         self.push_part(rest);

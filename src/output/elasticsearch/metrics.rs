@@ -1,7 +1,7 @@
 //! Counters of the Elasticsearch output, registered on the server's
 //! telemetry registry (prefix `apm_rs_`): bulk requests by outcome, document
 //! resends, requests in flight, time indexers waited for a free request slot,
-//! hosts marked down.
+//! hosts marked down, bulk body bytes sent (as on the wire and uncompressed).
 //!
 //! Invariant: registering twice on one registry is not an error: the second
 //! set is simply left unregistered (several factories in one test process).
@@ -28,6 +28,8 @@ pub struct EsMetrics {
     pub slot_wait_ns: IntCounter,
     pub host_down: IntCounter,
     pub failure_store: IntCounter,
+    pub body_bytes: IntCounter,
+    pub raw_bytes: IntCounter,
 }
 
 impl EsMetrics {
@@ -66,8 +68,20 @@ impl EsMetrics {
                 "Documents Elasticsearch redirected to a failure store.",
             )
             .expect("static metric definition"),
+            body_bytes: IntCounter::new(
+                "output_es_bulk_body_bytes_total",
+                "Bytes of bulk request bodies sent, as on the wire (gzip when compression is on); every attempt counts.",
+            )
+            .expect("static metric definition"),
+            raw_bytes: IntCounter::new(
+                "output_es_bulk_raw_bytes_total",
+                "Uncompressed bytes of the bulk request bodies counted in output_es_bulk_body_bytes_total.",
+            )
+            .expect("static metric definition"),
         };
         let _ = reg.register(Box::new(m.bulk_requests.clone()));
+        let _ = reg.register(Box::new(m.body_bytes.clone()));
+        let _ = reg.register(Box::new(m.raw_bytes.clone()));
         let _ = reg.register(Box::new(m.docs_resent.clone()));
         let _ = reg.register(Box::new(m.in_flight.clone()));
         let _ = reg.register(Box::new(m.slot_wait_ns.clone()));

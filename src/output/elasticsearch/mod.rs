@@ -506,6 +506,8 @@ impl Task {
             if cancel.now() {
                 return self.abandon(body);
             }
+            self.metrics.body_bytes.inc_by(body.bytes.len() as u64);
+            self.metrics.raw_bytes.inc_by(body.raw_len() as u64);
             let sent = tokio::select! {
                 r = self.shared.service.send_bulk(body.bytes.clone(), body.gzip, &self.metrics.host_down) => r,
                 _ = cancelled(&mut cancel) => return self.abandon(body),
