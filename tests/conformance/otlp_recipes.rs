@@ -1,6 +1,7 @@
 //! The OTLP recipes of `otlp_test.go`: the messages the upstream system
 //! tests build with the OpenTelemetry Go SDK (or its `pdata` types), built
-//! here with `opentelemetry-proto`'s types, and sent by [`otlp`].
+//! here with `opentelemetry-proto`'s types, and sent over OTLP/gRPC by
+//! [`export_grpc`] to the server's gRPC listener.
 //!
 //! The Go SDK's default resource is reproduced as it reports itself for the
 //! test binary `systemtest.test` (`service.name` `unknown_service:…`,
@@ -24,27 +25,79 @@ use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Spa
 use prost::Message;
 
 /// Which OTLP export a message is.
-#[derive(Clone, Copy)]
-enum Signal {
+#[derive(Clone, Copy, Debug)]
+pub enum Signal {
     Traces,
     Metrics,
     Logs,
 }
 
-/// The one transport of the OTLP recipes: OTLP/HTTP with a protobuf body.
+/// The one transport of the OTLP recipes: an OTLP/gRPC export, as the
+/// upstream tests send them (`extra` becomes the call's metadata).
 fn otlp(signal: Signal, body: Vec<u8>, extra: &[(&'static str, &str)]) -> Send {
-    let path = match signal {
-        Signal::Traces => "/v1/traces",
-        Signal::Metrics => "/v1/metrics",
-        Signal::Logs => "/v1/logs",
-    };
-    let mut headers = vec![("content-type", "application/x-protobuf".to_string())];
-    headers.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     Send {
-        path,
+        grpc: Some(signal),
+        path: "",
         body,
-        headers,
+        headers: extra.iter().map(|(k, v)| (*k, v.to_string())).collect(),
         status: 200,
+    }
+}
+
+/// Sends `body`, an encoded export request of `signal`, to the gRPC
+/// listener at `addr` with `metadata`; an error names the gRPC status.
+pub async fn export_grpc(
+    addr: std::net::SocketAddr,
+    signal: Signal,
+    body: &[u8],
+    metadata: &[(&'static str, String)],
+) -> Result<(), String> {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to the gRPC listener: {e}"))?;
+    fn request<T>(
+        msg: T,
+        metadata: &[(&'static str, String)],
+    ) -> Result<tonic::Request<T>, String> {
+        let mut r = tonic::Request::new(msg);
+        for (k, v) in metadata {
+            let v = v.parse().map_err(|_| format!("metadata {k}: {v:?}"))?;
+            r.metadata_mut().insert(*k, v);
+        }
+        Ok(r)
+    }
+    let bad = |e: prost::DecodeError| e.to_string();
+    let status = match signal {
+        Signal::Traces => {
+            let m = ExportTraceServiceRequest::decode(body).map_err(bad)?;
+            TraceServiceClient::new(channel)
+                .export(request(m, metadata)?)
+                .await
+                .err()
+        }
+        Signal::Metrics => {
+            let m = ExportMetricsServiceRequest::decode(body).map_err(bad)?;
+            MetricsServiceClient::new(channel)
+                .export(request(m, metadata)?)
+                .await
+                .err()
+        }
+        Signal::Logs => {
+            let m = ExportLogsServiceRequest::decode(body).map_err(bad)?;
+            LogsServiceClient::new(channel)
+                .export(request(m, metadata)?)
+                .await
+                .err()
+        }
+    };
+    match status {
+        None => Ok(()),
+        Some(s) => Err(format!("{:?}: {}", s.code(), s.message())),
     }
 }
 

@@ -14,6 +14,9 @@ pub struct Send {
     pub headers: Vec<(&'static str, String)>,
     /// The HTTP status a successful request answers with.
     pub status: u16,
+    /// Sent as an OTLP/gRPC export of this signal instead of an HTTP POST
+    /// (`headers` become the call's metadata, `status` is not used).
+    pub grpc: Option<crate::otlp_recipes::Signal>,
 }
 
 /// Selects documents the way the recipe's ES query does.
@@ -84,6 +87,7 @@ const GO_UA: &str = "Go-http-client/1.1";
 
 fn send(path: &'static str, body: Vec<u8>) -> Send {
     Send {
+        grpc: None,
         path,
         body,
         headers: vec![

@@ -13,7 +13,7 @@
 use crate::common::{gzip, send, zlib, TestServer};
 use crate::emulate::{self, Fields};
 use crate::engine::Engine;
-use crate::{compare, recipes, responses};
+use crate::{compare, otlp_recipes, recipes, responses};
 use es_double::EsDouble;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,9 +119,23 @@ async fn post_recipe(host: &str, r: &recipes::Recipe, problems: &mut Vec<String>
         "output.elasticsearch.timeout=60s".to_string(),
     ];
     overrides.extend(r.config.iter().map(|s| s.to_string()));
+    if r.sends.iter().any(|s| s.grpc.is_some()) {
+        overrides.push("apm-server.otlp.grpc.host=127.0.0.1:0".to_string());
+    }
     let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
     let mut srv = TestServer::start(&refs);
     for s in &r.sends {
+        if let Some(signal) = s.grpc {
+            let addr = srv.server.as_ref().and_then(|r| r.grpc_addr);
+            let Some(addr) = addr else {
+                problems.push("the gRPC listener did not start".into());
+                continue;
+            };
+            if let Err(e) = otlp_recipes::export_grpc(addr, signal, &s.body, &s.headers).await {
+                problems.push(format!("OTLP/gRPC {signal:?} export failed: {e}"));
+            }
+            continue;
+        }
         let headers: Vec<(&str, &str)> = s.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let url = format!("{}{}", srv.url, s.path);
         let reply = send(reqwest::Method::POST, &url, s.body.clone(), &headers).await;
