@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the published Elastic agents that tests/agents.rs runs against
 # apm-rs: Python elastic-apm (venv), Node.js elastic-apm-node and the browser
-# agent @elastic/apm-rum with playwright-core (npm ci), and Debian's chromium.
+# agent @elastic/apm-rum with playwright-core (npm ci), and Debian's chromium;
+# and for tests/otlp_sdk.rs the OpenTelemetry Python SDK (venv) and Node.js SDK
+# (npm ci).
 # Everything goes under $APM_RS_AGENTS_DIR (default $HOME/.cache/apm-rs/agents);
 # a stamp per agent skips the reinstall while its pinned lock file is unchanged.
 set -euo pipefail
@@ -62,8 +64,8 @@ else
 fi
 "$OTEL_VENV/bin/python" -c 'from opentelemetry.sdk.version import __version__ as v; print("opentelemetry-sdk", v)'
 
-# --- npm agents (Node.js, RUM + playwright-core) ------------------------------
-for a in node rum; do
+# --- npm agents (Node.js, RUM + playwright-core, OpenTelemetry Node.js SDK) -----
+for a in node rum otel-node; do
   src="$REPO/agents/$a"; dst="$DIR/$a"
   if stamp_ok "$dst/.stamp" "$src/package.json" "$src/package-lock.json" && [ -d "$dst/node_modules" ]; then
     echo "$a agent: up to date"
@@ -76,5 +78,6 @@ for a in node rum; do
   stamp_write "$dst/.stamp" "$src/package.json" "$src/package-lock.json"
 done
 node -e 'console.log("elastic-apm-node", require(process.argv[1] + "/node/node_modules/elastic-apm-node/package.json").version)' "$DIR"
+node -e 'console.log("@opentelemetry/sdk-trace-base", require(process.argv[1] + "/otel-node/node_modules/@opentelemetry/sdk-trace-base/package.json").version)' "$DIR"
 node -e 'for (const p of ["@elastic/apm-rum", "playwright-core"]) console.log(p, require(process.argv[1] + "/rum/node_modules/" + p + "/package.json").version)' "$DIR"
 echo "agents installed in $DIR"

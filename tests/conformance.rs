@@ -27,6 +27,8 @@ mod engine;
 mod compare;
 #[path = "conformance/emulate.rs"]
 mod emulate;
+#[path = "conformance/otlp_recipes.rs"]
+mod otlp_recipes;
 #[path = "conformance/recipes.rs"]
 mod recipes;
 #[path = "conformance/responses.rs"]

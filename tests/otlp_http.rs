@@ -37,6 +37,13 @@ fn resource(service: &str) -> Option<Resource> {
                 ..Default::default()
             },
             KeyValue {
+                key: "telemetry.sdk.name".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("opentelemetry".into())),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
                 key: "telemetry.sdk.language".into(),
                 value: Some(AnyValue {
                     value: Some(Value::StringValue("rust".into())),
@@ -208,8 +215,118 @@ async fn malformed_protobuf_is_400_invalid_argument() {
     );
 }
 
+/// An OTLP/JSON export of `signal` with the fixture's resource.
+fn json_export(signal: &str, scope_items: &str) -> Vec<u8> {
+    let resource = r#"{"attributes":[{"key":"service.name","value":{"stringValue":"otlp-json"}},{"key":"telemetry.sdk.name","value":{"stringValue":"opentelemetry"}},{"key":"telemetry.sdk.language","value":{"stringValue":"js"}}]}"#;
+    let (outer, scopes) = match signal {
+        "traces" => ("resourceSpans", "scopeSpans"),
+        "metrics" => ("resourceMetrics", "scopeMetrics"),
+        _ => ("resourceLogs", "scopeLogs"),
+    };
+    format!(r#"{{"{outer}":[{{"resource":{resource},"{scopes}":[{{"scope":{{"name":"json-test"}},{scope_items}}}]}}]}}"#)
+        .into_bytes()
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
 #[tokio::test]
-async fn content_types_other_than_protobuf_are_415() {
+async fn otlp_json_with_hex_ids_and_string_integers_reaches_the_data_streams() {
+    let mut s = TestServer::start(&[TOKEN]);
+    let spans = r#""spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"GET /json","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":1700000000250000000,"attributes":[{"key":"http.request.method","value":{"stringValue":"GET"}},{"key":"http.response.status_code","value":{"intValue":"200"}}],"status":{"code":1}}]"#;
+    let metrics = r#""metrics":[{"name":"jobs","sum":{"dataPoints":[{"timeUnixNano":"1700000000000000000","asInt":"42"}],"aggregationTemporality":2,"isMonotonic":true}}]"#;
+    let logs = r#""logRecords":[{"timeUnixNano":"1700000000000000000","severityNumber":9,"severityText":"Info","body":{"stringValue":"hello in json"},"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"}]"#;
+    for (signal, items) in [("traces", spans), ("metrics", metrics), ("logs", logs)] {
+        let r = common::post(
+            &format!("{}/v1/{signal}", s.url),
+            json_export(signal, items),
+            &[JSON, AUTH],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{signal}: {}", r.body);
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert_eq!(r.body, "{}", "{signal}: no partial success");
+    }
+    assert!(s.shutdown().await);
+    let docs = s.docs();
+    let find = |index: &str| {
+        docs.iter()
+            .find(|(i, _)| i == index)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| panic!("no document in {index}: {docs:?}"))
+    };
+    let tx = find("traces-apm-default");
+    assert_eq!(tx["trace"]["id"], "5b8efff798038103d269b633813fc60c");
+    assert_eq!(tx["transaction"]["id"], "eee19b7ec3c1b174");
+    assert_eq!(tx["transaction"]["result"], "HTTP 2xx");
+    assert_eq!(tx["event"]["duration"], 250_000_000, "{tx}");
+    assert_eq!(tx["service"]["name"], "otlp-json");
+    assert_eq!(tx["agent"]["name"], "opentelemetry/js");
+    let m = find("metrics-apm.app.otlp_json-default");
+    assert_eq!(m["metricset"]["samples"][0]["value"], 42, "{m}");
+    assert_eq!(m["metricset"]["samples"][0]["type"], "counter", "{m}");
+    let l = find("logs-apm.app.otlp_json-default");
+    assert_eq!(l["message"], "hello in json");
+    assert_eq!(l["span"]["id"], "eee19b7ec3c1b174");
+    assert_eq!(l["event"]["severity"], 9);
+}
+
+#[tokio::test]
+async fn an_otlp_json_partial_success_is_answered_in_json() {
+    let mut s = TestServer::start(&[TOKEN]);
+    let spans = r#""spans":[{"traceId":"abcd","spanId":"eee19b7ec3c1b174","name":"bad","startTimeUnixNano":"1","endTimeUnixNano":"2"},{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"good","startTimeUnixNano":"1","endTimeUnixNano":"2"}]"#;
+    let r = common::post(
+        &format!("{}/v1/traces", s.url),
+        json_export("traces", spans),
+        &[JSON, AUTH],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON response");
+    let rejected = &v["partialSuccess"]["rejectedSpans"];
+    assert!(rejected == "1" || rejected == 1, "{v}");
+    assert!(v["partialSuccess"]["errorMessage"]
+        .as_str()
+        .is_some_and(|m| m.contains("trace_id")));
+    assert!(s.shutdown().await);
+    assert_eq!(s.docs().len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_otlp_json_is_400_with_a_json_status() {
+    let s = TestServer::start(&[TOKEN]);
+    // an attribute value nested 10,000 deep stops at the JSON parser's depth limit
+    let deep = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"k","value":{}"x"{}}}]}}}}]}}"#,
+        r#"{"arrayValue":{"values":["#.repeat(10_000),
+        "]}}".repeat(10_000)
+    );
+    for body in [
+        &b"{\"resourceSpans\": 5}"[..],
+        b"{not json",
+        b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"zz\"}]}]}]}",
+        deep.as_bytes(),
+    ] {
+        let r = common::post(
+            &format!("{}/v1/traces", s.url),
+            body.to_vec(),
+            &[JSON, AUTH],
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.headers["content-type"], "application/json");
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON status");
+        assert_eq!(v["code"], 3);
+        assert!(
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("failed to decode OTLP traces")),
+            "{v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn content_types_other_than_protobuf_or_json_are_415() {
     let s = TestServer::start(&[TOKEN]);
     let r = common::post(
         &format!("{}/v1/traces", s.url),

@@ -1,5 +1,6 @@
 //! The real OpenTelemetry Python SDK (its OTLP/HTTP protobuf and OTLP/gRPC
-//! exporters, pinned in agents/otel-python, installed by .ci/agents.sh)
+//! exporters, pinned in agents/otel-python) and Node.js SDK (OTLP/HTTP
+//! protobuf, pinned in agents/otel-node), installed by .ci/agents.sh,
 //! against the real server: traces with an exception event, metrics and logs
 //! sent with a secret token arrive as documents in their data streams; a
 //! wrong token is refused.
@@ -163,6 +164,131 @@ async fn wrong_token_is_refused(py: PathBuf, exporter: Exporter) {
     let out = run_sdk(py, exporter, &url, "wrong", "py-otel").await;
     assert!(out.contains("traces FAILURE"), "{out}");
     assert!(out.contains("metrics FAILURE"), "{out}");
+    assert!(s.shutdown().await);
+    assert!(s.docs().is_empty());
+}
+
+/// The installed Node.js SDK's `node_modules`, or SKIPPED (a failure on CI).
+fn node_modules(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("APM_RS_AGENTS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/apm-rs/agents")))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+    let modules = dir.join("otel-node/node_modules");
+    if modules.exists() {
+        return Some(modules);
+    }
+    let msg = format!(
+        "OpenTelemetry Node.js SDK not installed at {} (run .ci/agents.sh)",
+        modules.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
+        panic!("{test}: {msg} (CI=true: the SDK is required)");
+    }
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {msg} ***\n");
+    None
+}
+
+/// Runs agents/otel-node/app.js; its stdout (one result line per signal).
+async fn run_node(modules: PathBuf, url: &str, token: &str, service: &str) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-node/app.js");
+    let (url, token, service) = (url.to_owned(), token.to_owned(), service.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("NODE_PATH", modules)
+            .env("ENDPOINT", url)
+            .env("TOKEN", token)
+            .env("SERVICE", service)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sdk script failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams() {
+    let Some(modules) =
+        node_modules("node_sdk_traces_metrics_and_logs_arrive_in_their_data_streams")
+    else {
+        return;
+    };
+    let token = format!("apm-server.auth.secret_token={TOKEN}");
+    let mut s = TestServer::start(&[&token]);
+    let out = run_node(modules, &s.url, TOKEN, "node-otel").await;
+    for signal in ["traces", "metrics", "logs"] {
+        assert!(out.contains(&format!("{signal} SUCCESS")), "{out}");
+    }
+    assert!(s.shutdown().await);
+    let docs = s.docs();
+    for (index, d) in &docs {
+        assert_eq!(d["service"]["name"], "node-otel", "{index}: {d}");
+        assert_eq!(d["agent"]["name"], "opentelemetry/nodejs", "{index}: {d}");
+    }
+    let find = |index: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        docs.iter()
+            .filter(|(i, d)| i == index && pred(d))
+            .map(|(_, d)| d)
+            .collect::<Vec<_>>()
+    };
+    // (processor.event is added by the ingest pipeline: tell them apart by
+    // `transaction.type` / `span.type`)
+    let tx = find("traces-apm-default", &|d| {
+        d["transaction"]["type"].is_string()
+    });
+    assert_eq!(tx.len(), 1, "{docs:?}");
+    assert_eq!(tx[0]["transaction"]["name"], "GET /checkout");
+    assert_eq!(tx[0]["transaction"]["result"], "HTTP 5xx");
+    let span = find("traces-apm-default", &|d| d["span"]["type"].is_string());
+    assert_eq!(span.len(), 1, "{docs:?}");
+    assert_eq!(span[0]["span"]["subtype"], "postgresql");
+    assert_eq!(span[0]["parent"]["id"], tx[0]["transaction"]["id"]);
+    let err = find("logs-apm.error-default", &|_| true);
+    assert_eq!(err.len(), 1, "{docs:?}");
+    assert_eq!(err[0]["error"]["exception"][0]["type"], "TypeError");
+    assert_eq!(
+        err[0]["error"]["exception"][0]["message"],
+        "checkout failed"
+    );
+    assert_eq!(err[0]["transaction"]["id"], tx[0]["transaction"]["id"]);
+    assert_eq!(
+        err[0]["http"]["response"]["status_code"], 500,
+        "the span's HTTP context"
+    );
+    let metrics = find("metrics-apm.app.node_otel-default", &|_| true);
+    let names: Vec<&str> = metrics
+        .iter()
+        .flat_map(|d| d["metricset"]["samples"].as_array().into_iter().flatten())
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(names.contains(&"orders.placed"), "{names:?}");
+    assert!(names.contains(&"checkout.duration"), "{names:?}");
+    let logs = find("logs-apm.app.node_otel-default", &|d| {
+        d["message"] == "stock is low"
+    });
+    assert_eq!(logs.len(), 1, "{docs:?}");
+    assert_eq!(logs[0]["log"]["level"], "WARN");
+}
+
+#[tokio::test]
+async fn node_sdk_with_a_wrong_token_is_refused() {
+    let Some(modules) = node_modules("node_sdk_with_a_wrong_token_is_refused") else {
+        return;
+    };
+    let token = format!("apm-server.auth.secret_token={TOKEN}");
+    let mut s = TestServer::start(&[&token]);
+    let out = run_node(modules, &s.url, "wrong", "node-otel").await;
+    for signal in ["traces", "metrics", "logs"] {
+        assert!(out.contains(&format!("{signal} FAILURE 401")), "{out}");
+    }
     assert!(s.shutdown().await);
     assert!(s.docs().is_empty());
 }

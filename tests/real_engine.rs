@@ -17,6 +17,8 @@ mod engine;
 mod compare;
 #[path = "conformance/emulate.rs"]
 mod emulate;
+#[path = "conformance/otlp_recipes.rs"]
+mod otlp_recipes;
 #[path = "conformance/recipes.rs"]
 mod recipes;
 #[allow(dead_code)] // the runner needs it; intake responses never reach ES

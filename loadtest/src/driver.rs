@@ -5,6 +5,7 @@
 //! transport errors become `error:<kind>` outcomes in the status table.
 
 use crate::corpus::{self, Cursor, Route, Source};
+use crate::otlp;
 use crate::stats::{Outcome, Recorder, Sample};
 use crate::{plot, Args};
 use bytes::Bytes;
@@ -22,12 +23,17 @@ struct Payload {
     gz: Bytes,
     events: u64,
     raw_len: u64,
+    /// The OTLP signal of an `otlp` mix body (`None`: intake ndjson).
+    signal: Option<otlp::Signal>,
 }
 
 /// State shared by all streams.
 struct Shared {
     args: Args,
     url: String,
+    /// The server's base URL (OTLP bodies go to `<base>/v1/<signal>`).
+    base: String,
+    otlp: bool,
     sources: Vec<Source>,
     pool: Vec<Payload>,
     client: reqwest::Client,
@@ -87,21 +93,40 @@ fn make_payload(sources: &[Source], cur: &mut Cursor, n: usize, level: u32) -> P
         gz: gzip(&raw, level),
         events: events as u64,
         raw_len: raw.len() as u64,
+        signal: None,
     }
 }
 
-fn build_headers(args: &Args, rum: bool) -> Result<reqwest::header::HeaderMap, String> {
+/// The `seq`-th body of the `otlp` mix (signals in turn).
+fn make_otlp_payload(seq: u64, n: usize, level: u32) -> Payload {
+    let signal = otlp::Signal::nth(seq);
+    let raw = otlp::body(signal, seq, n, (now_us().max(0) as u64) * 1000);
+    Payload {
+        gz: gzip(&raw, level),
+        events: n.max(1) as u64,
+        raw_len: raw.len() as u64,
+        signal: Some(signal),
+    }
+}
+
+fn build_headers(args: &Args, rum: bool, otlp: bool) -> Result<reqwest::header::HeaderMap, String> {
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
     let mut h = HeaderMap::new();
     h.insert(
         "content-type",
-        HeaderValue::from_static("application/x-ndjson"),
+        HeaderValue::from_static(if otlp {
+            "application/x-protobuf"
+        } else {
+            "application/x-ndjson"
+        }),
     );
     h.insert("content-encoding", HeaderValue::from_static("gzip"));
     h.insert(
         "user-agent",
         HeaderValue::from_static(if rum {
             "Mozilla/5.0 (X11; Linux x86_64) apm-loadgen"
+        } else if otlp {
+            "OTel-OTLP-Exporter-Java/1.44.1 apm-loadgen"
         } else {
             "apm-agent-nodejs/3.29.0 (opbeans-node 1.0.0) apm-loadgen"
         }),
@@ -140,8 +165,17 @@ fn build_headers(args: &Args, rum: bool) -> Result<reqwest::header::HeaderMap, S
 pub async fn run(args: Args) -> Result<(), String> {
     let base = url::Url::parse(&args.url).map_err(|e| format!("bad --url: {e}"))?;
     check_loopback(&base).await?;
-    let (mix_route, files) = corpus::mix_files(&args.mix)
-        .ok_or_else(|| format!("unknown mix {:?} (node, intake, rum-v2, rum-v3)", args.mix))?;
+    let otlp_mix = args.mix == "otlp";
+    let (mix_route, files) = if otlp_mix {
+        (Route::Backend, &[][..])
+    } else {
+        corpus::mix_files(&args.mix).ok_or_else(|| {
+            format!(
+                "unknown mix {:?} (node, intake, rum-v2, rum-v3, otlp)",
+                args.mix
+            )
+        })?
+    };
     let route = match args.route.as_deref() {
         None => mix_route,
         Some("backend") => Route::Backend,
@@ -158,7 +192,8 @@ pub async fn run(args: Args) -> Result<(), String> {
         eprintln!("apm-loadgen: source {} ({} events)", s.name, s.events.len());
     }
     let rum = route != Route::Backend;
-    let chunked = !(args.content_length || rum);
+    // OpenTelemetry SDKs send a Content-Length body
+    let chunked = !(args.content_length || rum || otlp_mix);
     let mut url = base.clone();
     url.set_path(route.path());
     let streams = args.streams.max(1);
@@ -168,7 +203,13 @@ pub async fn run(args: Args) -> Result<(), String> {
         let t = Instant::now();
         let mut cur = Cursor::new(&sources, 0);
         let p: Vec<Payload> = (0..args.pool)
-            .map(|_| make_payload(&sources, &mut cur, n, args.gzip_level))
+            .map(|i| {
+                if otlp_mix {
+                    make_otlp_payload(i as u64, n, args.gzip_level)
+                } else {
+                    make_payload(&sources, &mut cur, n, args.gzip_level)
+                }
+            })
             .collect();
         eprintln!(
             "apm-loadgen: built a pool of {} bodies ({} events each) in {:.2?}",
@@ -190,10 +231,12 @@ pub async fn run(args: Args) -> Result<(), String> {
         .tcp_nodelay(true)
         .build()
         .map_err(|e| format!("cannot build http client: {e}"))?;
-    let headers = build_headers(&args, rum)?;
+    let headers = build_headers(&args, rum, otlp_mix)?;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         url: url.to_string(),
+        base: base.as_str().trim_end_matches('/').to_owned(),
+        otlp: otlp_mix,
         deadline: start + args.duration,
         args: args.clone(),
         sources,
@@ -356,7 +399,10 @@ async fn stream_loop(sh: Arc<Shared>, stream: u64) {
                 }
             }
         }
-        let payload = if sh.pool.is_empty() || want != n {
+        let payload = if sh.otlp && (sh.pool.is_empty() || want != n) {
+            let seq = sh.requests.load(Ordering::Relaxed);
+            make_otlp_payload(seq, want as usize, args.gzip_level)
+        } else if sh.pool.is_empty() || want != n {
             make_payload(&sh.sources, &mut cur, want as usize, args.gzip_level)
         } else {
             pool_i = (pool_i + 1) % sh.pool.len();
@@ -373,7 +419,11 @@ async fn stream_loop(sh: Arc<Shared>, stream: u64) {
 
 async fn send(sh: &Shared, p: &Payload, seq: u64) -> Sample {
     let args = &sh.args;
-    let mut req = sh.client.post(&sh.url).headers(sh.headers.clone());
+    let mut req = match p.signal {
+        Some(signal) => sh.client.post(format!("{}{}", sh.base, signal.path())),
+        None => sh.client.post(&sh.url),
+    }
+    .headers(sh.headers.clone());
     if sh.rum && args.client_ips > 0 {
         req = req.header("x-forwarded-for", client_ip(seq, args.client_ips));
     }
@@ -406,10 +456,13 @@ async fn send(sh: &Shared, p: &Payload, seq: u64) -> Sample {
             match resp.bytes().await {
                 Ok(b) => Outcome::Http {
                     status,
-                    accepted: if status == 202 {
-                        p.events
-                    } else {
-                        accepted_from_body(&b)
+                    accepted: match p.signal {
+                        Some(signal) if status == 200 => {
+                            p.events.saturating_sub(signal.rejected(&b))
+                        }
+                        Some(_) => 0,
+                        None if status == 202 => p.events,
+                        None => accepted_from_body(&b),
                     },
                 },
                 Err(e) => Outcome::Error(error_kind(&e)),

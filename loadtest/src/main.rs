@@ -10,11 +10,15 @@
 //! whole run offers `--rate` events per second. The run stops by itself at
 //! `--duration` or after `--max-events`, whichever comes first.
 //!
+//! The `otlp` mix sends OTLP/HTTP protobuf export requests instead (see
+//! `otlp.rs`), with `Content-Length`, counting `partial_success` refusals.
+//!
 //! Output: a table on stdout, `--json FILE` with the totals and a per-second
 //! series, `--plot FILE.png` with throughput and latency over time.
 
 mod corpus;
 mod driver;
+mod otlp;
 mod plot;
 mod stats;
 
@@ -36,7 +40,8 @@ pub struct Args {
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Event mix: node (bench/ Node.js capture), intake (intake-v2 files),
-    /// rum-v2, rum-v3. RUM mixes go to the RUM routes, anonymously.
+    /// rum-v2, rum-v3, otlp (OTLP/HTTP protobuf traces, metrics and logs in
+    /// turn, to /v1/*). RUM mixes go to the RUM routes, anonymously.
     #[arg(long, default_value = "node")]
     pub mix: String,
     /// Concurrent streams (agents).

@@ -1,6 +1,13 @@
 //! OTLP over HTTP (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`): reads the
-//! protobuf body (gzip allowed), hands it to the pipeline as one batch and
-//! answers in OTLP's shape.
+//! body (gzip allowed), protobuf (`application/x-protobuf`) or OTLP/JSON
+//! (`application/json`), hands it to the pipeline as one batch and answers
+//! in OTLP's shape, encoded like the request.
+//!
+//! OTLP/JSON is the protobuf JSON mapping with OTLP's exceptions (hex trace
+//! and span ids, lowerCamelCase names, enums as integers, 64-bit integers
+//! as strings or numbers), which `opentelemetry-proto`'s `with-serde`
+//! feature implements; a JSON message is turned into the protobuf message
+//! on a blocking thread and enters the pipeline like a protobuf one.
 //!
 //! Invariants: the route is in the backend group (authentication and the
 //! anonymous per-IP limit run before the body is read); a body is read up
@@ -27,6 +34,35 @@ use std::sync::Arc;
 pub use super::otlp_export::MAX_MESSAGE_BYTES;
 
 const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// How a request's body and its answer are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    /// The encoding named by a `Content-Type` value (parameters ignored).
+    fn of(content_type: &str) -> Option<Encoding> {
+        let essence = content_type.split(';').next().map(str::trim)?;
+        if essence.eq_ignore_ascii_case(PROTOBUF) {
+            Some(Encoding::Protobuf)
+        } else if essence.eq_ignore_ascii_case(JSON) {
+            Some(Encoding::Json)
+        } else {
+            None
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => PROTOBUF,
+            Encoding::Json => JSON,
+        }
+    }
+}
 
 /// `google.rpc.Status`, the body of every OTLP/HTTP failure.
 #[derive(Clone, PartialEq, Message)]
@@ -42,7 +78,7 @@ pub struct RpcStatus {
 pub enum OtlpHttpError {
     #[error("only POST requests are supported")]
     Method,
-    #[error("unsupported content type {0:?}: send {PROTOBUF}")]
+    #[error("unsupported content type {0:?}: send {PROTOBUF} or {JSON}")]
     ContentType(String),
     #[error("unsupported content encoding {0:?}")]
     Encoding(String),
@@ -81,15 +117,23 @@ impl OtlpHttpError {
         }
     }
 
-    fn respond(&self) -> HttpResponse {
+    fn respond(&self, encoding: Encoding) -> HttpResponse {
         let (status, code) = self.codes();
-        let body = RpcStatus {
+        let status_msg = RpcStatus {
             code,
             message: self.to_string(),
-        }
-        .encode_to_vec();
+        };
+        let body = match encoding {
+            Encoding::Protobuf => status_msg.encode_to_vec(),
+            Encoding::Json => serde_json::json!({
+                "code": status_msg.code,
+                "message": status_msg.message,
+            })
+            .to_string()
+            .into_bytes(),
+        };
         response::builder(status)
-            .insert_header((CONTENT_TYPE, PROTOBUF))
+            .insert_header((CONTENT_TYPE, encoding.content_type()))
             .body(body)
     }
 }
@@ -138,9 +182,14 @@ async fn handle(
     let (st, rq) = (&state, &req);
     backend_group(&req, &state, |auth, addr| async move {
         let ctx = otlp_export::request_ctx(st, auth, &addr, super::user_agent(rq));
-        match export(signal, st, rq, payload, ctx).await {
-            Ok(r) => success(signal, r),
-            Err(e) => e.respond(),
+        let encoding = rq
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Encoding::of);
+        match export(signal, encoding, st, rq, payload, ctx).await {
+            Ok(r) => success(signal, encoding.unwrap_or(Encoding::Protobuf), r),
+            Err(e) => e.respond(encoding.unwrap_or(Encoding::Protobuf)),
         }
     })
     .await
@@ -148,6 +197,7 @@ async fn handle(
 
 async fn export(
     signal: Signal,
+    encoding: Option<Encoding>,
     state: &Arc<AppState>,
     req: &HttpRequest,
     payload: web::Payload,
@@ -156,14 +206,14 @@ async fn export(
     if req.method() != Method::POST {
         return Err(OtlpHttpError::Method);
     }
-    let ct = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    if ct.split(';').next().map(str::trim) != Some(PROTOBUF) {
+    let Some(encoding) = encoding else {
+        let ct = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
         return Err(OtlpHttpError::ContentType(ct));
-    }
+    };
     let deadline = tokio::time::Instant::now() + state.cfg.apm_server.read_timeout.get();
     let _slot = otlp_export::decoder_slot(state, deadline).await?;
     let wire = read_body(payload, deadline).await?;
@@ -177,7 +227,40 @@ async fn export(
             ))
         }
     };
+    let body = match encoding {
+        Encoding::Protobuf => body,
+        Encoding::Json => web::block(move || json_to_protobuf(signal, &body))
+            .await
+            .map_err(|e| OtlpHttpError::Read(e.to_string()))??,
+    };
     Ok(otlp_export::submit(state, ctx, signal, body).await?)
+}
+
+/// An OTLP/JSON message as the protobuf message of the same signal.
+fn json_to_protobuf(signal: Signal, json: &[u8]) -> Result<Bytes, OtlpHttpError> {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    };
+    fn parse<M: serde::de::DeserializeOwned + Message>(
+        signal: Signal,
+        json: &[u8],
+    ) -> Result<Bytes, OtlpHttpError> {
+        serde_json::from_slice::<M>(json)
+            .map(|m| Bytes::from(m.encode_to_vec()))
+            .map_err(|e| {
+                ExportError::Invalid(format!(
+                    "failed to decode OTLP {} request: {e}",
+                    signal.as_str()
+                ))
+                .into()
+            })
+    }
+    match signal {
+        Signal::Traces => parse::<ExportTraceServiceRequest>(signal, json),
+        Signal::Metrics => parse::<ExportMetricsServiceRequest>(signal, json),
+        Signal::Logs => parse::<ExportLogsServiceRequest>(signal, json),
+    }
 }
 
 async fn read_body(
@@ -213,9 +296,21 @@ fn gunzip(wire: &[u8]) -> Result<Bytes, OtlpHttpError> {
     Ok(Bytes::from(out))
 }
 
-/// `200` with the signal's export response; `partial_success` when items were refused.
-fn success(signal: Signal, r: Exported) -> HttpResponse {
+/// `200` with the signal's export response, encoded as the request was;
+/// `partial_success` when items were refused (left out of a JSON answer
+/// when none were: serde would write `null`).
+fn success(signal: Signal, encoding: Encoding, r: Exported) -> HttpResponse {
+    let body = match encoding {
+        Encoding::Protobuf => r.encode(signal),
+        Encoding::Json if r.rejected == 0 => b"{}".to_vec(),
+        Encoding::Json => match signal {
+            Signal::Traces => serde_json::to_vec(&r.traces()),
+            Signal::Metrics => serde_json::to_vec(&r.metrics()),
+            Signal::Logs => serde_json::to_vec(&r.logs()),
+        }
+        .unwrap_or_else(|_| b"{}".to_vec()),
+    };
     response::builder(StatusCode::OK)
-        .insert_header((CONTENT_TYPE, PROTOBUF))
-        .body(r.encode(signal))
+        .insert_header((CONTENT_TYPE, encoding.content_type()))
+        .body(body)
 }

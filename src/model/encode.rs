@@ -569,10 +569,25 @@ fn common(w: &mut W<'_>, ev: &Event) {
         for (k, v) in &ev.labels.strings {
             w.str_always(sanitize_key(k).as_ref(), v);
         }
+        for (k, v) in &ev.labels.string_lists {
+            w.open_arr(sanitize_key(k).as_ref());
+            for s in v {
+                w.elem_str(s);
+            }
+            w.close_arr();
+        }
         w.close();
         w.open(q!("numeric_labels"));
         for (k, v) in &ev.labels.numbers {
             w.f64(sanitize_key(k).as_ref(), *v);
+        }
+        for (k, v) in &ev.labels.number_lists {
+            w.open_arr(sanitize_key(k).as_ref());
+            for n in v {
+                w.sep();
+                write_f64(w.out, *n);
+            }
+            w.close_arr();
         }
         w.close();
     }
@@ -1011,6 +1026,7 @@ fn error(w: &mut W<'_>, e: &ErrorEvent) {
     if let Some(c) = &e.custom {
         w.json(q!("custom"), c, true);
     }
+    w.str(q!("stack_trace"), &e.stack_trace);
     w.close();
     w.open(q!("transaction"));
     w.str(q!("id"), &e.transaction_id);
@@ -1051,8 +1067,16 @@ fn metricset(w: &mut W<'_>, ev: &Event, m: &Metricset) {
                 w.close_arr();
             } else if s.type_ == "summary" && !erase {
                 w.str(q!("type"), "summary");
-                w.i64(q!("value_count"), 0);
-                w.i64(q!("sum"), 0);
+                match s.summary {
+                    Some((count, sum)) => {
+                        w.i64(q!("value_count"), i64::try_from(count).unwrap_or(i64::MAX));
+                        w.f64(q!("sum"), sum);
+                    }
+                    None => {
+                        w.i64(q!("value_count"), 0);
+                        w.i64(q!("sum"), 0);
+                    }
+                }
             } else {
                 if !erase {
                     w.str(q!("type"), &s.type_);
@@ -1100,8 +1124,10 @@ fn log(w: &mut W<'_>, l: &LogEvent) {
     }
     w.close();
     w.open(q!("event"));
-    if !l.is_error() {
-        w.str(q!("kind"), "event");
+    match l.otlp_severity {
+        Some(n) => w.i64(q!("severity"), n),
+        None if !l.is_error() => w.str(q!("kind"), "event"),
+        None => {}
     }
     w.str(q!("dataset"), &l.event_dataset);
     w.close();

@@ -158,6 +158,9 @@ pub(crate) struct User {
 pub(crate) struct Labels {
     pub(crate) strings: Vec<(String, String)>,
     pub(crate) numbers: Vec<(String, f64)>,
+    /// Array-valued labels (OTLP attributes); few per event, so scanned.
+    pub(crate) string_lists: Vec<(String, Vec<String>)>,
+    pub(crate) number_lists: Vec<(String, Vec<f64>)>,
     index: Option<Box<LabelIndex>>,
 }
 
@@ -208,7 +211,18 @@ fn upsert<T>(
 
 impl Labels {
     pub(crate) fn is_empty(&self) -> bool {
-        self.strings.is_empty() && self.numbers.is_empty()
+        self.strings.is_empty()
+            && self.numbers.is_empty()
+            && self.string_lists.is_empty()
+            && self.number_lists.is_empty()
+    }
+    /// Sets an array-valued string label (replacing a list of the same key).
+    pub(crate) fn set_string_list(&mut self, k: &str, v: Vec<String>) {
+        upsert(&mut self.string_lists, None, k, v);
+    }
+    /// Sets an array-valued numeric label (replacing a list of the same key).
+    pub(crate) fn set_number_list(&mut self, k: &str, v: Vec<f64>) {
+        upsert(&mut self.number_lists, None, k, v);
     }
     fn ensure_index(&mut self) {
         if self.index.is_none() && self.strings.len().max(self.numbers.len()) >= LABEL_INDEX_FROM {
@@ -481,6 +495,8 @@ pub(crate) struct ErrorEvent {
     pub(crate) transaction_sampled: Option<bool>,
     pub(crate) grouping_key: String,
     pub(crate) message: String,
+    /// `error.stack_trace`: a stack trace kept as text (OTLP exceptions).
+    pub(crate) stack_trace: String,
 }
 
 /// One metricset sample.
@@ -492,6 +508,8 @@ pub(crate) struct Sample {
     pub(crate) value: f64,
     pub(crate) values: Vec<f64>,
     pub(crate) counts: Vec<i64>,
+    /// A summary's `(value_count, sum)` (OTLP summaries).
+    pub(crate) summary: Option<(u64, f64)>,
 }
 
 /// Metricset data.
@@ -525,6 +543,9 @@ pub(crate) struct LogEvent {
     pub(crate) error_stack_trace: String,
     pub(crate) transaction_id: String,
     pub(crate) span_id: String,
+    /// An OTLP log record: `event.severity` is its severity number and no
+    /// `event.kind` is written (apm-data sets it only for span events).
+    pub(crate) otlp_severity: Option<i64>,
 }
 
 impl LogEvent {

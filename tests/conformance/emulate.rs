@@ -303,6 +303,7 @@ pub fn has_text_multifield(k: &str) -> bool {
         "os.full",
         "url.full",
         "url.original",
+        "error.stack_trace",
     ];
     k == "user_agent.original" || SUFFIXES.iter().any(|s| k.ends_with(s))
 }

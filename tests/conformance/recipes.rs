@@ -12,6 +12,11 @@ pub struct Send {
     pub path: &'static str,
     pub body: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
+    /// The HTTP status a successful request answers with.
+    pub status: u16,
+    /// Sent as an OTLP/gRPC export of this signal instead of an HTTP POST
+    /// (`headers` become the call's metadata, `status` is not used).
+    pub grpc: Option<crate::otlp_recipes::Signal>,
 }
 
 /// Selects documents the way the recipe's ES query does.
@@ -82,12 +87,14 @@ const GO_UA: &str = "Go-http-client/1.1";
 
 fn send(path: &'static str, body: Vec<u8>) -> Send {
     Send {
+        grpc: None,
         path,
         body,
         headers: vec![
             ("content-type", "application/x-ndjson".into()),
             ("user-agent", GO_UA.into()),
         ],
+        status: 202,
     }
 }
 
@@ -676,6 +683,7 @@ pub fn recipes(corpus: &Path) -> Result<Vec<Recipe>, String> {
             }),
         });
     }
+    crate::otlp_recipes::recipes(&mut out);
     Ok(out)
 }
 
@@ -688,11 +696,6 @@ pub fn skipped(approval: &str) -> Option<&'static str> {
         || approval == "TestSourcemapUploadInvalidElasticsearchConfig"
     {
         return Some(ORPHANED);
-    }
-    if approval.starts_with("TestOTLP") {
-        return Some(
-            "produced from OTLP/gRPC traffic; apm-rs takes OTLP over HTTP only (docs/otlp.md)",
-        );
     }
     match approval {
         "TestAgentConfig" => Some("agent configuration documents, not intake"),

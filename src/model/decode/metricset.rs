@@ -58,6 +58,7 @@ pub(crate) fn metricset(ctx: &mut Ctx, o: Obj<'_>, meta: &Metadata) -> R<Option<
                         None => Vec::new(),
                     },
                     value: 0.0,
+                    summary: None,
                 };
                 let value = num(so, "value")?;
                 ctx.push("samples");

@@ -2,9 +2,9 @@
 //! attributes), with trace context, severity and attributes as labels.
 //!
 //! Invariants: `@timestamp` is the record's time, else its observed time,
-//! else the request's; `log.level` is the severity text, else the name of
-//! the severity number; a record with an id of the wrong length is
-//! rejected alone.
+//! else the request's; `log.level` is the severity text and
+//! `event.severity` the severity number, as apm-data keeps them; a record
+//! with an id of the wrong length is rejected alone.
 
 use super::super::event::{Body, Labels, LogEvent};
 use super::super::{Event, RequestBase};
@@ -31,30 +31,14 @@ pub(crate) fn translate(
     }
 }
 
-/// The OTLP severity-number ranges' names (1–4 TRACE … 21–24 FATAL).
-fn severity_name(n: i32) -> &'static str {
-    match n {
-        1..=4 => "Trace",
-        5..=8 => "Debug",
-        9..=12 => "Info",
-        13..=16 => "Warn",
-        17..=20 => "Error",
-        21..=24 => "Fatal",
-        _ => "",
-    }
-}
-
 fn record(r: &LogRecord, meta: &super::super::Metadata) -> Result<Event, Rejected> {
     let trace_id = hex_id(&r.trace_id, 16, "trace_id")?;
     let span_id = hex_id(&r.span_id, 8, "span_id")?;
     let mut log = LogEvent {
         message: r.body.as_ref().map(to_text).unwrap_or_default(),
-        level: if r.severity_text.is_empty() {
-            severity_name(r.severity_number).to_owned()
-        } else {
-            r.severity_text.clone()
-        },
+        level: r.severity_text.clone(),
         span_id,
+        otlp_severity: (r.severity_number > 0).then_some(i64::from(r.severity_number)),
         ..Default::default()
     };
     let mut labels = Labels::default();

@@ -1,10 +1,12 @@
 //! Metrics → metricsets: data points of one scope with the same timestamp
 //! and attributes become one `app` metricset, one sample per metric.
 //!
-//! Invariants: gauges and sums give `gauge`/`counter` samples, histograms
-//! give `histogram` samples (bucket midpoints and counts); a metric type
-//! without a model equivalent (summary, exponential histogram) is rejected
-//! per data point; a point without a value is rejected.
+//! Invariants: gauges give `gauge` samples, sums (monotonic or not)
+//! `counter` samples, histograms `histogram` samples (bucket midpoints and
+//! counts; a histogram without bounds is one bucket at its mean), summaries
+//! `summary` samples (count and sum; quantiles are not kept), as apm-data
+//! does; exponential histograms have no model equivalent in apm-data and
+//! are rejected per data point; a point without a finite value is rejected.
 
 use super::super::event::{Body, Labels, Metricset, Sample};
 use super::super::{Event, RequestBase};
@@ -56,8 +58,7 @@ pub(crate) fn translate(
                         numbers(&d.data_points, sample("gauge"), &mut g, rejected)
                     }
                     Some(Data::Sum(d)) => {
-                        let t = if d.is_monotonic { "counter" } else { "gauge" };
-                        numbers(&d.data_points, sample(t), &mut g, rejected)
+                        numbers(&d.data_points, sample("counter"), &mut g, rejected)
                     }
                     Some(Data::Histogram(d)) => {
                         for p in &d.data_points {
@@ -67,7 +68,15 @@ pub(crate) fn translate(
                             }
                         }
                     }
-                    Some(Data::Summary(d)) => unsupported(d.data_points.len(), "summary", rejected),
+                    Some(Data::Summary(d)) => {
+                        for p in &d.data_points {
+                            let s = Sample {
+                                summary: Some((p.count, p.sum)),
+                                ..sample("summary")
+                            };
+                            g.add(p.time_unix_nano, &p.attributes, s);
+                        }
+                    }
                     Some(Data::ExponentialHistogram(d)) => {
                         unsupported(d.data_points.len(), "exponential histogram", rejected)
                     }
@@ -115,11 +124,11 @@ fn numbers(
 ) {
     for p in points {
         let value = match p.value {
-            Some(Value::AsDouble(d)) => d,
+            Some(Value::AsDouble(d)) if d.is_finite() => d,
             Some(Value::AsInt(i)) => i as f64,
-            None => {
+            Some(Value::AsDouble(_)) | None => {
                 rejected.push(Rejected {
-                    message: format!("data point of {:?} has no value", proto.name),
+                    message: format!("data point of {:?} has no finite value", proto.name),
                 });
                 continue;
             }
@@ -135,12 +144,21 @@ fn numbers(
     }
 }
 
-/// Explicit-bucket histogram → midpoints and counts, as apm-data does: the
+/// Explicit-bucket histogram → midpoints and counts, as apm-data does (no
+/// bounds: one bucket, the mean, holding every value); the
 /// first bucket's value is half its upper bound (when positive), the last
 /// bucket's value its lower bound; empty buckets are left out.
 fn histogram(p: &HistogramDataPoint, proto: Sample) -> Result<Sample, Rejected> {
     let b = &p.explicit_bounds;
-    if p.bucket_counts.len() != b.len() + 1 && !(p.bucket_counts.is_empty() && b.is_empty()) {
+    if b.is_empty() {
+        let mean = p.sum.unwrap_or(0.0) / p.count as f64;
+        return Ok(Sample {
+            values: vec![if mean.is_finite() { mean } else { 0.0 }],
+            counts: vec![i64::try_from(p.count).unwrap_or(i64::MAX)],
+            ..proto
+        });
+    }
+    if p.bucket_counts.len() != b.len() + 1 {
         return Err(Rejected {
             message: format!(
                 "histogram {:?}: {} bucket counts for {} bounds",

@@ -235,7 +235,8 @@ fn write_json(j: &Json, out: &mut String) {
 
 /// Folds an attribute into labels as apm-data does: strings and booleans
 /// into `labels`, numbers into `numeric_labels`, dots in keys as `_`;
-/// arrays and maps are not labels.
+/// arrays by the type of their first element (elements of other types are
+/// left out); maps are not labels.
 pub(crate) fn set_label(l: &mut Labels, key: &str, v: &AnyValue) {
     let k = key.replace('.', "_");
     match &v.value {
@@ -243,6 +244,48 @@ pub(crate) fn set_label(l: &mut Labels, key: &str, v: &AnyValue) {
         Some(Value::BoolValue(b)) => l.set_string(&k, b.to_string()),
         Some(Value::IntValue(i)) => l.set_number(&k, *i as f64),
         Some(Value::DoubleValue(d)) => l.set_number(&k, *d),
+        Some(Value::ArrayValue(a)) => {
+            let items = a.values.iter().take(MAX_ATTRIBUTES).map(|x| &x.value);
+            match a.values.first().and_then(|x| x.value.as_ref()) {
+                Some(Value::StringValue(_)) => l.set_string_list(
+                    &k,
+                    items
+                        .filter_map(|x| match x {
+                            Some(Value::StringValue(s)) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                Some(Value::BoolValue(_)) => l.set_string_list(
+                    &k,
+                    items
+                        .filter_map(|x| match x {
+                            Some(Value::BoolValue(b)) => Some(b.to_string()),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                Some(Value::IntValue(_)) => l.set_number_list(
+                    &k,
+                    items
+                        .filter_map(|x| match x {
+                            Some(Value::IntValue(i)) => Some(*i as f64),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                Some(Value::DoubleValue(_)) => l.set_number_list(
+                    &k,
+                    items
+                        .filter_map(|x| match x {
+                            Some(Value::DoubleValue(d)) => Some(*d),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                _ => {}
+            }
+        }
         _ => {}
     }
 }
@@ -258,6 +301,12 @@ pub(crate) fn merge_labels(ev: &mut Event, labels: Labels) {
     }
     for (k, v) in labels.numbers {
         l.set_number(&k, v);
+    }
+    for (k, v) in labels.string_lists {
+        l.set_string_list(&k, v);
+    }
+    for (k, v) in labels.number_lists {
+        l.set_number_list(&k, v);
     }
 }
 

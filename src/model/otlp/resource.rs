@@ -1,10 +1,13 @@
 //! Resource (and scope) attributes → the per-request parts of an event:
 //! service, agent, host, process, container, Kubernetes, cloud, labels.
 //!
-//! Invariants: `service.name` falls back to `unknown`, `agent.name` is
-//! `opentelemetry/<telemetry.sdk.language>` (`otlp` without a language) and
-//! `agent.version` falls back to `unknown`; attributes without a dedicated
-//! field become labels.
+//! Invariants: `service.name` falls back to `unknown` (other characters
+//! than letters, digits, space, `_`, `-` become `_`); `agent.name` is
+//! `<telemetry.sdk.name or otlp>[/<language>[/<telemetry.distro.name>]]`,
+//! `agent.version` the SDK's (the distro's with a distro) or `unknown`;
+//! `service.language.name` falls back to `unknown`; attributes without a
+//! dedicated field become labels; only mobile agents (`android/…`,
+//! `iOS/…`) get `client.ip`/`source.ip` (from the request).
 
 use super::super::event::{Agent, Client, Labels, MetaInner, Metadata, Service, Shared};
 use super::super::RequestBase;
@@ -24,16 +27,19 @@ pub(crate) fn metadata(
     let mut agent = Agent::default();
     let mut labels = Labels::default();
     let mut sdk_name = String::new();
+    let (mut distro_name, mut distro_version) = (String::new(), String::new());
     let empty = Vec::new();
     for (k, v) in attrs(resource.map_or(&empty, |r| &r.attributes)) {
         let s = || as_str(v).unwrap_or_default().to_owned();
         match k {
-            "service.name" => service.name = s(),
+            "service.name" => service.name = clean_service_name(as_str(v).unwrap_or_default()),
             "service.version" => service.version = s(),
             "service.instance.id" => service.node_name = s(),
             "deployment.environment" | "deployment.environment.name" => service.environment = s(),
             "telemetry.sdk.language" => service.language.name = s(),
             "telemetry.sdk.name" => sdk_name = s(),
+            "telemetry.distro.name" => distro_name = s(),
+            "telemetry.distro.version" => distro_version = s(),
             "telemetry.sdk.version" => agent.version = s(),
             "process.runtime.name" => service.runtime.name = s(),
             "process.runtime.version" => service.runtime.version = s(),
@@ -65,15 +71,31 @@ pub(crate) fn metadata(
     if service.name.is_empty() {
         service.name = "unknown".into();
     }
-    agent.name = if !service.language.name.is_empty() {
-        format!("opentelemetry/{}", service.language.name)
-    } else if !sdk_name.is_empty() {
-        sdk_name
-    } else {
+    agent.name = if sdk_name.is_empty() {
         "otlp".into()
+    } else {
+        sdk_name
     };
     if agent.version.is_empty() {
         agent.version = "unknown".into();
+    }
+    if !distro_name.is_empty() {
+        let lang = if service.language.name.is_empty() {
+            "unknown"
+        } else {
+            &service.language.name
+        };
+        agent.name = format!("{}/{lang}/{distro_name}", agent.name);
+        agent.version = if distro_version.is_empty() {
+            "unknown".into()
+        } else {
+            distro_version
+        };
+    } else if !service.language.name.is_empty() {
+        agent.name = format!("{}/{}", agent.name, service.language.name);
+    }
+    if service.language.name.is_empty() {
+        service.language.name = "unknown".into();
     }
     if !sh.k8s_node_name.is_empty() {
         sh.host_hostname = sh.k8s_node_name.clone();
@@ -88,6 +110,14 @@ pub(crate) fn metadata(
             sh.container_id.clone()
         };
     }
+    // Mobile SDKs report from the user's device: its address is the
+    // client's, as for RUM (the forwarding headers' IP, the peer as NAT).
+    let mut client = Client::default();
+    if agent.name.starts_with("android/") || agent.name.starts_with("iOS/") {
+        client.client_ip = base.client_ip;
+        client.source_ip = base.client_ip;
+        client.nat_ip = base.nat_ip;
+    }
     Metadata {
         inner: Arc::new(MetaInner {
             base: base.clone(),
@@ -96,7 +126,21 @@ pub(crate) fn metadata(
             agent: Arc::new(agent),
             user: Arc::default(),
             labels: Arc::new(labels),
-            client: Client::default(),
+            client,
         }),
     }
+}
+
+/// `service.name` as apm-data keeps it: characters other than ASCII
+/// letters, digits, space, `_` and `-` become `_`.
+fn clean_service_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, ' ' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

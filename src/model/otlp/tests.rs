@@ -11,8 +11,9 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    metric::Data, number_data_point, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    Summary, SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
@@ -37,6 +38,7 @@ fn resource() -> Option<Resource> {
     Some(Resource {
         attributes: vec![
             kv("service.name", s("checkout")),
+            kv("telemetry.sdk.name", s("opentelemetry")),
             kv("telemetry.sdk.language", s("python")),
             kv("telemetry.sdk.version", s("1.2.3")),
             kv("host.name", s("web-1")),
@@ -225,7 +227,7 @@ fn malformed_protobuf_is_one_decode_error() {
 }
 
 #[test]
-fn gauges_sums_and_histograms_with_the_same_attributes_share_a_metricset() {
+fn gauges_sums_histograms_and_summaries_with_the_same_attributes_share_a_metricset() {
     let point = |v: f64| NumberDataPoint {
         time_unix_nano: 5_000_000_000,
         attributes: vec![kv("route", s("/pay"))],
@@ -268,9 +270,23 @@ fn gauges_sums_and_histograms_with_the_same_attributes_share_a_metricset() {
                         ..Default::default()
                     },
                     Metric {
-                        name: "old.summary".into(),
+                        name: "rpc.latency".into(),
                         data: Some(Data::Summary(Summary {
-                            data_points: vec![SummaryDataPoint::default()],
+                            data_points: vec![SummaryDataPoint {
+                                time_unix_nano: 5_000_000_000,
+                                attributes: vec![kv("route", s("/pay"))],
+                                count: 10,
+                                sum: 123.5,
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "exponential".into(),
+                        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: vec![ExponentialHistogramDataPoint::default()],
+                            ..Default::default()
                         })),
                         ..Default::default()
                     },
@@ -282,13 +298,20 @@ fn gauges_sums_and_histograms_with_the_same_attributes_share_a_metricset() {
     }
     .encode_to_vec();
     let (d, rejected) = docs(Signal::Metrics, &m);
-    assert_eq!(rejected.len(), 1, "the summary point");
+    assert_eq!(rejected.len(), 1, "the exponential histogram point");
     assert_eq!(d.len(), 1);
     let (index, doc) = &d[0];
     assert_eq!(index, "metrics-apm.app.checkout-default");
     assert_eq!(doc["labels"]["route"], "/pay");
     let samples = doc["metricset"]["samples"].as_array().expect("samples");
-    assert_eq!(samples.len(), 3);
+    assert_eq!(samples.len(), 4);
+    let summary = samples
+        .iter()
+        .find(|s| s["name"] == "rpc.latency")
+        .expect("summary");
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["value_count"], 10);
+    assert_eq!(summary["sum"], 123.5);
     let h = samples
         .iter()
         .find(|s| s["name"] == "latency")
@@ -323,6 +346,7 @@ fn log_records_keep_severity_body_and_trace_context() {
                     LogRecord {
                         time_unix_nano: 2_000_000_000,
                         severity_number: 13,
+                        severity_text: "WARN".into(),
                         body: Some(AnyValue {
                             value: Some(s("disk almost full")),
                         }),
@@ -346,8 +370,120 @@ fn log_records_keep_severity_body_and_trace_context() {
     assert_eq!(d.len(), 2);
     assert_eq!(d[0].0, "logs-apm.app.checkout-default");
     assert_eq!(d[0].1["message"], "disk almost full");
-    assert_eq!(d[0].1["log"]["level"], "Warn");
+    assert_eq!(d[0].1["log"]["level"], "WARN");
+    assert_eq!(d[0].1["event"]["severity"], 13);
+    assert!(d[0].1["event"].get("kind").is_none(), "not a span event");
     assert_eq!(d[0].1["trace"]["id"], "01010101010101010101010101010101");
     let deep = d[1].1["message"].as_str().expect("message");
     assert!(deep.ends_with("null]]]]]]]]"), "nesting is cut: {deep}");
+}
+
+#[test]
+fn array_attributes_become_label_lists_by_their_first_element_type() {
+    let array = |vals: Vec<Value>| {
+        Value::ArrayValue(ArrayValue {
+            values: vals
+                .into_iter()
+                .map(|v| AnyValue { value: Some(v) })
+                .collect(),
+        })
+    };
+    let mut root = span_of(1, &[], span::SpanKind::Server, vec![]);
+    root.attributes = vec![
+        kv("tags", array(vec![s("a"), Value::IntValue(1), s("b")])),
+        kv(
+            "flags",
+            array(vec![Value::BoolValue(true), Value::BoolValue(false)]),
+        ),
+        kv("sizes", array(vec![Value::IntValue(3), Value::IntValue(4)])),
+        kv("ratios", array(vec![Value::DoubleValue(0.5)])),
+        kv("empty", array(vec![])),
+    ];
+    let (d, _) = docs(Signal::Traces, &traces(vec![root]));
+    let doc = &d[0].1;
+    assert_eq!(doc["labels"]["tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(doc["labels"]["flags"], serde_json::json!(["true", "false"]));
+    assert_eq!(doc["numeric_labels"]["sizes"], serde_json::json!([3, 4]));
+    assert_eq!(doc["numeric_labels"]["ratios"], serde_json::json!([0.5]));
+    assert!(doc["labels"].get("empty").is_none());
+}
+
+#[test]
+fn agent_name_is_sdk_name_language_and_distro_and_service_name_is_cleaned() {
+    let with = |attrs: Vec<KeyValue>| {
+        let m = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: attrs,
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        docs(Signal::Logs, &m).0.remove(0).1
+    };
+    let d = with(vec![]);
+    assert_eq!(d["agent"]["name"], "otlp");
+    assert_eq!(d["agent"]["version"], "unknown");
+    assert_eq!(d["service"]["name"], "unknown");
+    assert_eq!(d["service"]["language"]["name"], "unknown");
+    let d = with(vec![
+        kv("service.name", s("unknown_service:node")),
+        kv("telemetry.sdk.language", s("nodejs")),
+    ]);
+    assert_eq!(d["agent"]["name"], "otlp/nodejs");
+    assert_eq!(d["service"]["name"], "unknown_service_node");
+    let d = with(vec![
+        kv("telemetry.sdk.name", s("opentelemetry")),
+        kv("telemetry.sdk.language", s("java")),
+        kv("telemetry.sdk.version", s("1.40.0")),
+        kv("telemetry.distro.name", s("elastic")),
+        kv("telemetry.distro.version", s("1.0.0")),
+    ]);
+    assert_eq!(d["agent"]["name"], "opentelemetry/java/elastic");
+    assert_eq!(d["agent"]["version"], "1.0.0");
+}
+
+#[test]
+fn only_mobile_agents_get_the_request_ip_as_client_ip() {
+    let ip: std::net::IpAddr = "89.160.20.128".parse().expect("ip");
+    let nat: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+    let b = RequestBase {
+        client_ip: Some(ip),
+        nat_ip: Some(nat),
+        ..base()
+    };
+    for (sdk, mobile) in [("android", true), ("iOS", true), ("opentelemetry", false)] {
+        let m = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("telemetry.sdk.name", s(sdk)),
+                        kv("telemetry.sdk.language", s("swift")),
+                    ],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let mut events = Vec::new();
+        decode_otlp(Signal::Logs, &m, &b, &mut events).expect("decodes");
+        let c = &events[0].client;
+        assert_eq!(c.client_ip.is_some(), mobile, "{sdk}");
+        if mobile {
+            assert_eq!(c.client_ip, Some(ip));
+            assert_eq!(c.source_ip, Some(ip));
+            assert_eq!(c.nat_ip, Some(nat));
+        }
+    }
 }

@@ -76,17 +76,6 @@ fn facts(s: &OtlpSpan) -> Facts {
     f
 }
 
-fn kind_name(k: i32) -> &'static str {
-    match SpanKind::try_from(k) {
-        Ok(SpanKind::Server) => "SERVER",
-        Ok(SpanKind::Client) => "CLIENT",
-        Ok(SpanKind::Producer) => "PRODUCER",
-        Ok(SpanKind::Consumer) => "CONSUMER",
-        Ok(SpanKind::Internal) => "INTERNAL",
-        _ => "UNSPECIFIED",
-    }
-}
-
 fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Result<(), Rejected> {
     let trace_id = hex_id(&s.trace_id, 16, "trace_id")?;
     let id = hex_id(&s.span_id, 8, "span_id")?;
@@ -128,8 +117,7 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
         let result = match (f.http_status, status) {
             (Some(c), _) => format!("HTTP {}xx", c / 100),
             (None, StatusCode::Error) => "Error".into(),
-            (None, StatusCode::Ok) => "Success".into(),
-            (None, StatusCode::Unset) => String::new(),
+            (None, StatusCode::Ok | StatusCode::Unset) => "Success".into(),
         };
         Body::Transaction(Box::new(Transaction {
             id: id.clone(),
@@ -141,7 +129,6 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
             sampled: true,
             representative_count: Some(1.0),
             links,
-            span_kind: kind_name(s.kind).into(),
             span_id_from_id: true,
             ..Default::default()
         }))
@@ -153,7 +140,6 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
             outcome: outcome.into(),
             representative_count: Some(1.0),
             links,
-            span_kind: kind_name(s.kind).into(),
             destination_address: f.peer_address.clone(),
             destination_port: f.peer_port,
             ..Default::default()
@@ -208,34 +194,60 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
             ..Default::default()
         }));
     }
-    let tx_id = if is_tx { id.clone() } else { String::new() };
+    let parent = Parent {
+        trace_id: &trace_id,
+        span_id: &id,
+        transaction: match &ev.body {
+            Body::Transaction(t) => Some((t.type_.as_str(), t.sampled)),
+            _ => None,
+        },
+        http: ev.http.as_deref(),
+        url: ev.url.as_deref(),
+    };
     for (i, e) in s.events.iter().enumerate() {
-        out.push(span_event(meta, e, &trace_id, &id, &tx_id, i));
+        out.push(span_event(meta, e, &parent, i));
     }
     out.push(ev);
     Ok(())
 }
 
-/// One span event: an `exception` event becomes an error, any other a log.
+/// The span or transaction a span event belongs to.
+struct Parent<'a> {
+    trace_id: &'a str,
+    span_id: &'a str,
+    /// `(type, sampled)` when the parent is a transaction.
+    transaction: Option<(&'a str, bool)>,
+    /// The span's HTTP request/response and URL, copied to its errors.
+    http: Option<&'a Http>,
+    url: Option<&'a Url>,
+}
+
+/// One span event: an `exception` event with a type or message becomes an
+/// error (its stack trace kept as text, the span's HTTP and URL fields
+/// copied), any other a log (`event.kind:
+/// event`, the name as message, its attributes as labels).
 fn span_event(
     meta: &super::super::Metadata,
     e: &opentelemetry_proto::tonic::trace::v1::span::Event,
-    trace_id: &str,
-    span_id: &str,
-    tx_id: &str,
+    parent: &Parent<'_>,
     index: usize,
 ) -> Event {
     let ts = i64::try_from(e.time_unix_nano).unwrap_or(i64::MAX);
+    let tx_id = if parent.transaction.is_some() {
+        parent.span_id
+    } else {
+        ""
+    };
+    let mut labels = Labels::default();
     if e.name == "exception" {
-        let mut x = Exception {
-            handled: Some(true),
-            ..Default::default()
-        };
+        let mut x = Exception::default();
         let mut escaped = false;
+        let mut stack_trace = String::new();
         for (k, v) in attrs(&e.attributes) {
             match k {
                 "exception.type" => x.type_ = to_text(v),
                 "exception.message" => x.message = to_text(v),
+                "exception.stacktrace" => stack_trace = to_text(v),
                 "exception.escaped" => {
                     escaped = matches!(
                         v.value,
@@ -246,39 +258,54 @@ fn span_event(
                         )
                     )
                 }
-                _ => {}
+                _ => set_label(&mut labels, k, v),
             }
         }
-        x.handled = Some(!escaped);
-        let err = ErrorEvent {
-            id: error_id(span_id, ts, index),
-            message: String::new(),
-            exceptions: vec![x],
-            transaction_id: tx_id.to_owned(),
-            span_id: span_id.to_owned(),
-            ..Default::default()
-        };
-        let mut ev = Event::new(meta, Body::Error(Box::new(err)));
-        ev.timestamp_ns = ts;
-        ev.trace_id = trace_id.to_owned();
-        ev.parent_id = span_id.to_owned();
-        ev.update_grouping_key();
-        return ev;
+        if !x.type_.is_empty() || !x.message.is_empty() {
+            if x.message.is_empty() {
+                x.message = "[EMPTY]".into();
+            }
+            x.handled = Some(!escaped);
+            let (transaction_type, sampled) = match parent.transaction {
+                Some((ty, sampled)) => (ty.to_owned(), Some(sampled)),
+                None => (String::new(), None),
+            };
+            let err = ErrorEvent {
+                id: error_id(parent.span_id, ts, index),
+                message: x.message.clone(),
+                exceptions: vec![x],
+                transaction_id: tx_id.to_owned(),
+                transaction_type,
+                transaction_sampled: sampled,
+                span_id: tx_id.to_owned(),
+                stack_trace,
+                ..Default::default()
+            };
+            let mut ev = Event::new(meta, Body::Error(Box::new(err)));
+            ev.timestamp_ns = ts;
+            ev.trace_id = parent.trace_id.to_owned();
+            ev.parent_id = parent.span_id.to_owned();
+            ev.http = parent.http.map(|h| Box::new(h.clone()));
+            ev.url = parent.url.map(|u| Box::new(u.clone()));
+            merge_labels(&mut ev, labels);
+            ev.update_grouping_key();
+            return ev;
+        }
+        labels = Labels::default();
     }
     let log = LogEvent {
         message: e.name.clone(),
-        span_id: span_id.to_owned(),
+        span_id: parent.span_id.to_owned(),
         transaction_id: tx_id.to_owned(),
         ..Default::default()
     };
-    let mut labels = Labels::default();
     for (k, v) in attrs(&e.attributes) {
         set_label(&mut labels, k, v);
     }
     let mut ev = Event::new(meta, Body::Log(Box::new(log)));
     merge_labels(&mut ev, labels);
     ev.timestamp_ns = ts;
-    ev.trace_id = trace_id.to_owned();
+    ev.trace_id = parent.trace_id.to_owned();
     ev
 }
 
