@@ -24,7 +24,9 @@
 #             → 503 within queue_wait, RSS bounded by the memory budget.
 #
 # Environment: DURATION (20s, per phase), STREAMS (16), EPR (events per
-# request, 100), MIX (node), POOL (400 pre-built bodies; 0 = fresh body per
+# request, 100), MIX (node; otlp = OTLP/HTTP protobuf), OTLP_GRPC (set, with
+# MIX=otlp: the exports go over OTLP/gRPC to the server's gRPC listener on
+# GRPC_PORT, default 24317), POOL (400 pre-built bodies; 0 = fresh body per
 # request), APM_PORT (28200), ES_PORT (29200), OUT (target/loadtest),
 # HALF_RATE / MAX_RATE (skip measuring), OVERLOAD_ES_LATENCY_MS (2000),
 # CARGO_TARGET_DIR (target), SKIP_BUILD (set: use the binaries as built), APM_CORPUS (../shared/corpus), EXTRA_E (extra
@@ -49,6 +51,14 @@ POOL=${POOL:-400}
 APM_PORT=${APM_PORT:-28200}
 ES_PORT=${ES_PORT:-29200}
 METRICS_PORT=${METRICS_PORT:-29201}
+GRPC_PORT=${GRPC_PORT:-24317}
+GRPC_E=()
+GRPC_ARGS=()
+if [ -n "${OTLP_GRPC:-}" ]; then
+  [ "$MIX" = otlp ] || { echo "OTLP_GRPC needs MIX=otlp" >&2; exit 2; }
+  GRPC_E=(-E "apm-server.otlp.grpc.host=127.0.0.1:$GRPC_PORT")
+  GRPC_ARGS=(--grpc "http://127.0.0.1:$GRPC_PORT")
+fi
 PHASES=${PHASES:-max half overload}
 OVERLOAD_ES_LATENCY_MS=${OVERLOAD_ES_LATENCY_MS:-2000}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -125,7 +135,7 @@ start_apm() {
     -E "apm-server.host=127.0.0.1:$APM_PORT" \
     "${output[@]}" \
     -E "monitoring.metrics_host=127.0.0.1:$METRICS_PORT" \
-    "${extra[@]}" >"$OUT/apm-rs-$1.log" 2>&1 &
+    "${GRPC_E[@]}" "${extra[@]}" >"$OUT/apm-rs-$1.log" 2>&1 &
   APM_PID=$!
   PIDS+=("$APM_PID")
   wait_http "http://127.0.0.1:$APM_PORT/"
@@ -156,7 +166,7 @@ run_phase() {
   t0=$(date +%s.%N)
   taskset -c "$CPU_LOAD" "$BIN/apm-loadgen" --url "http://127.0.0.1:$APM_PORT" \
     --corpus "$CORPUS" --mix "$MIX" --events-per-request "$EPR" --pool "$POOL" \
-    --duration "$DURATION" --json "$OUT/$name.json" --plot "$OUT/$name.png" "$@"
+    --duration "$DURATION" --json "$OUT/$name.json" --plot "$OUT/$name.png" "${GRPC_ARGS[@]}" "$@"
   ACCEPTED=$(jq -r .events_accepted "$OUT/$name.json")
   if [ "$name" = overload ]; then
     curl -fsS -XPOST "http://127.0.0.1:$ES_PORT/_double/faults" \
@@ -217,7 +227,7 @@ run_phase() {
     >"$OUT/$name.server.json"
 }
 
-echo "commit: $(git rev-parse --short HEAD)  profile: $PROFILE  mix: $MIX  output: $OUTPUT  out: $OUT"
+echo "commit: $(git rev-parse --short HEAD)  profile: $PROFILE  mix: $MIX${OTLP_GRPC:+ (OTLP/gRPC)}  output: $OUTPUT  out: $OUT"
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 MAX_RATE=${MAX_RATE:-}
 for phase in $PHASES; do

@@ -25,6 +25,8 @@ struct Payload {
     raw_len: u64,
     /// The OTLP signal of an `otlp` mix body (`None`: intake ndjson).
     signal: Option<otlp::Signal>,
+    /// An `otlp` mix body uncompressed (what a gRPC call carries).
+    raw: Bytes,
 }
 
 /// State shared by all streams.
@@ -34,6 +36,8 @@ struct Shared {
     /// The server's base URL (OTLP bodies go to `<base>/v1/<signal>`).
     base: String,
     otlp: bool,
+    /// `--grpc`: OTLP bodies go to the gRPC listener instead.
+    grpc: Option<crate::grpc::GrpcSender>,
     sources: Vec<Source>,
     pool: Vec<Payload>,
     client: reqwest::Client,
@@ -94,6 +98,7 @@ fn make_payload(sources: &[Source], cur: &mut Cursor, n: usize, level: u32) -> P
         events: events as u64,
         raw_len: raw.len() as u64,
         signal: None,
+        raw: Bytes::new(),
     }
 }
 
@@ -106,6 +111,7 @@ fn make_otlp_payload(seq: u64, n: usize, level: u32) -> Payload {
         events: n.max(1) as u64,
         raw_len: raw.len() as u64,
         signal: Some(signal),
+        raw: Bytes::from(raw),
     }
 }
 
@@ -232,11 +238,33 @@ pub async fn run(args: Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot build http client: {e}"))?;
     let headers = build_headers(&args, rum, otlp_mix)?;
+    let grpc = match &args.grpc {
+        Some(_) if !otlp_mix => return Err("--grpc needs --mix otlp".into()),
+        Some(g) => {
+            let u = url::Url::parse(g).map_err(|e| format!("bad --grpc: {e}"))?;
+            check_loopback(&u).await?;
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Some(
+                crate::grpc::GrpcSender::connect(
+                    g,
+                    auth.as_deref(),
+                    args.gzip_level > 0,
+                    args.timeout,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
     let start = Instant::now();
     let shared = Arc::new(Shared {
         url: url.to_string(),
         base: base.as_str().trim_end_matches('/').to_owned(),
         otlp: otlp_mix,
+        grpc,
         deadline: start + args.duration,
         args: args.clone(),
         sources,
@@ -255,9 +283,15 @@ pub async fn run(args: Args) -> Result<(), String> {
         "apm-loadgen: {} streams × {} events/request → {} ({}, {}, {})",
         streams,
         n,
-        shared.url,
+        args.grpc.as_deref().unwrap_or(&shared.url),
         args.mix,
-        if chunked { "chunked" } else { "content-length" },
+        if args.grpc.is_some() {
+            "OTLP/gRPC"
+        } else if chunked {
+            "chunked"
+        } else {
+            "content-length"
+        },
         if args.rate > 0.0 {
             format!("{} events/s", args.rate)
         } else {
@@ -418,6 +452,19 @@ async fn stream_loop(sh: Arc<Shared>, stream: u64) {
 }
 
 async fn send(sh: &Shared, p: &Payload, seq: u64) -> Sample {
+    if let (Some(g), Some(signal)) = (&sh.grpc, p.signal) {
+        let t0 = Instant::now();
+        let outcome = g.export(signal, p.raw.clone(), p.events).await;
+        let done = Instant::now();
+        return Sample {
+            at: done.saturating_duration_since(sh.start),
+            latency: done - t0,
+            outcome,
+            events: p.events,
+            wire_bytes: p.raw.len() as u64,
+            raw_bytes: p.raw_len,
+        };
+    }
     let args = &sh.args;
     let mut req = match p.signal {
         Some(signal) => sh.client.post(format!("{}{}", sh.base, signal.path())),

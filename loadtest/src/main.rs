@@ -18,6 +18,7 @@
 
 mod corpus;
 mod driver;
+mod grpc;
 mod otlp;
 mod plot;
 mod stats;
@@ -92,6 +93,11 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip)]
     pub api_key: Option<String>,
+    /// With `--mix otlp`: send the exports over OTLP/gRPC to this URL (the
+    /// server's `apm-server.otlp.grpc.host`, e.g. http://127.0.0.1:4317)
+    /// instead of OTLP/HTTP to --url.
+    #[arg(long)]
+    pub grpc: Option<String>,
     /// Force the route: backend, rum-v2 or rum-v3 (default: from the mix).
     #[arg(long)]
     pub route: Option<String>,

@@ -58,6 +58,15 @@ impl Signal {
         }
     }
 
+    /// The gRPC method exporting this signal.
+    pub fn grpc_method(self) -> &'static str {
+        match self {
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        }
+    }
+
     /// Items the server refused, from a `200` answer's `partial_success`.
     pub fn rejected(self, body: &[u8]) -> u64 {
         let n = match self {
