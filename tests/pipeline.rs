@@ -2,11 +2,9 @@
 //! real HTTP server.
 
 mod common;
-use apm_rs::output::{Ack, CloseReport, Output, OutputError, OutputFactory};
 use apm_rs::pipeline::PipelineHooks;
-use apm_rs::telemetry::Telemetry;
+use common::gate::{Gate, GatedFactory};
 use common::*;
-use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,48 +12,6 @@ const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
 
 /// Every stage one instance with an inbox of one batch.
 const ONE_SLOT_PIPELINE: &str = "pipeline={decoder: {instances: 1, capacity: 1}, validator: {instances: 1, capacity: 1}, rate: {instances: 1, capacity: 1}, sourcemap: {instances: 1, capacity: 1}, aggregator: {instances: 1, capacity: 1}, indexer: {instances: 1, capacity: 1}}";
-
-/// An output whose `append` blocks while the gate is closed.
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    cv: Condvar,
-    docs: Mutex<u64>,
-}
-
-struct GatedFactory(Arc<Gate>);
-struct GatedOutput(Arc<Gate>, Arc<Telemetry>);
-
-impl OutputFactory for GatedFactory {
-    fn build(&self, _i: usize, t: Arc<Telemetry>) -> Result<Box<dyn Output>, OutputError> {
-        Ok(Box::new(GatedOutput(Arc::clone(&self.0), t)))
-    }
-    fn flush_interval(&self) -> Duration {
-        Duration::from_millis(50)
-    }
-}
-
-impl Output for GatedOutput {
-    fn append(&mut self, doc: &[u8], _ack: Ack) {
-        let mut open = self.0.open.lock();
-        while !*open {
-            self.0.cv.wait(&mut open);
-        }
-        let action = doc.split(|b| *b == b'\n').next().unwrap_or_default();
-        let index = serde_json::from_slice::<serde_json::Value>(action)
-            .ok()
-            .and_then(|a| a["create"]["_index"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        if !common::is_aggregated_index(&index) {
-            *self.0.docs.lock() += 1;
-        }
-        self.1.events_indexed.inc();
-    }
-    fn tick(&mut self) {}
-    fn close(&mut self, _d: Instant) -> CloseReport {
-        CloseReport::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_sink_gives_503_within_queue_wait_and_loses_nothing() {

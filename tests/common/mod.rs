@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod brokers;
+pub mod gate;
 pub mod identity;
 
 use apm_rs::config::{self, Config};
