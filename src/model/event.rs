@@ -655,6 +655,18 @@ impl Event {
         }
     }
 
+    /// Whether the event has a stack frame (what source mapping rewrites).
+    pub fn has_frames(&self) -> bool {
+        match &self.body {
+            Body::Span(s) => !s.stacktrace.is_empty(),
+            Body::Error(e) => {
+                e.log.as_ref().is_some_and(|l| !l.stacktrace.is_empty())
+                    || e.exceptions.iter().any(|x| !x.stacktrace.is_empty())
+            }
+            _ => false,
+        }
+    }
+
     /// Mutable access to every stack trace of the event, for source mapping
     /// and RUM frame marking: a span's `stacktrace`; an error's
     /// `log.stacktrace` first, then each exception's stacktrace in flat

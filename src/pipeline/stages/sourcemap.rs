@@ -204,11 +204,18 @@ impl SourcemapApplier {
     }
 
     /// Processes the events of a batch that panicked one at a time, from
-    /// their state before the batch; buries those that panic alone too.
-    fn one_by_one(&self, eb: &mut EventBatch, before: Vec<Event>, rum: bool) {
-        let mut kept = Vec::with_capacity(before.len());
-        for mut ev in before {
-            let pristine = rum.then(|| ev.clone());
+    /// their state before the batch (`before` restores those with frames);
+    /// buries those that panic alone too.
+    fn one_by_one(&self, eb: &mut EventBatch, before: Vec<(usize, Event)>, rum: bool) {
+        for (i, ev) in before {
+            if let Some(slot) = eb.events.get_mut(i) {
+                *slot = ev;
+            }
+        }
+        let events = std::mem::take(&mut eb.events);
+        let mut kept = Vec::with_capacity(events.len());
+        for mut ev in events {
+            let pristine = (rum && ev.has_frames()).then(|| ev.clone());
             match self.process(std::slice::from_mut(&mut ev), rum) {
                 Ok(()) => kept.push(ev),
                 Err(p) => self.bury(pristine.unwrap_or(ev), &p, eb.ticket.is_some()),
@@ -231,17 +238,31 @@ impl SourcemapApplier {
     }
 }
 
+/// The events with stack frames, by position, as they are before processing.
+fn frames_before(events: &[Event]) -> Vec<(usize, Event)> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.has_frames())
+        .map(|(i, e)| (i, e.clone()))
+        .collect()
+}
+
 impl Actor for SourcemapApplier {
     type Msg = EventBatch;
 
     fn handle(&mut self, mut eb: EventBatch) {
         let rum = eb.req.base.rum;
-        // Source mapping changes events in place: keep them as they were
-        // in case the batch panics half-way.
-        let before = rum.then(|| eb.events.clone());
+        // Source mapping rewrites stack frames in place (culprit and grouping
+        // key are recomputed from them): keep the events with frames as they
+        // were, in case the batch panics half-way.
+        let before = if rum {
+            frames_before(&eb.events)
+        } else {
+            Vec::new()
+        };
         if let Err(p) = self.process(&mut eb.events, rum) {
             tracing::warn!(panic = %p, events = eb.events.len(), "processing a batch panicked; trying its events one by one");
-            let before = before.unwrap_or_else(|| std::mem::take(&mut eb.events));
             self.one_by_one(&mut eb, before, rum);
         }
         if let Err(e) = self.next.send(eb) {
