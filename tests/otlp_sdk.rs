@@ -15,24 +15,31 @@ use std::process::Command;
 
 const TOKEN: &str = "otel-s3cr3t";
 
-fn python(test: &str) -> Option<PathBuf> {
+/// `relative` under the agents directory (`$APM_RS_AGENTS_DIR`, else
+/// `~/.cache/apm-rs/agents`, where `.ci/agents.sh` installs), or SKIPPED
+/// (a failure on CI).
+fn installed(relative: &str, sdk: &str, test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("APM_RS_AGENTS_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/apm-rs/agents")))
         .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-    let py = dir.join("otel-python/bin/python");
-    if py.exists() {
-        return Some(py);
+    let path = dir.join(relative);
+    if path.exists() {
+        return Some(path);
     }
     let msg = format!(
-        "OpenTelemetry Python SDK not installed at {} (run .ci/agents.sh)",
-        py.display()
+        "OpenTelemetry {sdk} SDK not installed at {} (run .ci/agents.sh)",
+        path.display()
     );
     if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
         panic!("{test}: {msg} (CI=true: the SDK is required)");
     }
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {msg} ***\n");
     None
+}
+
+fn python(test: &str) -> Option<PathBuf> {
+    installed("otel-python/bin/python", "Python", test)
 }
 
 /// Which of the SDK's OTLP exporters sends.
@@ -170,23 +177,7 @@ async fn wrong_token_is_refused(py: PathBuf, exporter: Exporter) {
 
 /// The installed Node.js SDK's `node_modules`, or SKIPPED (a failure on CI).
 fn node_modules(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("APM_RS_AGENTS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/apm-rs/agents")))
-        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-    let modules = dir.join("otel-node/node_modules");
-    if modules.exists() {
-        return Some(modules);
-    }
-    let msg = format!(
-        "OpenTelemetry Node.js SDK not installed at {} (run .ci/agents.sh)",
-        modules.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
-        panic!("{test}: {msg} (CI=true: the SDK is required)");
-    }
-    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {msg} ***\n");
-    None
+    installed("otel-node/node_modules", "Node.js", test)
 }
 
 /// Runs agents/otel-node/app.js; its stdout (one result line per signal).
