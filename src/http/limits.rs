@@ -148,7 +148,7 @@ fn watchdog(conn: Weak<ConnShared>, idle: Duration, write: Option<Duration>) {
     actix_web::rt::spawn(async move {
         let tick = write.map(|w| (w / 4).clamp(MIN_WRITE_TICK, idle.max(MIN_WRITE_TICK)));
         let mut unsent_since: Option<Instant> = None;
-        let mut wake = Instant::now() + tick.map_or(idle, |t| t.min(idle));
+        let mut wake = Instant::now() + tick.unwrap_or(idle);
         loop {
             tokio::time::sleep_until(wake).await;
             let Some(c) = conn.upgrade() else { return };
