@@ -6,6 +6,7 @@
 //! (`shared`, `service`, `agent`, `user`, `labels`) are `Arc`s shared by all
 //! events of one request and copied on write by event-level overrides.
 
+pub(crate) use super::shared::SharedStr;
 use super::RequestBase;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -335,23 +336,24 @@ pub(crate) struct Message {
 /// Original frame values kept by source mapping.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FrameOriginal {
-    pub(crate) abs_path: String,
-    pub(crate) filename: String,
-    pub(crate) classname: String,
-    pub(crate) function: String,
+    pub(crate) abs_path: SharedStr,
+    pub(crate) filename: SharedStr,
+    pub(crate) classname: SharedStr,
+    pub(crate) function: SharedStr,
     pub(crate) lineno: Option<i64>,
     pub(crate) colno: Option<i64>,
     pub(crate) library_frame: Option<bool>,
 }
 
-/// One stack frame. The source-map stage edits these in place.
+/// One stack frame. The source-map stage edits these in place. Names and
+/// paths are [`SharedStr`]s: frames repeat, so decoders share them.
 #[derive(Debug, Default, Clone)]
 pub struct Frame {
-    pub(crate) filename: String,
-    pub(crate) abs_path: String,
-    pub(crate) classname: String,
-    pub(crate) module: String,
-    pub(crate) function: String,
+    pub(crate) filename: SharedStr,
+    pub(crate) abs_path: SharedStr,
+    pub(crate) classname: SharedStr,
+    pub(crate) module: SharedStr,
+    pub(crate) function: SharedStr,
     pub(crate) lineno: Option<i64>,
     pub(crate) colno: Option<i64>,
     pub(crate) context_line: String,
@@ -700,9 +702,9 @@ impl Event {
                 .chain(e.exceptions.iter().flat_map(|x| x.stacktrace.iter()));
             if let Some(f) = frames.find(|f| f.sourcemap_updated && !f.library_frame) {
                 let mut c = if f.filename.is_empty() {
-                    f.classname.clone()
+                    f.classname.to_string()
                 } else {
-                    f.filename.clone()
+                    f.filename.to_string()
                 };
                 if !f.function.is_empty() {
                     c.push_str(" in ");
@@ -837,12 +839,12 @@ impl Frame {
         o.lineno = self.lineno;
         o.colno = self.colno;
         if let Some(f) = filename {
-            self.filename = f;
+            self.filename = f.into();
         }
-        self.abs_path = abs_path;
+        self.abs_path = abs_path.into();
         self.lineno = Some(lineno);
         self.colno = Some(colno);
-        self.function = function;
+        self.function = function.into();
         self.context_line = context_line;
         self.pre_context = pre_context;
         self.post_context = post_context;

@@ -14,7 +14,8 @@
 //!
 //! Layout: `event` (types), `decode` (Decoder, root-key scan, one file of
 //! field rules per event type with v2 and v3 key tables), `encode` (JSON writer + documents), `routing` (data streams), `grouping`
-//! (error grouping keys), `timestamp` (RFC 3339). `tests` holds the corpus-driven tests.
+//! (error grouping keys), `timestamp` (RFC 3339), `shared` (the
+//! reference-counted strings stack frames share). `tests` holds the corpus-driven tests.
 //!
 //! Invariants: decoding never panics on any input; an invalid line yields a
 //! [`LineError`] whose text is apm-server's (docs/intake.md, Errors and their order); encoding writes
@@ -26,6 +27,7 @@ pub(crate) mod event;
 mod grouping;
 pub mod otlp;
 mod routing;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod timestamp;

@@ -9,6 +9,11 @@ use super::fields::*;
 use super::*;
 use crate::model::event::*;
 
+/// The string at `k` of `o` from the thread's shared strings.
+fn shared(o: Obj<'_>, k: &str) -> R<SharedStr> {
+    Ok(SharedStr::intern(opt_str(o, k)?.unwrap_or_default()))
+}
+
 pub(crate) fn frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
     let Some(a) = arr(o, k)? else {
         return Ok(Vec::new());
@@ -26,17 +31,17 @@ pub(crate) fn frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Frame>
                 "filename" => {
                     let s = v_str(key, v)?;
                     has_file = s.is_some();
-                    fr.filename = s.unwrap_or_default().to_owned();
+                    fr.filename = SharedStr::intern(s.unwrap_or_default());
                 }
                 "classname" => {
                     let s = v_str(key, v)?;
                     has_class = s.is_some();
-                    fr.classname = s.unwrap_or_default().to_owned();
+                    fr.classname = SharedStr::intern(s.unwrap_or_default());
                 }
-                "abs_path" => fr.abs_path = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "abs_path" => fr.abs_path = SharedStr::intern(v_str(key, v)?.unwrap_or_default()),
                 "context_line" => fr.context_line = v_str(key, v)?.unwrap_or_default().to_owned(),
-                "function" => fr.function = v_str(key, v)?.unwrap_or_default().to_owned(),
-                "module" => fr.module = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "function" => fr.function = SharedStr::intern(v_str(key, v)?.unwrap_or_default()),
+                "module" => fr.module = SharedStr::intern(v_str(key, v)?.unwrap_or_default()),
                 "post_context" => fr.post_context = v_str_arr(key, v)?,
                 "pre_context" => fr.pre_context = v_str_arr(key, v)?,
                 "lineno" => fr.lineno = v_int(key, v)?,
@@ -70,11 +75,11 @@ pub(crate) fn rum_frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Fr
         ctx.required("f", filename.is_some());
         ctx.pop();
         out.push(Frame {
-            abs_path: string(f, "ap")?,
-            filename: filename.unwrap_or_default().to_owned(),
-            classname: string(f, "cn")?,
-            function: string(f, "fn")?,
-            module: string(f, "mo")?,
+            abs_path: shared(f, "ap")?,
+            filename: SharedStr::intern(filename.unwrap_or_default()),
+            classname: shared(f, "cn")?,
+            function: shared(f, "fn")?,
+            module: shared(f, "mo")?,
             lineno: int(f, "li")?,
             colno: int(f, "co")?,
             context_line: string(f, "cli")?,
