@@ -272,8 +272,12 @@ pub(crate) enum Json {
     Obj(Vec<(String, Json)>),
 }
 
-/// HTTP headers: canonical name → values.
-pub(crate) type Headers = Vec<(String, Vec<String>)>;
+/// HTTP headers: canonical name → values. Names and values are
+/// [`SharedStr`]s (requests repeat them); one value is stored inline.
+pub(crate) type Headers = Vec<(SharedStr, HeaderValues)>;
+
+/// The values of one header.
+pub(crate) type HeaderValues = smallvec::SmallVec<[SharedStr; 1]>;
 
 /// `http.*`.
 #[derive(Debug, Default, Clone)]

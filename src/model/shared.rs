@@ -1,4 +1,5 @@
-//! Shared strings for the fields of stack frames.
+//! Shared strings for the fields requests repeat: stack frames and HTTP
+//! headers.
 //!
 //! Job: stack frames repeat. An application's spans and errors are thrown
 //! from the same few hundred functions in the same files, so a frame's
@@ -8,7 +9,8 @@
 //! the Node.js agent capture a span carries six frames on average, three
 //! strings each, drawn from about a hundred distinct values; decoding them
 //! was the largest share of the decoder's allocations, and freeing them the
-//! indexer's.
+//! indexer's. Header names and most header values (content types, user
+//! agents, accept lists) repeat the same way and come next.
 //!
 //! Invariants:
 //! * the empty string is no allocation and no cache entry (`SharedStr`
@@ -86,6 +88,12 @@ thread_local! {
 impl Deref for SharedStr {
     type Target = str;
     fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for SharedStr {
+    fn borrow(&self) -> &str {
         self.as_str()
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn parse_addr(s: &str) -> Option<(IpAddr, Option<u16>)> {
     inner.parse::<IpAddr>().ok().map(|ip| (ip, None))
 }
 
-pub(crate) fn header<'h>(h: &'h Headers, name: &str) -> Option<&'h [String]> {
+pub(crate) fn header<'h>(h: &'h Headers, name: &str) -> Option<&'h [SharedStr]> {
     h.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_slice())

@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::model::event::*;
+use crate::model::shared::MAX_LEN;
 use std::sync::Arc;
 
 // ---------------------------------------------------------------------------
@@ -387,25 +388,38 @@ pub(crate) fn json_obj(o: Obj<'_>, k: &str) -> R<Option<Json>> {
         .map(|m| Json::Obj(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect())))
 }
 
-/// Canonical HTTP header name (Go `textproto.CanonicalMIMEHeaderKey`).
-pub(crate) fn canonical_header(k: &str) -> String {
+/// Canonical HTTP header name (Go `textproto.CanonicalMIMEHeaderKey`:
+/// `content-type` → `Content-Type`; a name with bytes outside the token set
+/// is kept as sent), as a shared string. Names that fit the shared-string
+/// cache are canonicalised on the stack, without allocating.
+fn header_name(k: &str) -> SharedStr {
     let valid = k
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid || k.is_empty() {
-        return k.to_owned();
+        return SharedStr::intern(k);
     }
-    let mut out = String::with_capacity(k.len());
-    let mut upper = true;
-    for c in k.chars() {
-        out.push(if upper {
-            c.to_ascii_uppercase()
+    let canonical = k.bytes().scan(true, |upper, b| {
+        let c = if *upper {
+            b.to_ascii_uppercase()
         } else {
-            c.to_ascii_lowercase()
-        });
-        upper = c == '-';
-    }
-    out
+            b.to_ascii_lowercase()
+        };
+        *upper = b == b'-';
+        Some(c)
+    });
+    let mut buf = [0u8; MAX_LEN];
+    let name = match buf.get_mut(..k.len()) {
+        Some(out) => {
+            out.iter_mut().zip(canonical).for_each(|(o, c)| *o = c);
+            std::str::from_utf8(out).ok().map(SharedStr::intern)
+        }
+        None => String::from_utf8(canonical.collect())
+            .ok()
+            .map(SharedStr::from),
+    };
+    // valid names are ASCII, so both conversions succeed
+    name.unwrap_or_else(|| SharedStr::intern(k))
 }
 
 /// A headers object: values string or array of strings (else decode error).
@@ -415,13 +429,13 @@ pub(crate) fn headers(o: Obj<'_>, k: &str) -> R<Headers> {
     };
     let mut out: Headers = Vec::new();
     for (key, v) in m.iter() {
-        let mut vals: Vec<String> = Vec::new();
+        let mut vals = HeaderValues::new();
         match v {
-            V::String(s) => vals.push(s.to_string()),
+            V::String(s) => vals.push(SharedStr::intern(s)),
             V::Array(a) => {
                 for e in a.iter() {
                     match e {
-                        V::String(s) => vals.push(s.to_string()),
+                        V::String(s) => vals.push(SharedStr::intern(s)),
                         _ => return Err(type_err(k, "header value string or array of strings")),
                     }
                 }
@@ -432,7 +446,7 @@ pub(crate) fn headers(o: Obj<'_>, k: &str) -> R<Headers> {
         if vals.is_empty() {
             continue;
         }
-        let name = canonical_header(key);
+        let name = header_name(key);
         match out.iter_mut().find(|(n, _)| *n == name) {
             Some((_, existing)) => existing.extend(vals),
             None => out.push((name, vals)),
@@ -498,5 +512,23 @@ pub(crate) fn set_element<'v>(ctx: &mut Ctx, k: &str, v: V<'v>) -> R<Option<Obj<
             Ok(None)
         }
         _ => Err(LineError::Decode(format!("{k}: expected object"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_canonicalised_as_go_does_at_any_length() {
+        assert_eq!(header_name("content-type"), "Content-Type");
+        assert_eq!(header_name("X-FORWARDED-FOR"), "X-Forwarded-For");
+        assert_eq!(header_name("x--y"), "X--Y");
+        assert_eq!(header_name("has space"), "has space");
+        assert_eq!(header_name("ümlaut-key"), "ümlaut-key");
+        assert_eq!(header_name(""), "");
+        let long = format!("x-{}", "ab-".repeat(MAX_LEN));
+        let expected = format!("X-{}", "Ab-".repeat(MAX_LEN));
+        assert_eq!(header_name(&long), expected.as_str());
     }
 }
