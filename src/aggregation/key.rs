@@ -84,7 +84,7 @@ pub(crate) fn pack_transaction(buf: &mut Vec<u8>, ev: &Event, t: &Transaction) -
         Some(true) => 2,
     });
     for f in [
-        &t.name,
+        t.name.as_str(),
         &t.type_,
         &t.result,
         &t.outcome,

@@ -198,7 +198,7 @@ fn a_hundred_thousand_transaction_names_stay_within_the_limits_and_overflow() {
     for i in 0..100_000 {
         let mut ev = template[0].clone();
         if let crate::model::event::Body::Transaction(t) = &mut ev.body {
-            t.name = format!("GET /item/{i}");
+            t.name = format!("GET /item/{i}").into();
         }
         shard.add(&ev, Some(&m), NOW, &shared);
         peak = peak.max(shard.heap_bytes());

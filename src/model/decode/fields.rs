@@ -455,6 +455,14 @@ pub(crate) fn headers(o: Obj<'_>, k: &str) -> R<Headers> {
     Ok(out)
 }
 
+/// [`str_field`] for the low-cardinality fields the model keeps as
+/// [`SharedStr`] (span and transaction names, types, outcomes, destinations).
+pub(crate) fn shared_field(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<SharedStr> {
+    let s = opt_str(o, k)?;
+    ctx.max1024(k, s);
+    Ok(SharedStr::intern(s.unwrap_or_default()))
+}
+
 pub(crate) fn str_field(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<String> {
     let s = opt_str(o, k)?;
     ctx.max1024(k, s);

@@ -233,20 +233,20 @@ pub(crate) fn span(
     sp.id = id.unwrap_or_default().to_owned();
     ev.trace_id = trace_id.unwrap_or_default().to_owned();
     ev.parent_id = parent_id.unwrap_or_default().to_owned();
-    sp.name = name.unwrap_or_default().to_owned();
+    sp.name = SharedStr::intern(name.unwrap_or_default());
     let (t, s, a) = span_types(ty, subtype, action);
     sp.type_ = t;
     sp.subtype = s;
     sp.action = a;
     sp.duration_ns = ms_to_ns(duration.unwrap_or(0.0));
-    sp.outcome = match outcome {
-        Some(o) if !o.is_empty() => o.to_owned(),
+    sp.outcome = SharedStr::intern(match outcome {
+        Some(o) if !o.is_empty() => o,
         _ => match sc.http_status {
-            Some(s) if s >= 400 => "failure".into(),
-            Some(_) => "success".into(),
-            None => "unknown".into(),
+            Some(s) if s >= 400 => "failure",
+            Some(_) => "success",
+            None => "unknown",
         },
-    };
+    });
     if !sc.target_type_sent {
         if let Some(r) = sc.resource {
             Service::make_mut(&mut ev.service).target = Some(service_target_derive(&r));
@@ -303,12 +303,12 @@ fn destination_service<'v>(
     [name_k, resource_k, type_k]: [&'static str; 3],
     sp: &mut Span,
 ) -> R<Option<&'v str>> {
-    let n = str_field(ctx, s, name_k)?;
+    let n = shared_field(ctx, s, name_k)?;
     let r = opt_str(s, resource_k)?;
     ctx.max1024(resource_k, r);
     ctx.required(resource_k, r.is_some());
-    let t = str_field(ctx, s, type_k)?;
-    sp.destination_service = Some((t, n, r.unwrap_or_default().to_owned()));
+    let t = shared_field(ctx, s, type_k)?;
+    sp.destination_service = Some((t, n, SharedStr::intern(r.unwrap_or_default())));
     Ok(r)
 }
 
@@ -348,7 +348,7 @@ fn span_context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event, sp: &mut Span) -> R<S
         sp.db_instance = string(d, "instance")?;
         sp.db_link = str_field(ctx, d, "link")?;
         sp.db_statement = string(d, "statement")?;
-        sp.db_type = string(d, "type")?;
+        sp.db_type = SharedStr::intern(opt_str(d, "type")?.unwrap_or_default());
         sp.db_user = string(d, "user")?;
         sp.db_rows_affected = int(d, "rows_affected")?;
         ctx.pop();
@@ -361,7 +361,7 @@ fn span_context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event, sp: &mut Span) -> R<S
             ctx.pop();
             out.resource = r.map(str::to_owned);
         }
-        sp.destination_address = str_field(ctx, d, "address")?;
+        sp.destination_address = shared_field(ctx, d, "address")?;
         sp.destination_port = int(d, "port")?;
         ctx.pop();
     }
@@ -397,7 +397,7 @@ fn rum_span_context(ctx: &mut Ctx, y: Obj<'_>, ev: &mut Event, sp: &mut Span) ->
     ctx.push("c");
     if let Some(dt) = set_obj(c, "dt")? {
         ctx.push("dt");
-        sp.destination_address = str_field(ctx, dt, "ad")?;
+        sp.destination_address = shared_field(ctx, dt, "ad")?;
         sp.destination_port = int(dt, "po")?;
         if let Some(se) = set_obj(dt, "se")? {
             ctx.push("se");
@@ -449,22 +449,23 @@ pub(crate) fn span_types(
     ty: Option<&str>,
     subtype: Option<&str>,
     action: Option<&str>,
-) -> (String, String, String) {
+) -> (SharedStr, SharedStr, SharedStr) {
     let ty = ty.unwrap_or_default();
     let (t, s, a) = if subtype.is_none() && action.is_none() {
         match ty.split_once('.') {
             Some((t, rest)) => match rest.split_once('.') {
-                Some((s, a)) => (t.to_owned(), s.to_owned(), a.to_owned()),
-                None => (t.to_owned(), rest.to_owned(), String::new()),
+                Some((s, a)) => (t, s, a),
+                None => (t, rest, ""),
             },
-            None => (ty.to_owned(), String::new(), String::new()),
+            None => (ty, "", ""),
         }
     } else {
-        (
-            ty.to_owned(),
-            subtype.unwrap_or_default().to_owned(),
-            action.unwrap_or_default().to_owned(),
-        )
+        (ty, subtype.unwrap_or_default(), action.unwrap_or_default())
     };
-    (if t.is_empty() { "unknown".into() } else { t }, s, a)
+    let t = if t.is_empty() { "unknown" } else { t };
+    (
+        SharedStr::intern(t),
+        SharedStr::intern(s),
+        SharedStr::intern(a),
+    )
 }

@@ -329,9 +329,9 @@ pub(crate) fn transaction(
             TransactionRule::TraceId => trace_id = required_str(ctx, o, d.trace_id)?,
             TransactionRule::Id => id = required_str(ctx, o, d.id)?,
             TransactionRule::ParentId => ev.parent_id = str_field(ctx, o, d.parent_id)?,
-            TransactionRule::Name => tx.name = str_field(ctx, o, d.name)?,
+            TransactionRule::Name => tx.name = shared_field(ctx, o, d.name)?,
             TransactionRule::Type => ty = required_str(ctx, o, d.type_)?,
-            TransactionRule::Result => tx.result = str_field(ctx, o, d.result)?,
+            TransactionRule::Result => tx.result = shared_field(ctx, o, d.result)?,
             TransactionRule::DroppedSpansStats => {
                 tx.dropped_spans_stats = dropped_spans_stats(ctx, o)?
             }
@@ -407,20 +407,20 @@ pub(crate) fn transaction(
     }
     ev.trace_id = trace_id.unwrap_or_default().to_owned();
     tx.id = id.unwrap_or_default().to_owned();
-    tx.type_ = match ty {
-        Some(t) if !t.is_empty() => t.to_owned(),
-        _ => "unknown".into(),
-    };
+    tx.type_ = SharedStr::intern(match ty {
+        Some(t) if !t.is_empty() => t,
+        _ => "unknown",
+    });
     tx.duration_ns = ms_to_ns(duration.unwrap_or(0.0));
     tx.representative_count = rep_count(sample_rate, true);
-    tx.outcome = match outcome {
-        Some(o) if !o.is_empty() => o.to_owned(),
+    tx.outcome = SharedStr::intern(match outcome {
+        Some(o) if !o.is_empty() => o,
         _ => match status {
-            Some(s) if s >= 500 => "failure".into(),
-            Some(_) => "success".into(),
-            None => "unknown".into(),
+            Some(s) if s >= 500 => "failure",
+            Some(_) => "success",
+            None => "unknown",
         },
-    };
+    });
     if let Some((kind, ids)) = ot {
         tx.profiler_stack_trace_ids = ids;
         tx.span_kind = if kind.is_empty() {
@@ -443,8 +443,8 @@ pub(crate) fn transaction(
         }
     }
     for ms in metricsets.iter_mut() {
-        ms.transaction_name = tx.name.clone();
-        ms.transaction_type = tx.type_.clone();
+        ms.transaction_name = tx.name.to_string();
+        ms.transaction_type = tx.type_.to_string();
     }
     let (tx_id, trace) = (tx.id.clone(), ev.trace_id.clone());
     ev.body = Body::Transaction(tx);

@@ -6,7 +6,7 @@
 //! the wrong length is rejected alone; `duration` is never negative.
 
 use super::super::event::{
-    Body, ErrorEvent, Exception, Http, Labels, LogEvent, Span, Transaction, Url,
+    Body, ErrorEvent, Exception, Http, Labels, LogEvent, SharedStr, Span, Transaction, Url,
 };
 use super::super::{Event, RequestBase};
 use super::{as_int, as_str, attrs, hex_id, merge_labels, resource, set_label, to_text, Rejected};
@@ -121,10 +121,10 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
         };
         Body::Transaction(Box::new(Transaction {
             id: id.clone(),
-            name: s.name.clone(),
-            type_: ty.into(),
-            result,
-            outcome: outcome.into(),
+            name: SharedStr::intern(&s.name),
+            type_: SharedStr::intern(ty),
+            result: SharedStr::intern(&result),
+            outcome: SharedStr::intern(outcome),
             duration_ns,
             sampled: true,
             representative_count: Some(1.0),
@@ -135,43 +135,46 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
     } else {
         let mut sp = Span {
             id: id.clone(),
-            name: s.name.clone(),
+            name: SharedStr::intern(&s.name),
             duration_ns,
-            outcome: outcome.into(),
+            outcome: SharedStr::intern(outcome),
             representative_count: Some(1.0),
             links,
-            destination_address: f.peer_address.clone(),
+            destination_address: SharedStr::intern(&f.peer_address),
             destination_port: f.peer_port,
             ..Default::default()
         };
         if !f.db_system.is_empty() {
-            sp.type_ = "db".into();
-            sp.subtype = f.db_system.clone();
-            sp.db_type = "sql".into();
+            sp.type_ = SharedStr::intern("db");
+            sp.subtype = SharedStr::intern(&f.db_system);
+            sp.db_type = SharedStr::intern("sql");
             sp.db_instance = f.db_name.clone();
             sp.db_statement = f.db_statement.clone();
             sp.db_user = f.db_user.clone();
-            sp.destination_service = Some(("db".into(), f.db_system.clone(), f.db_system.clone()));
+            sp.destination_service = Some((
+                SharedStr::intern("db"),
+                SharedStr::intern(&f.db_system),
+                SharedStr::intern(&f.db_system),
+            ));
         } else if !f.messaging_system.is_empty() {
-            sp.type_ = "messaging".into();
-            sp.subtype = f.messaging_system.clone();
-            sp.action = if kind == SpanKind::Producer {
+            sp.type_ = SharedStr::intern("messaging");
+            sp.subtype = SharedStr::intern(&f.messaging_system);
+            sp.action = SharedStr::intern(if kind == SpanKind::Producer {
                 "send"
             } else {
                 "receive"
-            }
-            .into();
+            });
         } else if !f.http_method.is_empty() || !f.url.is_empty() {
-            sp.type_ = "external".into();
-            sp.subtype = "http".into();
+            sp.type_ = SharedStr::intern("external");
+            sp.subtype = SharedStr::intern("http");
         } else if !f.rpc_system.is_empty() {
-            sp.type_ = "external".into();
-            sp.subtype = f.rpc_system.clone();
+            sp.type_ = SharedStr::intern("external");
+            sp.subtype = SharedStr::intern(&f.rpc_system);
         } else if kind == SpanKind::Internal {
-            sp.type_ = "app".into();
-            sp.subtype = "internal".into();
+            sp.type_ = SharedStr::intern("app");
+            sp.subtype = SharedStr::intern("internal");
         } else {
-            sp.type_ = "unknown".into();
+            sp.type_ = SharedStr::intern("unknown");
         }
         Body::Span(Box::new(sp))
     };
