@@ -859,6 +859,48 @@ mod tests {
     }
 
     #[test]
+    fn stage_instances_take_a_number_or_auto_which_follows_the_cores() {
+        let auto = types::auto_instances();
+        let instances = |ov: &[&str]| cfg(ov).map(|c| c.pipeline);
+        assert_eq!(instances(&[]).unwrap().indexer.instances, auto);
+        let c = load(&LoadOptions {
+            pipeline: Some("default".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.pipeline.indexer.instances, auto);
+        assert_eq!(
+            instances(&["pipeline.indexer.instances=3"])
+                .unwrap()
+                .indexer
+                .instances,
+            3
+        );
+        assert_eq!(
+            instances(&["pipeline.decoder.instances=auto"])
+                .unwrap()
+                .decoder
+                .instances,
+            auto
+        );
+        assert!(instances(&["pipeline.indexer.instances=many"]).is_err());
+        assert!(instances(&["pipeline.indexer.instances=0"]).is_err());
+        assert!(instances(&["pipeline.indexer.instances=-1"]).is_err());
+        for (cores, n) in [
+            (0, 1),
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 2),
+            (6, 2),
+            (7, 3),
+            (64, 16),
+        ] {
+            assert_eq!(types::auto_instances_for(cores), n, "{cores} cores");
+        }
+    }
+
+    #[test]
     fn elasticsearch_section_switches_output() {
         let c = cfg(&["output.elasticsearch.hosts=[\"es:9200\"]"]).unwrap();
         assert!(c.elasticsearch_output_enabled());

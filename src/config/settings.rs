@@ -5,7 +5,9 @@
 //! (`deny_unknown_fields`), so a typo stops start-up naming the key. Keys
 //! apm-server documents but ignores are accepted and marked *ignored*.
 
-use super::types::{ByteSize, GoDuration, HeaderMap, Secret};
+use super::types::{
+    auto_instances, deserialize_instances, ByteSize, GoDuration, HeaderMap, Secret,
+};
 use serde::{Deserialize, Serialize};
 
 fn t() -> bool {
@@ -694,6 +696,7 @@ pub struct Pipeline {
     /// The aggregator stage; `aggregator.enabled: false` turns server-side
     /// metric aggregation off (events then pass straight through).
     pub aggregator: AggregatorStage,
+    /// Default instances `auto`: one per three cores, at least one.
     pub indexer: Stage,
 }
 
@@ -707,7 +710,9 @@ impl Default for Pipeline {
             rate: Stage::new(2, 64),
             sourcemap: Stage::new(1, 64),
             aggregator: AggregatorStage::default(),
-            indexer: Stage::new(1, 64),
+            // `auto`: more indexers (bulk buffers filled and compressed in
+            // parallel) only where the cores allow
+            indexer: Stage::new(auto_instances(), 64),
         }
     }
 }
@@ -715,7 +720,10 @@ impl Default for Pipeline {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Stage {
-    /// Instances of the stage actor (threads).
+    /// Instances of the stage actor (threads): a number, or `auto` (one per
+    /// three cores the process may use, at least one; see
+    /// [`super::types::CORES_PER_AUTO_INSTANCE`]).
+    #[serde(deserialize_with = "deserialize_instances")]
     pub instances: usize,
     /// Capacity of the stage's inbox, in batches (≤ 10 lines each).
     pub capacity: usize,

@@ -6,6 +6,64 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+/// Cores per instance of a stage sized `auto`. Chosen for the indexer: in
+/// the one-core profile (loadtest/README.md) it does about 40 % of the
+/// server's work per event, so one indexer thread becomes the ceiling once
+/// the server has roughly two and a half cores busy; one instance per three
+/// cores keeps it below that.
+pub const CORES_PER_AUTO_INSTANCE: usize = 3;
+
+/// Most instances `auto` resolves to.
+pub const MAX_AUTO_INSTANCES: usize = 16;
+
+/// Instances `auto` means on a host where this process may run on `cores`
+/// cores: one per [`CORES_PER_AUTO_INSTANCE`], at least one.
+pub const fn auto_instances_for(cores: usize) -> usize {
+    let n = cores.div_ceil(CORES_PER_AUTO_INSTANCE);
+    if n == 0 {
+        1
+    } else if n > MAX_AUTO_INSTANCES {
+        MAX_AUTO_INSTANCES
+    } else {
+        n
+    }
+}
+
+/// Instances `auto` means on this host (the cores this process may use:
+/// affinity and cgroup quota included).
+pub fn auto_instances() -> usize {
+    auto_instances_for(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A stage's `instances`: a number, or `auto` ([`auto_instances`]),
+/// resolved when the configuration is read.
+pub fn deserialize_instances<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number of instances or \"auto\"")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
+            usize::try_from(v).map_err(|_| E::custom("instances out of range"))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<usize, E> {
+            usize::try_from(v).map_err(|_| E::custom("instances must not be negative"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+            let v = v.trim();
+            if v.eq_ignore_ascii_case("auto") {
+                Ok(auto_instances())
+            } else {
+                v.parse().map_err(|_| {
+                    E::custom(format!("{v:?} is not a number of instances or \"auto\""))
+                })
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// A Go duration (`30s`, `5m`, `1h30m`, `250ms`); a bare number is seconds.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct GoDuration(pub Duration);
