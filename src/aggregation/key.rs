@@ -126,13 +126,13 @@ pub(crate) fn pack_destination(
     buf: &mut Vec<u8>,
     span_name: &str,
     outcome: &str,
-    target: Option<&(String, String)>,
+    target: Option<(&str, &str)>,
     resource: &str,
 ) -> Range<usize> {
     let start = buf.len();
     put_str(buf, span_name);
     put_str(buf, outcome);
-    let (ty, name) = target.map_or(("", ""), |(t, n)| (t.as_str(), n.as_str()));
+    let (ty, name) = target.unwrap_or(("", ""));
     put_str(buf, ty);
     put_str(buf, name);
     put_str(buf, resource);
@@ -268,8 +268,13 @@ mod tests {
     #[test]
     fn a_destination_key_unpacks_to_the_dimensions_it_was_packed_from() {
         let mut buf = Vec::new();
-        let target = ("db".to_string(), "main".to_string());
-        let r = pack_destination(&mut buf, "SELECT", "success", Some(&target), "postgres");
+        let r = pack_destination(
+            &mut buf,
+            "SELECT",
+            "success",
+            Some(("db", "main")),
+            "postgres",
+        );
         let k = DestinationKey::unpack(&buf[r]);
         assert_eq!(
             k,

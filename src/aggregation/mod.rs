@@ -352,7 +352,9 @@ fn contribution<'e>(ev: &'e Event, buf: &mut Vec<u8>) -> Contribution<'e> {
                     buf,
                     &s.name,
                     &s.outcome,
-                    ev.service.target.as_ref(),
+                    ev.service_target
+                        .as_ref()
+                        .map(|(t, n)| (t.as_str(), n.as_str())),
                     resource,
                 ),
                 count,

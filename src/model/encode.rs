@@ -503,29 +503,51 @@ fn service_part(w: &mut W<'_>, s: &Service) {
     w.str(q!("name"), &s.origin_name);
     w.str(q!("version"), &s.origin_version);
     w.close();
-    if let Some((t, n)) = &s.target {
-        w.open(q!("target"));
-        w.str_always(q!("type"), t);
-        w.str(q!("name"), n);
-        w.close();
-    }
     w.close();
 }
 
-fn common(w: &mut W<'_>, ev: &Event) {
-    for frag in [
-        ev.agent
-            .encoded
-            .get_or_init(|| fragment(|w| agent_part(w, &ev.agent))),
-        ev.service
-            .encoded
-            .get_or_init(|| fragment(|w| service_part(w, &ev.service))),
-    ] {
-        if !frag.is_empty() {
+/// Writes the event's `service` object: the metadata's cached fragment, with
+/// the event's own `service.target` (when it has one) added as its last key.
+fn service_with_target(w: &mut W<'_>, service: &[u8], target: Option<&(SharedStr, SharedStr)>) {
+    let Some((t, n)) = target else {
+        if !service.is_empty() {
             w.sep();
-            w.out.extend_from_slice(frag);
+            w.out.extend_from_slice(service);
         }
+        return;
+    };
+    w.sep();
+    match service.split_last() {
+        // `"service":{…}` without its closing brace
+        Some((b'}', open)) => {
+            w.out.extend_from_slice(open);
+            w.out.push(b',');
+        }
+        _ => w.out.extend_from_slice(b"\"service\":{"),
     }
+    w.out.extend_from_slice(b"\"target\":{\"type\":");
+    escape_into(w.out, t);
+    if !n.is_empty() {
+        w.out.extend_from_slice(b",\"name\":");
+        escape_into(w.out, n);
+    }
+    w.out.extend_from_slice(b"}}");
+}
+
+fn common(w: &mut W<'_>, ev: &Event) {
+    let agent = ev
+        .agent
+        .encoded
+        .get_or_init(|| fragment(|w| agent_part(w, &ev.agent)));
+    if !agent.is_empty() {
+        w.sep();
+        w.out.extend_from_slice(agent);
+    }
+    let service = ev
+        .service
+        .encoded
+        .get_or_init(|| fragment(|w| service_part(w, &ev.service)));
+    service_with_target(w, service, ev.service_target.as_ref());
     let sh = &ev.shared;
     let thread_name = match &ev.body {
         Body::Log(l) => l.thread_name.as_str(),

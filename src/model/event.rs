@@ -107,8 +107,6 @@ pub(crate) struct Service {
     pub(crate) origin_id: String,
     pub(crate) origin_name: String,
     pub(crate) origin_version: String,
-    /// `service.target` (type is always written once a target exists).
-    pub(crate) target: Option<(String, String)>,
     /// Encoded `"service":{…}` (filled on first encode; reset by [`Service::make_mut`]).
     pub(crate) encoded: std::sync::OnceLock<Vec<u8>>,
 }
@@ -157,11 +155,11 @@ pub(crate) struct User {
 /// an event with 100,000 labels costs linear, not quadratic, time.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Labels {
-    pub(crate) strings: Vec<(String, String)>,
-    pub(crate) numbers: Vec<(String, f64)>,
+    pub(crate) strings: Vec<(SharedStr, String)>,
+    pub(crate) numbers: Vec<(SharedStr, f64)>,
     /// Array-valued labels (OTLP attributes); few per event, so scanned.
-    pub(crate) string_lists: Vec<(String, Vec<String>)>,
-    pub(crate) number_lists: Vec<(String, Vec<f64>)>,
+    pub(crate) string_lists: Vec<(SharedStr, Vec<String>)>,
+    pub(crate) number_lists: Vec<(SharedStr, Vec<f64>)>,
     index: Option<Box<LabelIndex>>,
 }
 
@@ -170,23 +168,23 @@ pub(crate) const LABEL_INDEX_FROM: usize = 32;
 
 #[derive(Debug, Default, Clone)]
 struct LabelIndex {
-    strings: std::collections::HashMap<String, usize>,
-    numbers: std::collections::HashMap<String, usize>,
+    strings: std::collections::HashMap<SharedStr, usize>,
+    numbers: std::collections::HashMap<SharedStr, usize>,
 }
 
 /// Sets `k` to `v` in `list`: in place when `k` is there, else appended.
 /// With an `index` (built on first use from `list`) the lookup is a hash
 /// probe instead of a scan.
 fn upsert<T>(
-    list: &mut Vec<(String, T)>,
-    index: Option<&mut std::collections::HashMap<String, usize>>,
+    list: &mut Vec<(SharedStr, T)>,
+    index: Option<&mut std::collections::HashMap<SharedStr, usize>>,
     k: &str,
     v: T,
 ) {
     let Some(ix) = index else {
         match list.iter_mut().find(|(key, _)| key == k) {
             Some(e) => e.1 = v,
-            None => list.push((k.to_owned(), v)),
+            None => list.push((SharedStr::intern(k), v)),
         }
         return;
     };
@@ -204,8 +202,9 @@ fn upsert<T>(
     {
         Some(i) => list[i].1 = v,
         None => {
-            ix.insert(k.to_owned(), list.len());
-            list.push((k.to_owned(), v));
+            let key = SharedStr::intern(k);
+            ix.insert(key.clone(), list.len());
+            list.push((key, v));
         }
     }
 }
@@ -584,6 +583,11 @@ pub struct Event {
     pub(crate) user: Arc<User>,
     pub(crate) labels: Arc<Labels>,
     pub(crate) client: Client,
+    /// `service.target` (type, name); the type is always written once a
+    /// target exists. Kept on the event, not in [`Service`], so a span that
+    /// names its target does not copy the metadata's service (and its
+    /// encoded fragment).
+    pub(crate) service_target: Option<(SharedStr, SharedStr)>,
     pub(crate) trace_id: String,
     pub(crate) parent_id: String,
     pub(crate) http: Option<Box<Http>>,
@@ -610,6 +614,7 @@ impl Event {
             user: m.user.clone(),
             labels: m.labels.clone(),
             client: m.client.clone(),
+            service_target: None,
             trace_id: String::new(),
             parent_id: String::new(),
             http: None,
@@ -874,8 +879,8 @@ mod label_tests {
         l.set_string("new", "x".into());
         assert_eq!(l.strings.len(), 1001);
         assert_eq!(l.numbers.len(), 1000);
-        assert_eq!(l.strings[7], ("k7".to_string(), "b".to_string()));
-        assert_eq!(l.strings[8], ("k8".to_string(), "a8".to_string()));
+        assert_eq!(l.strings[7], ("k7".into(), "b".to_string()));
+        assert_eq!(l.strings[8], ("k8".into(), "a8".to_string()));
         assert_eq!(l.numbers[14].1, -1.0);
         assert_eq!(l.strings[1000].0, "new");
         // a clone keeps a working index
@@ -887,7 +892,7 @@ mod label_tests {
         let mut s = Labels::default();
         s.set_string("a", "1".into());
         s.set_string("a", "2".into());
-        assert_eq!(s.strings, vec![("a".to_string(), "2".to_string())]);
+        assert_eq!(s.strings, vec![("a".into(), "2".to_string())]);
         assert!(s.index.is_none());
     }
 }

@@ -124,6 +124,13 @@ impl From<&str> for SharedStr {
     }
 }
 
+/// Hashes as the `str` it holds (so maps keyed by it can be probed with a `&str`).
+impl std::hash::Hash for SharedStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
 impl PartialEq<str> for SharedStr {
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other

@@ -106,7 +106,7 @@ pub(crate) fn forwarded_addr(h: &Headers) -> Option<(IpAddr, Option<u16>)> {
         .and_then(|v| parse_addr(v.split(',').next().unwrap_or("")))
 }
 
-pub(crate) fn service_target_derive(resource: &str) -> (String, String) {
+pub(crate) fn service_target_derive(resource: &str) -> (SharedStr, SharedStr) {
     let (first, second) = match resource.split_once('/') {
         Some((a, b)) => (a, Some(b)),
         None => (resource, None),
@@ -118,9 +118,12 @@ pub(crate) fn service_target_derive(resource: &str) -> (String, String) {
     let second_ok = second
         .is_none_or(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
     if first_ok && second_ok {
-        (first.to_owned(), second.unwrap_or("").to_owned())
+        (
+            SharedStr::intern(first),
+            SharedStr::intern(second.unwrap_or("")),
+        )
     } else {
-        (String::new(), resource.to_owned())
+        (SharedStr::default(), SharedStr::intern(resource))
     }
 }
 
@@ -187,8 +190,8 @@ pub(crate) fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bo
             }
             target_type_sent = ty.is_some();
             Some((
-                ty.unwrap_or_default().to_owned(),
-                nm.unwrap_or_default().to_owned(),
+                SharedStr::intern(ty.unwrap_or_default()),
+                SharedStr::intern(nm.unwrap_or_default()),
             ))
         }
         None => None,
@@ -215,7 +218,7 @@ pub(crate) fn context_service(ctx: &mut Ctx, c: Obj<'_>, ev: &mut Event) -> R<bo
         sv.origin_version = v;
     }
     if target.is_some() {
-        sv.target = target;
+        ev.service_target = target;
     }
     Ok(target_type_sent)
 }

@@ -18,7 +18,8 @@ use std::sync::Arc;
 /// Tracks the key path and the first validation violation of one line.
 #[derive(Default)]
 pub(crate) struct Ctx {
-    path: Vec<&'static str>,
+    /// Inline up to the schema's usual depth: no allocation per line.
+    path: smallvec::SmallVec<[&'static str; 8]>,
     violation: Option<String>,
 }
 
@@ -427,7 +428,7 @@ pub(crate) fn headers(o: Obj<'_>, k: &str) -> R<Headers> {
     let Some(m) = obj(o, k)? else {
         return Ok(Vec::new());
     };
-    let mut out: Headers = Vec::new();
+    let mut out: Headers = Vec::with_capacity(m.len());
     for (key, v) in m.iter() {
         let mut vals = HeaderValues::new();
         match v {

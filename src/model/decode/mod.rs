@@ -146,6 +146,10 @@ impl<'a> Obj<'a> {
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
 }
 
 /// Iterator over the elements of an [`Arr`].

@@ -249,7 +249,7 @@ pub(crate) fn span(
     });
     if !sc.target_type_sent {
         if let Some(r) = sc.resource {
-            Service::make_mut(&mut ev.service).target = Some(service_target_derive(&r));
+            ev.service_target = Some(service_target_derive(&r));
         }
     }
     if let Some((kind, _)) = ot {
