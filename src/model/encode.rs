@@ -301,13 +301,13 @@ impl<'a> W<'a> {
             let _ = write!(self.out, "\"{ip}\"");
         }
     }
-    fn str_list(&mut self, k: impl KeyArg, v: &[String]) {
+    fn str_list<S: AsRef<str>>(&mut self, k: impl KeyArg, v: &[S]) {
         if v.is_empty() {
             return;
         }
         self.open_arr(k);
         for s in v {
-            self.elem_str(s);
+            self.elem_str(s.as_ref());
         }
         self.close_arr();
     }

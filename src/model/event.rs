@@ -281,8 +281,8 @@ pub(crate) type HeaderValues = smallvec::SmallVec<[SharedStr; 1]>;
 /// `http.*`.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Http {
-    pub(crate) version: String,
-    pub(crate) request_method: String,
+    pub(crate) version: SharedStr,
+    pub(crate) request_method: SharedStr,
     pub(crate) request_id: String,
     pub(crate) request_referrer: String,
     pub(crate) request_headers: Headers,
@@ -303,11 +303,11 @@ pub(crate) struct Http {
 pub(crate) struct Url {
     pub(crate) original: String,
     pub(crate) full: String,
-    pub(crate) domain: String,
+    pub(crate) domain: SharedStr,
     pub(crate) path: String,
     pub(crate) query: String,
     pub(crate) fragment: String,
-    pub(crate) scheme: String,
+    pub(crate) scheme: SharedStr,
     pub(crate) port: Option<i64>,
 }
 
@@ -359,9 +359,9 @@ pub struct Frame {
     pub(crate) function: SharedStr,
     pub(crate) lineno: Option<i64>,
     pub(crate) colno: Option<i64>,
-    pub(crate) context_line: String,
-    pub(crate) pre_context: Vec<String>,
-    pub(crate) post_context: Vec<String>,
+    pub(crate) context_line: SharedStr,
+    pub(crate) pre_context: Vec<SharedStr>,
+    pub(crate) post_context: Vec<SharedStr>,
     pub(crate) vars: Option<Json>,
     pub(crate) library_frame: bool,
     pub(crate) exclude_from_grouping: bool,
@@ -854,9 +854,9 @@ impl Frame {
         self.lineno = Some(lineno);
         self.colno = Some(colno);
         self.function = function.into();
-        self.context_line = context_line;
-        self.pre_context = pre_context;
-        self.post_context = post_context;
+        self.context_line = context_line.into();
+        self.pre_context = pre_context.into_iter().map(SharedStr::from).collect();
+        self.post_context = post_context.into_iter().map(SharedStr::from).collect();
         self.sourcemap_updated = true;
     }
 }

@@ -1,5 +1,5 @@
-//! Shared strings for the fields requests repeat: stack frames and HTTP
-//! headers.
+//! Shared strings for the fields events repeat: stack frames, HTTP
+//! headers, span and transaction names and the like.
 //!
 //! Job: stack frames repeat. An application's spans and errors are thrown
 //! from the same few hundred functions in the same files, so a frame's
@@ -9,8 +9,12 @@
 //! the Node.js agent capture a span carries six frames on average, three
 //! strings each, drawn from about a hundred distinct values; decoding them
 //! was the largest share of the decoder's allocations, and freeing them the
-//! indexer's. Header names and most header values (content types, user
-//! agents, accept lists) repeat the same way and come next.
+//! indexer's. Frames' source lines, header names and most header values
+//! (content types, user agents, accept lists), span and transaction names,
+//! types and outcomes, destinations, HTTP methods and versions, URL schemes
+//! and hosts, and label keys repeat the same way and are shared too; ids,
+//! paths, queries and label values, which mostly do not repeat, stay owned
+//! strings.
 //!
 //! Invariants:
 //! * the empty string is no allocation and no cache entry (`SharedStr`

@@ -292,9 +292,9 @@ pub(crate) fn page_url(raw: &str) -> Url {
         ..Default::default()
     };
     if let Ok(u) = url::Url::parse(raw) {
-        out.scheme = u.scheme().to_owned();
+        out.scheme = SharedStr::intern(u.scheme());
         out.full = u.as_str().to_owned();
-        out.domain = u.host_str().unwrap_or_default().to_owned();
+        out.domain = SharedStr::intern(u.host_str().unwrap_or_default());
         out.path = u.path().to_owned();
         out.query = u.query().unwrap_or_default().to_owned();
         out.fragment = u.fragment().unwrap_or_default().to_owned();
@@ -367,9 +367,11 @@ pub(crate) fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i6
             let port = url_port(ctx, u)?;
             let full = str_field(ctx, u, "full")?;
             let hash = str_field(ctx, u, "hash")?;
-            let hostname = str_field(ctx, u, "hostname")?;
+            let hostname = shared_field(ctx, u, "hostname")?;
             let pathname = str_field(ctx, u, "pathname")?;
-            let protocol = str_field(ctx, u, "protocol")?;
+            let protocol = opt_str(u, "protocol")?;
+            ctx.max1024("protocol", protocol);
+            let protocol = protocol.unwrap_or_default();
             let raw = str_field(ctx, u, "raw")?;
             let search = str_field(ctx, u, "search")?;
             ctx.pop();
@@ -381,14 +383,11 @@ pub(crate) fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i6
                 path: pathname,
                 query: search,
                 fragment: hash,
-                scheme: protocol
-                    .strip_suffix(':')
-                    .map(str::to_owned)
-                    .unwrap_or(protocol),
+                scheme: SharedStr::intern(protocol.strip_suffix(':').unwrap_or(protocol)),
                 port,
             });
         }
-        let version = str_field(ctx, r, "http_version")?;
+        let version = shared_field(ctx, r, "http_version")?;
         let method = opt_str(r, "method")?;
         ctx.max1024("method", method);
         ctx.required("method", method.is_some());
@@ -424,7 +423,7 @@ pub(crate) fn context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event) -> R<(Option<i6
             ev.client.user_agent = ua.join(", ");
         }
         let http = ev.http.get_or_insert_with(Default::default);
-        http.request_method = method.unwrap_or_default().to_owned();
+        http.request_method = SharedStr::intern(method.unwrap_or_default());
         http.version = version;
         http.request_headers = hdrs;
         http.request_cookies = cookies;
@@ -539,7 +538,7 @@ pub(crate) fn rum_context(
         ctx.push("q");
         let env = json_obj(q, "en")?;
         let hdrs = headers(q, "he")?;
-        let hve = str_field(ctx, q, "hve")?;
+        let hve = shared_field(ctx, q, "hve")?;
         let mt = opt_str(q, "mt")?;
         ctx.max1024("mt", mt);
         ctx.required("mt", mt.is_some());
@@ -551,7 +550,7 @@ pub(crate) fn rum_context(
         h.request_env = env;
         h.request_headers = hdrs;
         h.version = hve;
-        h.request_method = mt.unwrap_or_default().to_owned();
+        h.request_method = SharedStr::intern(mt.unwrap_or_default());
     }
     let mut status = None;
     if let Some(r) = set_obj(c, "r")? {

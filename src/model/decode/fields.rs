@@ -172,15 +172,17 @@ pub(crate) fn v_bool(k: &str, v: V<'_>) -> R<Option<bool>> {
     }
 }
 
-pub(crate) fn v_str_arr(k: &str, v: V<'_>) -> R<Vec<String>> {
+/// An array of strings (nulls become empty strings) as shared strings:
+/// the source lines of stack frames.
+pub(crate) fn v_shared_arr(k: &str, v: V<'_>) -> R<Vec<SharedStr>> {
     match v {
         V::Static(StaticNode::Null) => Ok(Vec::new()),
         V::Array(a) => {
             let mut out = Vec::with_capacity(a.len());
             for e in a {
                 match e {
-                    V::String(s) => out.push(s.to_owned()),
-                    V::Static(StaticNode::Null) => out.push(String::new()),
+                    V::String(s) => out.push(SharedStr::intern(s)),
+                    V::Static(StaticNode::Null) => out.push(SharedStr::default()),
                     _ => return Err(type_err(k, "array of strings")),
                 }
             }

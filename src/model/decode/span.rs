@@ -373,7 +373,7 @@ fn span_context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event, sp: &mut Span) -> R<S
         }
         let method = opt_str(h, "method")?;
         ctx.max1024("method", method);
-        http.request_method = method.unwrap_or_default().to_owned();
+        http.request_method = SharedStr::intern(method.unwrap_or_default());
         if let Some(rs) = obj(h, "response")? {
             http.response_headers = headers(rs, "headers")?;
             http.response_decoded_body_size = int(rs, "decoded_body_size")?;
@@ -415,7 +415,7 @@ fn rum_span_context(ctx: &mut Ctx, y: Obj<'_>, ev: &mut Event, sp: &mut Span) ->
         ctx.max1024("mt", mt);
         ctx.pop();
         let http = ev.http.get_or_insert_with(Default::default);
-        http.request_method = mt.unwrap_or_default().to_owned();
+        http.request_method = SharedStr::intern(mt.unwrap_or_default());
         if let Some(r) = obj(h, "r")? {
             http.response_decoded_body_size = int(r, "dbs")?;
             http.response_encoded_body_size = int(r, "ebs")?;

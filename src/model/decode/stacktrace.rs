@@ -39,11 +39,13 @@ pub(crate) fn frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Frame>
                     fr.classname = SharedStr::intern(s.unwrap_or_default());
                 }
                 "abs_path" => fr.abs_path = SharedStr::intern(v_str(key, v)?.unwrap_or_default()),
-                "context_line" => fr.context_line = v_str(key, v)?.unwrap_or_default().to_owned(),
+                "context_line" => {
+                    fr.context_line = SharedStr::intern(v_str(key, v)?.unwrap_or_default())
+                }
                 "function" => fr.function = SharedStr::intern(v_str(key, v)?.unwrap_or_default()),
                 "module" => fr.module = SharedStr::intern(v_str(key, v)?.unwrap_or_default()),
-                "post_context" => fr.post_context = v_str_arr(key, v)?,
-                "pre_context" => fr.pre_context = v_str_arr(key, v)?,
+                "post_context" => fr.post_context = v_shared_arr(key, v)?,
+                "pre_context" => fr.pre_context = v_shared_arr(key, v)?,
                 "lineno" => fr.lineno = v_int(key, v)?,
                 "colno" => fr.colno = v_int(key, v)?,
                 "library_frame" => fr.library_frame = v_bool(key, v)?.unwrap_or(false),
@@ -82,9 +84,15 @@ pub(crate) fn rum_frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Fr
             module: shared(f, "mo")?,
             lineno: int(f, "li")?,
             colno: int(f, "co")?,
-            context_line: string(f, "cli")?,
-            pre_context: str_arr(f, "prc")?,
-            post_context: str_arr(f, "poc")?,
+            context_line: shared(f, "cli")?,
+            pre_context: match get(f, "prc") {
+                Some(v) => v_shared_arr("prc", v)?,
+                None => Vec::new(),
+            },
+            post_context: match get(f, "poc") {
+                Some(v) => v_shared_arr("poc", v)?,
+                None => Vec::new(),
+            },
             ..Default::default()
         });
     }

@@ -185,7 +185,7 @@ fn span(s: &OtlpSpan, meta: &super::super::Metadata, out: &mut Vec<Event>) -> Re
     merge_labels(&mut ev, std::mem::take(&mut f.labels));
     if !f.http_method.is_empty() || f.http_status.is_some() {
         ev.http = Some(Box::new(Http {
-            request_method: f.http_method.clone(),
+            request_method: SharedStr::intern(&f.http_method),
             response_status_code: f.http_status,
             ..Default::default()
         }));
