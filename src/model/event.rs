@@ -1,8 +1,11 @@
 //! Decoded intake events (see docs/intake.md for the fields and rules).
 //!
-//! Plain owned Rust structs, shared by the v2 and v3 decoders and read by the
-//! encoder. Invariants: an empty `String` means "absent" (the encoder omits
-//! it) unless a field is documented as always written; metadata-derived parts
+//! Plain Rust structs, shared by the v2 and v3 decoders and read by the
+//! encoder; fields whose values repeat across events (frames, headers, span
+//! and transaction names…) are [`SharedStr`]s from the decoder's cache
+//! (`model/shared.rs`), the rest owned `String`s. Invariants: an empty
+//! string means "absent" (the encoder omits it) unless a field is
+//! documented as always written; metadata-derived parts
 //! (`shared`, `service`, `agent`, `user`, `labels`) are `Arc`s shared by all
 //! events of one request and copied on write by event-level overrides.
 
@@ -349,7 +352,7 @@ pub(crate) struct FrameOriginal {
 }
 
 /// One stack frame. The source-map stage edits these in place. Names and
-/// paths are [`SharedStr`]s: frames repeat, so decoders share them.
+/// paths are shared strings (`SharedStr`): frames repeat, so decoders share them.
 #[derive(Debug, Default, Clone)]
 pub struct Frame {
     pub(crate) filename: SharedStr,
