@@ -192,6 +192,11 @@ pub(crate) fn v_shared_arr(k: &str, v: V<'_>) -> R<Vec<SharedStr>> {
     }
 }
 
+/// [`v_shared_arr`] of the field `k`; absent or null is empty.
+pub(crate) fn shared_arr(o: Obj<'_>, k: &str) -> R<Vec<SharedStr>> {
+    get(o, k).map_or(Ok(Vec::new()), |v| v_shared_arr(k, v))
+}
+
 pub(crate) fn v_json_obj(k: &str, v: V<'_>) -> R<Option<Json>> {
     match v {
         V::Static(StaticNode::Null) => Ok(None),
@@ -236,6 +241,11 @@ pub(crate) fn opt_str<'v>(o: Obj<'v>, k: &str) -> R<Option<&'v str>> {
 
 pub(crate) fn string(o: Obj<'_>, k: &str) -> R<String> {
     Ok(opt_str(o, k)?.map(str::to_owned).unwrap_or_default())
+}
+
+/// [`string`] for the fields the model keeps as [`SharedStr`].
+pub(crate) fn shared(o: Obj<'_>, k: &str) -> R<SharedStr> {
+    Ok(SharedStr::intern(opt_str(o, k)?.unwrap_or_default()))
 }
 
 pub(crate) fn int(o: Obj<'_>, k: &str) -> R<Option<i64>> {

@@ -348,7 +348,7 @@ fn span_context(ctx: &mut Ctx, o: Obj<'_>, ev: &mut Event, sp: &mut Span) -> R<S
         sp.db_instance = string(d, "instance")?;
         sp.db_link = str_field(ctx, d, "link")?;
         sp.db_statement = string(d, "statement")?;
-        sp.db_type = SharedStr::intern(opt_str(d, "type")?.unwrap_or_default());
+        sp.db_type = shared(d, "type")?;
         sp.db_user = string(d, "user")?;
         sp.db_rows_affected = int(d, "rows_affected")?;
         ctx.pop();

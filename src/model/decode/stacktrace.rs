@@ -9,11 +9,6 @@ use super::fields::*;
 use super::*;
 use crate::model::event::*;
 
-/// The string at `k` of `o` from the thread's shared strings.
-fn shared(o: Obj<'_>, k: &str) -> R<SharedStr> {
-    Ok(SharedStr::intern(opt_str(o, k)?.unwrap_or_default()))
-}
-
 pub(crate) fn frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Frame>> {
     let Some(a) = arr(o, k)? else {
         return Ok(Vec::new());
@@ -85,14 +80,8 @@ pub(crate) fn rum_frames(ctx: &mut Ctx, o: Obj<'_>, k: &'static str) -> R<Vec<Fr
             lineno: int(f, "li")?,
             colno: int(f, "co")?,
             context_line: shared(f, "cli")?,
-            pre_context: match get(f, "prc") {
-                Some(v) => v_shared_arr("prc", v)?,
-                None => Vec::new(),
-            },
-            post_context: match get(f, "poc") {
-                Some(v) => v_shared_arr("poc", v)?,
-                None => Vec::new(),
-            },
+            pre_context: shared_arr(f, "prc")?,
+            post_context: shared_arr(f, "poc")?,
             ..Default::default()
         });
     }

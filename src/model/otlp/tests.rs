@@ -408,25 +408,27 @@ fn array_attributes_become_label_lists_by_their_first_element_type() {
     assert!(doc["labels"].get("empty").is_none());
 }
 
-#[test]
-fn agent_name_is_sdk_name_language_and_distro_and_service_name_is_cleaned() {
-    let with = |attrs: Vec<KeyValue>| {
-        let m = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: attrs,
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    log_records: vec![LogRecord::default()],
-                    ..Default::default()
-                }],
+/// An encoded logs export of one empty record from a resource with `attrs`.
+fn one_log(attrs: Vec<KeyValue>) -> Vec<u8> {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: attrs,
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord::default()],
                 ..Default::default()
             }],
-        }
-        .encode_to_vec();
-        docs(Signal::Logs, &m).0.remove(0).1
-    };
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn agent_name_is_sdk_name_language_and_distro_and_service_name_is_cleaned() {
+    let with = |attrs: Vec<KeyValue>| docs(Signal::Logs, &one_log(attrs)).0.remove(0).1;
     let d = with(vec![]);
     assert_eq!(d["agent"]["name"], "otlp");
     assert_eq!(d["agent"]["version"], "unknown");
@@ -459,23 +461,10 @@ fn only_mobile_agents_get_the_request_ip_as_client_ip() {
         ..base()
     };
     for (sdk, mobile) in [("android", true), ("iOS", true), ("opentelemetry", false)] {
-        let m = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![
-                        kv("telemetry.sdk.name", s(sdk)),
-                        kv("telemetry.sdk.language", s("swift")),
-                    ],
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    log_records: vec![LogRecord::default()],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-        .encode_to_vec();
+        let m = one_log(vec![
+            kv("telemetry.sdk.name", s(sdk)),
+            kv("telemetry.sdk.language", s("swift")),
+        ]);
         let mut events = Vec::new();
         decode_otlp(Signal::Logs, &m, &b, &mut events).expect("decodes");
         let c = &events[0].client;
