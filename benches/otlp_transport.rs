@@ -5,9 +5,10 @@
 //! so the transport, the decoder stage and the indexer are all inside the
 //! measured time. Throughput is in events.
 
-use apm_rs::output::{Ack, CloseReport, Output, OutputError, OutputFactory};
+mod common;
+
 use apm_rs::server::ServerBuilder;
-use apm_rs::telemetry::Telemetry;
+use common::{Counter, CountingFactory};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -18,41 +19,12 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::codec::CompressionEncoding;
 
 const SPANS_PER_REQUEST: usize = 100;
 const CLIENTS: u64 = 8;
-
-/// Counts documents; acknowledges at once.
-#[derive(Default)]
-struct Counter(AtomicU64);
-
-struct CountingFactory(Arc<Counter>);
-struct CountingOutput(Arc<Counter>, Arc<Telemetry>);
-
-impl OutputFactory for CountingFactory {
-    fn build(&self, _i: usize, t: Arc<Telemetry>) -> Result<Box<dyn Output>, OutputError> {
-        Ok(Box::new(CountingOutput(Arc::clone(&self.0), t)))
-    }
-    fn flush_interval(&self) -> Duration {
-        Duration::from_millis(100)
-    }
-}
-
-impl Output for CountingOutput {
-    fn append(&mut self, _doc: &[u8], ack: Ack) {
-        self.0 .0.fetch_add(1, Ordering::Relaxed);
-        self.1.events_indexed.inc();
-        drop(ack);
-    }
-    fn tick(&mut self) {}
-    fn close(&mut self, _deadline: Instant) -> CloseReport {
-        CloseReport::default()
-    }
-}
 
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -104,7 +76,7 @@ where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let before = counter.0.load(Ordering::Relaxed);
+    let before = counter.docs();
     let t0 = Instant::now();
     rt.block_on(async {
         let tasks: Vec<_> = (0..CLIENTS).map(|k| tokio::spawn(send(k))).collect();
@@ -112,10 +84,7 @@ where
             t.await.expect("client task");
         }
     });
-    let want = before + iters * SPANS_PER_REQUEST as u64;
-    while counter.0.load(Ordering::Relaxed) < want {
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    counter.wait_for(before + iters * SPANS_PER_REQUEST as u64);
     t0.elapsed()
 }
 

@@ -9,52 +9,21 @@
 //! The corpus comes from `$APM_CORPUS` or `../shared/corpus`; without it the
 //! bench is skipped.
 
-use apm_rs::output::{Ack, CloseReport, Output, OutputError, OutputFactory};
+mod common;
+
 use apm_rs::server::ServerBuilder;
-use apm_rs::telemetry::Telemetry;
+use common::{Counter, CountingFactory};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const EVENTS_PER_REQUEST: usize = 100;
 const CLIENTS: usize = 8;
-
-/// Counts documents and bytes; acknowledges at once.
-#[derive(Default)]
-struct Counter {
-    docs: AtomicU64,
-    bytes: AtomicU64,
-}
-
-struct CountingFactory(Arc<Counter>);
-struct CountingOutput(Arc<Counter>, Arc<Telemetry>);
-
-impl OutputFactory for CountingFactory {
-    fn build(&self, _i: usize, t: Arc<Telemetry>) -> Result<Box<dyn Output>, OutputError> {
-        Ok(Box::new(CountingOutput(Arc::clone(&self.0), t)))
-    }
-    fn flush_interval(&self) -> Duration {
-        Duration::from_millis(100)
-    }
-}
-
-impl Output for CountingOutput {
-    fn append(&mut self, doc: &[u8], ack: Ack) {
-        self.0.bytes.fetch_add(doc.len() as u64, Ordering::Relaxed);
-        self.0.docs.fetch_add(1, Ordering::Relaxed);
-        self.1.events_indexed.inc();
-        drop(ack);
-    }
-    fn tick(&mut self) {}
-    fn close(&mut self, _deadline: Instant) -> CloseReport {
-        CloseReport::default()
-    }
-}
 
 fn corpus_file() -> Option<PathBuf> {
     let root = std::env::var_os("APM_CORPUS")
@@ -121,7 +90,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(EVENTS_PER_REQUEST as u64));
     g.bench_function("node_capture_gzip_100_events_per_request", |b| {
         b.iter_custom(|iters| {
-            let before = counter.docs.load(Ordering::Relaxed);
+            let before = counter.docs();
             let t0 = Instant::now();
             rt.block_on(async {
                 let tasks: Vec<_> = (0..CLIENTS as u64)
@@ -150,17 +119,14 @@ fn bench(c: &mut Criterion) {
                     t.await.expect("client task");
                 }
             });
-            let want = before + iters * EVENTS_PER_REQUEST as u64;
-            while counter.docs.load(Ordering::Relaxed) < want {
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            counter.wait_for(before + iters * EVENTS_PER_REQUEST as u64);
             t0.elapsed()
         })
     });
     g.finish();
     eprintln!(
         "pipeline bench: {} documents, {:.1} MB encoded",
-        counter.docs.load(Ordering::Relaxed),
+        counter.docs(),
         counter.bytes.load(Ordering::Relaxed) as f64 / 1e6
     );
     server.shutdown();

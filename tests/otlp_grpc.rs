@@ -434,9 +434,19 @@ async fn a_bad_span_is_a_partial_success_and_an_all_bad_message_is_invalid_argum
 }
 
 /// A raw HTTP/2 gRPC call to `path` sending `frame` (then ending the
-/// stream); the answer's `grpc-status` (from the headers of a trailers-only
-/// answer, else from the trailers).
+/// stream); the answer's `grpc-status`.
 async fn raw_call(addr: std::net::SocketAddr, path: &str, frame: Vec<u8>) -> String {
+    let (resp, mut stream) = open_raw_call(addr, path).await;
+    stream.send_data(frame.into(), true).expect("data");
+    grpc_status(resp.await.expect("response")).await
+}
+
+/// Opens an authorized raw HTTP/2 gRPC call to `path`: the answer to come
+/// and the stream the test sends the message on.
+async fn open_raw_call(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2");
     tokio::spawn(conn);
@@ -448,9 +458,13 @@ async fn raw_call(addr: std::net::SocketAddr, path: &str, frame: Vec<u8>) -> Str
         .header("authorization", BEARER)
         .body(())
         .expect("request");
-    let (resp, mut stream) = client.send_request(req, false).expect("send");
-    stream.send_data(frame.into(), true).expect("data");
-    let (parts, mut body) = resp.await.expect("response").into_parts();
+    client.send_request(req, false).expect("send")
+}
+
+/// The `grpc-status` of an answer: from its headers when it is
+/// trailers-only, else from its trailers.
+async fn grpc_status(resp: http::Response<h2::RecvStream>) -> String {
+    let (parts, mut body) = resp.into_parts();
     if let Some(c) = parts.headers.get("grpc-status") {
         return c.to_str().expect("ascii").to_string();
     }
@@ -609,20 +623,11 @@ async fn a_full_pipeline_is_unavailable_and_every_accepted_span_is_written() {
 async fn a_message_that_does_not_arrive_within_read_timeout_is_deadline_exceeded() {
     let mut s = start(&[TOKEN, "apm-server.read_timeout=1s"]);
     let addr = s.server.as_ref().and_then(|r| r.grpc_addr).expect("grpc");
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2");
-    tokio::spawn(conn);
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", BEARER)
-        .body(())
-        .expect("request");
-    let (resp, mut stream) = client.send_request(req, false).expect("send");
+    let (resp, mut stream) = open_raw_call(
+        addr,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    )
+    .await;
     // a gRPC frame announcing 100 bytes, of which only 10 are ever sent
     let mut frame = vec![0u8];
     frame.extend_from_slice(&100u32.to_be_bytes());
@@ -633,19 +638,7 @@ async fn a_message_that_does_not_arrive_within_read_timeout_is_deadline_exceeded
         .await
         .expect("answered before the test's timeout")
         .expect("response");
-    let (parts, mut body) = resp.into_parts();
-    let code = match parts.headers.get("grpc-status") {
-        Some(c) => c.to_str().expect("ascii").to_string(),
-        None => body
-            .trailers()
-            .await
-            .expect("trailers")
-            .and_then(|t| {
-                t.get("grpc-status")
-                    .map(|c| c.to_str().expect("ascii").to_string())
-            })
-            .expect("grpc-status"),
-    };
+    let code = grpc_status(resp).await;
     assert_eq!(code, (Code::DeadlineExceeded as i32).to_string());
     assert!(
         t0.elapsed() >= Duration::from_millis(900),
@@ -661,20 +654,11 @@ async fn a_call_in_flight_at_shutdown_finishes_and_its_span_is_indexed() {
     use prost::Message;
     let mut s = start(&[TOKEN]);
     let addr = s.server.as_ref().and_then(|r| r.grpc_addr).expect("grpc");
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2");
-    tokio::spawn(conn);
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", BEARER)
-        .body(())
-        .expect("request");
-    let (resp, mut stream) = client.send_request(req, false).expect("send");
+    let (resp, mut stream) = open_raw_call(
+        addr,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    )
+    .await;
     let mut first = frame(&traces(vec![span(1, 16)]).encode_to_vec());
     let rest = first.split_off(first.len() / 2);
     stream.send_data(first.into(), false).expect("first half");

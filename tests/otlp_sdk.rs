@@ -69,22 +69,24 @@ fn server(exporter: Exporter) -> (TestServer, String) {
 
 /// Runs the SDK script; its stdout (one result line per signal).
 async fn run_sdk(py: PathBuf, exporter: Exporter, url: &str, token: &str, service: &str) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-python/app.py");
-    let (url, token, service) = (url.to_owned(), token.to_owned(), service.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(py);
-        cmd.arg(script);
-        if let Exporter::Grpc = exporter {
-            cmd.arg("--grpc");
-        }
-        cmd.env("ENDPOINT", url)
-            .env("TOKEN", token)
-            .env("SERVICE", service)
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .expect("join");
+    let mut cmd = Command::new(py);
+    cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-python/app.py"));
+    if let Exporter::Grpc = exporter {
+        cmd.arg("--grpc");
+    }
+    run_script(cmd, url, token, service).await
+}
+
+/// Runs an SDK script `cmd` with the endpoint, token and service name it
+/// reads from its environment, off the async runtime; its stdout. A script
+/// that exits unsuccessfully fails the test with its output.
+async fn run_script(mut cmd: Command, url: &str, token: &str, service: &str) -> String {
+    cmd.env("ENDPOINT", url)
+        .env("TOKEN", token)
+        .env("SERVICE", service);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("sdk script runs"))
+        .await
+        .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -182,27 +184,10 @@ fn node_modules(test: &str) -> Option<PathBuf> {
 
 /// Runs agents/otel-node/app.js; its stdout (one result line per signal).
 async fn run_node(modules: PathBuf, url: &str, token: &str, service: &str) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-node/app.js");
-    let (url, token, service) = (url.to_owned(), token.to_owned(), service.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .env("NODE_PATH", modules)
-            .env("ENDPOINT", url)
-            .env("TOKEN", token)
-            .env("SERVICE", service)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "sdk script failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let mut cmd = Command::new("node");
+    cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/otel-node/app.js"))
+        .env("NODE_PATH", modules);
+    run_script(cmd, url, token, service).await
 }
 
 #[tokio::test]
